@@ -1,0 +1,322 @@
+//! The tensor abstraction solvers are written against.
+//!
+//! Every solver update is `x_next = keep * x + sum_i c_i * t_i + s * z`: a linear
+//! combination of a few same-shaped tensors plus optional Gaussian noise. That one fused
+//! pass, [`Tensor::lincomb`], is the only hot primitive a backend must provide; the rest
+//! of the trait is bookkeeping and rarely used host round trips (which a backend may
+//! override with native versions).
+
+use std::fmt::Debug;
+
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+
+use crate::rng::{NormalBlock, Rng};
+use crate::{CoreError, Result};
+
+/// Gaussian noise to add in a [`Tensor::lincomb`]: `scale * z`, `z ~ N(0, I)` drawn
+/// from `rng` (element `n` of the tensor, in row-major order, gets variate `n`).
+#[derive(Debug)]
+pub struct Noise<'a> {
+    pub scale: f64,
+    pub rng: &'a mut Rng,
+}
+
+impl<'a> Noise<'a> {
+    pub fn new(scale: f64, rng: &'a mut Rng) -> Self {
+        Self { scale, rng }
+    }
+}
+
+/// A dense tensor a solver can update.
+pub trait Tensor: Clone + Debug + Send + Sync + Sized {
+    /// The shape, outermost (batch) axis first.
+    fn shape(&self) -> &[usize];
+
+    /// Number of elements.
+    fn len(&self) -> usize {
+        self.shape().iter().product()
+    }
+
+    /// Whether the tensor has no elements.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A tensor of zeros with the same shape, element type and device.
+    fn zeros_like(&self) -> Self;
+
+    /// The fused primitive: `self = keep * self + sum_i c_i * t_i + noise.scale * z`.
+    ///
+    /// With `keep == 0` the old contents are overwritten, never read (so NaN in an
+    /// uninitialised buffer cannot leak). All arithmetic is done in f64 per element and
+    /// rounded once. Fails with [`CoreError::ShapeMismatch`] if a term's shape differs.
+    fn lincomb(&mut self, keep: f64, terms: &[(f64, &Self)], noise: Option<Noise<'_>>) -> Result<()>;
+
+    /// The elements in row-major order, as f64.
+    fn to_f64_vec(&self) -> Vec<f64>;
+
+    /// A tensor shaped and placed like `self` holding `data` (row-major).
+    fn from_f64_like(&self, data: &[f64]) -> Result<Self>;
+
+    /// Number of NaN or infinite elements.
+    fn count_non_finite(&self) -> usize {
+        self.to_f64_vec().iter().filter(|v| !v.is_finite()).count()
+    }
+
+    /// Sum of squares, accumulated in f64.
+    fn sum_squares(&self) -> f64 {
+        self.to_f64_vec().iter().map(|v| v * v).sum()
+    }
+
+    /// Applies `f` to each batch item (the rows of the outermost axis) on the host.
+    /// For the rare non-linear steps (dynamic thresholding); backends may override.
+    fn map_batch_items(&self, f: &(dyn Fn(&mut [f64]) + Sync)) -> Result<Self> {
+        let mut data = self.to_f64_vec();
+        let batch = self.shape().first().copied().unwrap_or(1).max(1);
+        let per = data.len() / batch;
+        if per > 0 {
+            data.chunks_mut(per).for_each(f);
+        }
+        self.from_f64_like(&data)
+    }
+}
+
+/// Checks that `got` has `expected`'s shape.
+pub fn check_same_shape(context: &'static str, expected: &[usize], got: &[usize]) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(CoreError::ShapeMismatch {
+            context,
+            expected: expected.to_vec(),
+            got: got.to_vec(),
+        })
+    }
+}
+
+/// `sum_i c_i * t_i (+ noise)` into a new tensor shaped like the first term.
+pub fn lincomb_new<T: Tensor>(terms: &[(f64, &T)], noise: Option<Noise<'_>>) -> Result<T> {
+    let first = terms.first().ok_or_else(|| CoreError::InvalidArgument {
+        name: "terms",
+        reason: "a linear combination needs at least one term".into(),
+    })?;
+    let mut out = first.1.zeros_like();
+    out.lincomb(0.0, terms, noise)?;
+    Ok(out)
+}
+
+/// The element types the ndarray backend supports.
+pub trait Element: Copy + Debug + Default + Send + Sync + PartialEq + 'static {
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+}
+
+impl Element for f32 {
+    #[inline]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    #[inline]
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Element for f64 {
+    #[inline]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// Elements per work unit: the f64 accumulator (16 KiB) stays in L1 while every term
+/// streams through it once.
+const CHUNK: usize = 2048;
+/// Below this size the pass runs on the calling thread.
+const PARALLEL_MIN: usize = 1 << 16;
+
+fn combine_chunk<A: Element>(
+    out: &mut [A],
+    start: usize,
+    keep: f64,
+    terms: &[(f64, &[A])],
+    noise: Option<(f64, NormalBlock)>,
+) {
+    let len = out.len();
+    let mut acc = [0.0f64; CHUNK];
+    let acc = &mut acc[..len];
+    if keep != 0.0 {
+        for (a, o) in acc.iter_mut().zip(out.iter()) {
+            *a = keep * o.to_f64();
+        }
+    }
+    for &(c, t) in terms {
+        let t = &t[start..start + len];
+        for (a, v) in acc.iter_mut().zip(t) {
+            *a += c * v.to_f64();
+        }
+    }
+    if let Some((scale, block)) = noise {
+        let mut z = [0.0f64; CHUNK];
+        let z = &mut z[..len];
+        block.fill(start as u64, z);
+        for (a, v) in acc.iter_mut().zip(z.iter()) {
+            *a += scale * v;
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc.iter()) {
+        *o = A::from_f64(*a);
+    }
+}
+
+/// `out = keep * out + sum_i c_i * t_i + noise` over contiguous slices, in parallel
+/// chunks whose results do not depend on the thread count.
+pub fn lincomb_slices<A: Element>(out: &mut [A], keep: f64, terms: &[(f64, &[A])], noise: Option<Noise<'_>>) {
+    let noise = noise.map(|n| (n.scale, n.rng.reserve_normals(out.len())));
+    if out.len() < PARALLEL_MIN {
+        out.chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, o)| combine_chunk(o, i * CHUNK, keep, terms, noise));
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, o)| combine_chunk(o, i * CHUNK, keep, terms, noise));
+    }
+}
+
+impl<A: Element> Tensor for ArrayD<A> {
+    fn shape(&self) -> &[usize] {
+        ndarray::ArrayBase::shape(self)
+    }
+
+    fn zeros_like(&self) -> Self {
+        ArrayD::from_elem(self.raw_dim(), A::default())
+    }
+
+    fn lincomb(&mut self, keep: f64, terms: &[(f64, &Self)], noise: Option<Noise<'_>>) -> Result<()> {
+        for (_, t) in terms {
+            check_same_shape(
+                "lincomb",
+                ndarray::ArrayBase::shape(self),
+                ndarray::ArrayBase::shape(*t),
+            )?;
+        }
+        if !self.is_standard_layout() {
+            *self = self.as_standard_layout().into_owned();
+        }
+        // Terms in another memory order are copied once; solver buffers never are.
+        let owned: Vec<Option<ArrayD<A>>> = terms
+            .iter()
+            .map(|(_, t)| (!t.is_standard_layout()).then(|| t.as_standard_layout().into_owned()))
+            .collect();
+        let slices: Vec<(f64, &[A])> = terms
+            .iter()
+            .zip(&owned)
+            .map(|((c, t), o)| {
+                let s = o.as_ref().unwrap_or(t).as_slice().expect("standard layout");
+                (*c, s)
+            })
+            .collect();
+        let out = self.as_slice_mut().expect("standard layout");
+        lincomb_slices(out, keep, &slices, noise);
+        Ok(())
+    }
+
+    fn to_f64_vec(&self) -> Vec<f64> {
+        self.iter().map(|v| v.to_f64()).collect()
+    }
+
+    fn from_f64_like(&self, data: &[f64]) -> Result<Self> {
+        if data.len() != self.len() {
+            return Err(CoreError::ShapeMismatch {
+                context: "from_f64_like",
+                expected: ndarray::ArrayBase::shape(self).to_vec(),
+                got: vec![data.len()],
+            });
+        }
+        let v: Vec<A> = data.iter().map(|&x| A::from_f64(x)).collect();
+        Ok(ArrayD::from_shape_vec(IxDyn(ndarray::ArrayBase::shape(self)), v).expect("length checked"))
+    }
+
+    fn count_non_finite(&self) -> usize {
+        self.iter().filter(|v| !v.to_f64().is_finite()).count()
+    }
+
+    fn sum_squares(&self) -> f64 {
+        self.iter().map(|v| v.to_f64() * v.to_f64()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array;
+
+    fn ramp(n: usize, scale: f64) -> ArrayD<f64> {
+        Array::from_shape_fn(IxDyn(&[n]), |i| (i[0] as f64 * scale).sin())
+    }
+
+    #[test]
+    fn lincomb_matches_elementwise_formula() {
+        let n = 5000;
+        let (a, b) = (ramp(n, 0.1), ramp(n, 0.37));
+        let mut out = ramp(n, 0.01);
+        let before = out.clone();
+        out.lincomb(0.5, &[(2.0, &a), (-3.0, &b)], None).unwrap();
+        for i in 0..n {
+            let want = 0.5 * before[i] + 2.0 * a[i] - 3.0 * b[i];
+            assert!((out[i] - want).abs() < 1e-14);
+        }
+    }
+
+    #[test]
+    fn keep_zero_overwrites_nan() {
+        let mut out = ArrayD::from_elem(IxDyn(&[3]), f32::NAN);
+        let a = ArrayD::from_elem(IxDyn(&[3]), 2.0f32);
+        out.lincomb(0.0, &[(1.5, &a)], None).unwrap();
+        assert!(out.iter().all(|&v| v == 3.0));
+    }
+
+    #[test]
+    fn shape_mismatch_is_an_error() {
+        let mut out = ArrayD::<f32>::zeros(IxDyn(&[2, 3]));
+        let a = ArrayD::<f32>::zeros(IxDyn(&[3, 2]));
+        let err = out.lincomb(0.0, &[(1.0, &a)], None).unwrap_err();
+        assert!(matches!(err, CoreError::ShapeMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn noise_is_independent_of_thread_count_and_chunking() {
+        let n = PARALLEL_MIN * 2 + 17;
+        let mut parallel = ArrayD::<f32>::zeros(IxDyn(&[n]));
+        parallel
+            .lincomb(0.0, &[], Some(Noise::new(1.0, &mut Rng::new(5))))
+            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let mut single = ArrayD::<f32>::zeros(IxDyn(&[n]));
+        pool.install(|| {
+            single
+                .lincomb(0.0, &[], Some(Noise::new(1.0, &mut Rng::new(5))))
+                .unwrap()
+        });
+        assert_eq!(parallel, single);
+        // The same variates as a plain sequential draw.
+        let mut z = vec![0.0; n];
+        Rng::new(5).fill_normal(&mut z);
+        assert!(parallel.iter().zip(&z).all(|(a, b)| *a == *b as f32));
+    }
+
+    #[test]
+    fn transposed_terms_are_read_in_logical_order() {
+        let a = Array::from_shape_fn(IxDyn(&[3, 4]), |i| (i[0] * 4 + i[1]) as f64);
+        let t = a.t().to_owned().reversed_axes(); // same logical array, Fortran order
+        let mut out = ArrayD::<f64>::zeros(IxDyn(&[3, 4]));
+        out.lincomb(0.0, &[(1.0, &t)], None).unwrap();
+        assert_eq!(out, a);
+    }
+}
