@@ -57,6 +57,7 @@ pub trait Tensor: Clone + Debug + Send + Sync + Sized {
     fn to_f64_vec(&self) -> Vec<f64>;
 
     /// A tensor shaped and placed like `self` holding `data` (row-major).
+    #[allow(clippy::wrong_self_convention)] // `self` supplies shape and device, not data
     fn from_f64_like(&self, data: &[f64]) -> Result<Self>;
 
     /// Number of NaN or infinite elements.
