@@ -131,6 +131,27 @@ impl<T: Tensor, M: ConditionalDenoiser<T>> Denoiser<T> for Conditioned<'_, M, T>
     }
 }
 
+/// Vector-Jacobian products of a model's raw output, for gradients through a sampler
+/// (AdjointDPM) without a tape. `params` is whatever the model declares differentiable,
+/// flattened in a fixed order: network weights, a conditioning embedding, or both.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Vjp<T> {
+    /// `g^T d out / d x`, shaped like `x`.
+    pub x: T,
+    /// `g^T d out / d params`, of length [`DifferentiableDenoiser::num_params`].
+    pub params: Vec<f64>,
+}
+
+/// A [`Denoiser`] that can pull a cotangent back through [`Denoiser::predict`].
+pub trait DifferentiableDenoiser<T: Tensor>: Denoiser<T> {
+    /// Length of the flattened differentiable parameter vector (0 if none).
+    fn num_params(&self) -> usize;
+
+    /// The products of `cotangent` (shaped like the output) with the Jacobians of the
+    /// raw prediction at `(x, level)`.
+    fn vjp(&self, x: &T, level: NoiseLevel, cotangent: &T) -> Result<Vjp<T>>;
+}
+
 /// Calls `model`, checks the output's shape and finiteness, and converts it to `target`
 /// in place (one fused pass, no extra allocation).
 pub fn predict_as<T: Tensor, D: Denoiser<T> + ?Sized>(
