@@ -49,8 +49,9 @@ pub trait Tensor: Clone + Debug + Send + Sync + Sized {
     /// The fused primitive: `self = keep * self + sum_i c_i * t_i + noise.scale * z`.
     ///
     /// With `keep == 0` the old contents are overwritten, never read (so NaN in an
-    /// uninitialised buffer cannot leak). All arithmetic is done in f64 per element and
-    /// rounded once. Fails with [`CoreError::ShapeMismatch`] if a term's shape differs.
+    /// uninitialised buffer cannot leak). Coefficients are computed in f64 by the caller
+    /// and applied in the element type, as torch does. Fails with
+    /// [`CoreError::ShapeMismatch`] if a term's shape differs.
     fn lincomb(&mut self, keep: f64, terms: &[(f64, &Self)], noise: Option<Noise<'_>>) -> Result<()>;
 
     /// The elements in row-major order, as f64.
@@ -108,7 +109,17 @@ pub fn lincomb_new<T: Tensor>(terms: &[(f64, &T)], noise: Option<Noise<'_>>) -> 
 }
 
 /// The element types the ndarray backend supports.
-pub trait Element: Copy + Debug + Default + Send + Sync + PartialEq + 'static {
+pub trait Element:
+    Copy
+    + Debug
+    + Default
+    + Send
+    + Sync
+    + PartialEq
+    + std::ops::Add<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + 'static
+{
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
 }
@@ -135,9 +146,9 @@ impl Element for f64 {
     }
 }
 
-/// Elements per work unit: the f64 accumulator (16 KiB) stays in L1 while every term
+/// Elements per work unit: the output chunk (16-32 KiB) stays in L1 while every term
 /// streams through it once.
-const CHUNK: usize = 2048;
+const CHUNK: usize = 4096;
 /// Below this size the pass runs on the calling thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
@@ -149,29 +160,47 @@ fn combine_chunk<A: Element>(
     noise: Option<(f64, NormalBlock)>,
 ) {
     let len = out.len();
-    let mut acc = [0.0f64; CHUNK];
-    let acc = &mut acc[..len];
-    if keep != 0.0 {
-        for (a, o) in acc.iter_mut().zip(out.iter()) {
-            *a = keep * o.to_f64();
+    let range = start..start + len;
+    // The first pass reads `out` only when `keep != 0`, so an uninitialised buffer
+    // never leaks into the result.
+    let rest = match (keep != 0.0, terms.split_first()) {
+        (true, Some((&(c, t), rest))) => {
+            let (k, c) = (A::from_f64(keep), A::from_f64(c));
+            out.iter_mut()
+                .zip(&t[range.clone()])
+                .for_each(|(o, &v)| *o = k * *o + c * v);
+            rest
         }
-    }
-    for &(c, t) in terms {
-        let t = &t[start..start + len];
-        for (a, v) in acc.iter_mut().zip(t) {
-            *a += c * v.to_f64();
+        (true, None) => {
+            let k = A::from_f64(keep);
+            out.iter_mut().for_each(|o| *o = k * *o);
+            terms
         }
+        (false, Some((&(c, t), rest))) => {
+            let c = A::from_f64(c);
+            out.iter_mut()
+                .zip(&t[range.clone()])
+                .for_each(|(o, &v)| *o = c * v);
+            rest
+        }
+        (false, None) => {
+            out.fill(A::default());
+            terms
+        }
+    };
+    for &(c, t) in rest {
+        let c = A::from_f64(c);
+        out.iter_mut()
+            .zip(&t[range.clone()])
+            .for_each(|(o, &v)| *o = *o + c * v);
     }
     if let Some((scale, block)) = noise {
         let mut z = [0.0f64; CHUNK];
         let z = &mut z[..len];
         block.fill(start as u64, z);
-        for (a, v) in acc.iter_mut().zip(z.iter()) {
-            *a += scale * v;
-        }
-    }
-    for (o, a) in out.iter_mut().zip(acc.iter()) {
-        *o = A::from_f64(*a);
+        out.iter_mut()
+            .zip(z.iter())
+            .for_each(|(o, &v)| *o = *o + A::from_f64(scale * v));
     }
 }
 
