@@ -8,7 +8,7 @@ cargo xtask <command>
 
 commands:
   ci             fmt --check, clippy -D warnings, the test suite, rustdoc -D warnings
-  test           the test suite exactly as CI runs it (.ci/run)
+  test           the test suite as CI runs it: cargo test --workspace, then kernels-check
   studies        the slow #[ignore]d studies (convergence tables, calibrations)
   kernels-check  compile every CUDA kernel with NVRTC (installs the NVRTC wheel into .venv-nvrtc)
   bench          run the criterion benches and write docs/benchmarks.md
@@ -18,8 +18,15 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
-        Some("test") => run(Command::new("bash").arg(".ci/run")),
-        Some("studies") => run(&mut cargo(&["test", "--workspace", "--release", "--", "--ignored", "--nocapture"])),
+        Some("test") => test(),
+        Some("studies") => run(&mut cargo(&[
+            "test",
+            "--workspace",
+            "--release",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ])),
         Some("kernels-check") => kernels_check(),
         Some("bench") => bench(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
@@ -38,7 +45,10 @@ fn main() -> ExitCode {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn cargo(args: &[&str]) -> Command {
@@ -49,60 +59,91 @@ fn cargo(args: &[&str]) -> Command {
 
 fn run(cmd: &mut Command) -> Result<(), String> {
     eprintln!("$ {cmd:?}");
-    let status = cmd.current_dir(root()).status().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed: {status}")) }
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed: {status}"))
+    }
 }
 
 fn ci() -> Result<(), String> {
     run(&mut cargo(&["fmt", "--all", "--", "--check"]))?;
-    run(&mut cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    run(Command::new("bash").arg(".ci/run"))?;
+    run(&mut cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    test()?;
     run(cargo(&["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"))
 }
 
+fn test() -> Result<(), String> {
+    run(&mut cargo(&["test", "--workspace"]))?;
+    kernels_check()
+}
+
 /// Installs NVRTC from PyPI into `.venv-nvrtc` (no toolkit or GPU needed) and compiles
-/// every kernel of `diffusion-cuda` to PTX.
+/// every kernel of `diffusion-cuda`. Without network access the check is skipped with a
+/// message, except under CI (`CI` set), where it must run.
 fn kernels_check() -> Result<(), String> {
     let root = root();
     let script = root.join("crates/cuda/scripts/install-nvrtc.sh");
-    if !script.exists() {
-        return Err(format!("{} is missing", script.display()));
-    }
     let out = Command::new("bash")
         .arg(&script)
         .current_dir(&root)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     if !out.status.success() {
-        return Err(format!(
+        let why = format!(
             "installing NVRTC failed:\n{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
-        ));
+        );
+        if std::env::var_os("CI").is_some() {
+            return Err(why);
+        }
+        eprintln!("skipping the NVRTC kernel check: {why}");
+        return Ok(());
     }
-    let lib_dir = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim().to_string();
-    eprintln!("NVRTC libraries in {lib_dir}");
-    let ld = match std::env::var("LD_LIBRARY_PATH") {
-        Ok(old) if !old.is_empty() => format!("{lib_dir}:{old}"),
-        _ => lib_dir,
-    };
+    let lib_dir = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    eprintln!("NVRTC from {lib_dir}");
+    run(cargo(&["test", "-p", "diffusion-cuda", "--features", "cuda"])
+        .env("DIFFUSION_NVRTC_DIR", &lib_dir)
+        .env("DIFFUSION_REQUIRE_NVRTC", "1"))?;
     run(cargo(&[
-        "test",
+        "run",
         "-p",
         "diffusion-cuda",
         "--features",
         "cuda",
-        "--test",
-        "kernels_compile",
-        "--",
-        "--nocapture",
+        "--example",
+        "kernels_check",
     ])
-    .env("LD_LIBRARY_PATH", ld)
-    .env("DIFFUSION_REQUIRE_NVRTC", "1"))
+    .env("DIFFUSION_NVRTC_DIR", &lib_dir))
 }
 
 fn bench(extra: &[String]) -> Result<(), String> {
-    let mut args = vec!["run", "--release", "-p", "diffusion-benches", "--bin", "bench-report", "--"];
+    let mut args = vec![
+        "run",
+        "--release",
+        "-p",
+        "diffusion-benches",
+        "--bin",
+        "bench-report",
+        "--",
+    ];
     args.extend(extra.iter().map(String::as_str));
     run(&mut cargo(&args))
 }
