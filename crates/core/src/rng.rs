@@ -128,6 +128,12 @@ impl Rng {
         }
     }
 
+    /// A stream positioned after `offset` consumed blocks: restores a saved
+    /// ([`Rng::seed`], [`Rng::stream`], [`Rng::offset`]) exactly, for resumable runs.
+    pub fn from_parts(seed: u64, stream: u64, offset: u64) -> Self {
+        Self { seed, stream, offset }
+    }
+
     /// The seed.
     pub fn seed(&self) -> u64 {
         self.seed
