@@ -1,0 +1,535 @@
+//! N-d convolution (1, 2 or 3 spatial axes) by im2col + GEMM, with stride, zero padding
+//! and groups (PyTorch `nn.Conv{1,2,3}d` weight layout `[out, in/groups, k...]`), and
+//! nearest-neighbour upsampling.
+//!
+//! Every rank is handled as 3-d with leading singleton axes, so there is one code path.
+
+use diffusion_core::Rng;
+use ndarray::ArrayD;
+use rayon::prelude::*;
+
+use super::{array, par_items_with_grads, std_slice, uniform_array};
+use crate::error::{NnError, Result, check_shape};
+use crate::gemm::{MatMut, MatRef, matmul};
+use crate::param::{Float, Param, Parameters};
+
+/// Sizes of one convolution call, all as 3-d.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    cin: usize,
+    input: [usize; 3],
+    out: [usize; 3],
+    kernel: [usize; 3],
+    stride: [usize; 3],
+    pad: [usize; 3],
+}
+
+impl Geom {
+    fn in_len(&self) -> usize {
+        self.input.iter().product()
+    }
+    fn out_len(&self) -> usize {
+        self.out.iter().product()
+    }
+    fn k_len(&self) -> usize {
+        self.kernel.iter().product()
+    }
+    /// A 1x1 convolution with unit stride and no padding needs no im2col.
+    fn is_pointwise(&self) -> bool {
+        self.k_len() == 1 && self.stride == [1, 1, 1] && self.pad == [0, 0, 0]
+    }
+}
+
+/// For output index `o` along an axis and kernel offset `k`: the input index, if inside.
+#[inline]
+fn src(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usize> {
+    (o * stride + k).checked_sub(pad).filter(|&i| i < size)
+}
+
+/// `cols[(c, kz, ky, kx), (oz, oy, ox)] = x[c, iz, iy, ix]` (0 outside the input).
+fn im2col<A: Float>(x: &[A], g: &Geom, cols: &mut [A]) {
+    let [id, ih, iw] = g.input;
+    let [od, oh, ow] = g.out;
+    let [kd, kh, kw] = g.kernel;
+    let l = g.out_len();
+    let mut row = 0;
+    for c in 0..g.cin {
+        for kz in 0..kd {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let out = &mut cols[row * l..(row + 1) * l];
+                    row += 1;
+                    for z in 0..od {
+                        let Some(iz) = src(z, kz, g.stride[0], g.pad[0], id) else {
+                            out[z * oh * ow..(z + 1) * oh * ow].fill(A::zero());
+                            continue;
+                        };
+                        for y in 0..oh {
+                            let orow = &mut out[(z * oh + y) * ow..(z * oh + y + 1) * ow];
+                            let Some(iy) = src(y, ky, g.stride[1], g.pad[1], ih) else {
+                                orow.fill(A::zero());
+                                continue;
+                            };
+                            let base = ((c * id + iz) * ih + iy) * iw;
+                            for (xo, o) in orow.iter_mut().enumerate() {
+                                *o = match src(xo, kx, g.stride[2], g.pad[2], iw) {
+                                    Some(ix) => x[base + ix],
+                                    None => A::zero(),
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: `dx[c, iz, iy, ix] += dcols[...]`.
+fn col2im<A: Float>(dcols: &[A], g: &Geom, dx: &mut [A]) {
+    let [id, ih, iw] = g.input;
+    let [od, oh, ow] = g.out;
+    let [kd, kh, kw] = g.kernel;
+    let l = g.out_len();
+    let mut row = 0;
+    for c in 0..g.cin {
+        for kz in 0..kd {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let col = &dcols[row * l..(row + 1) * l];
+                    row += 1;
+                    for z in 0..od {
+                        let Some(iz) = src(z, kz, g.stride[0], g.pad[0], id) else {
+                            continue;
+                        };
+                        for y in 0..oh {
+                            let Some(iy) = src(y, ky, g.stride[1], g.pad[1], ih) else {
+                                continue;
+                            };
+                            let base = ((c * id + iz) * ih + iy) * iw;
+                            let crow = &col[(z * oh + y) * ow..(z * oh + y + 1) * ow];
+                            for (xo, &v) in crow.iter().enumerate() {
+                                if let Some(ix) = src(xo, kx, g.stride[2], g.pad[2], iw) {
+                                    dx[base + ix] = dx[base + ix] + v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A convolution over 1, 2 or 3 spatial axes.
+#[derive(Clone, Debug)]
+pub struct Conv<A> {
+    pub weight: Param<A>,
+    pub bias: Option<Param<A>>,
+    rank: usize,
+    stride: [usize; 3],
+    pad: [usize; 3],
+    groups: usize,
+}
+
+/// The input, kept for the backward pass (im2col is recomputed there to save memory).
+#[derive(Clone, Debug)]
+pub struct ConvCache<A> {
+    x: Vec<A>,
+    shape: Vec<usize>,
+}
+
+/// Pads a per-axis setting of length `rank` to 3-d with `fill`.
+fn to3(v: &[usize], fill: usize) -> [usize; 3] {
+    let mut out = [fill; 3];
+    out[3 - v.len()..].copy_from_slice(v);
+    out
+}
+
+impl<A: Float> Conv<A> {
+    /// `kernel`, `stride`, `padding` have one entry per spatial axis (1 to 3 of them).
+    /// PyTorch default initialisation: `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        kernel: &[usize],
+        stride: &[usize],
+        padding: &[usize],
+        groups: usize,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let rank = kernel.len();
+        if !(1..=3).contains(&rank) || stride.len() != rank || padding.len() != rank {
+            return Err(NnError::Config {
+                name: "Conv geometry",
+                reason: format!(
+                    "kernel {kernel:?}, stride {stride:?}, padding {padding:?} must all have 1 to 3 entries"
+                ),
+            });
+        }
+        if groups == 0 || !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) {
+            return Err(NnError::Config {
+                name: "Conv groups",
+                reason: format!("{groups} groups must divide in ({cin}) and out ({cout}) channels"),
+            });
+        }
+        if kernel.contains(&0) || stride.contains(&0) {
+            return Err(NnError::Config {
+                name: "Conv geometry",
+                reason: "kernel sizes and strides must be positive".into(),
+            });
+        }
+        let mut wshape = vec![cout, cin / groups];
+        wshape.extend_from_slice(kernel);
+        let fan_in = (cin / groups * kernel.iter().product::<usize>()) as f64;
+        let bound = 1.0 / fan_in.sqrt();
+        Ok(Self {
+            weight: Param::new(uniform_array(&wshape, bound, rng)),
+            bias: bias.then(|| Param::new(uniform_array(&[cout], bound, rng))),
+            rank,
+            stride: to3(stride, 1),
+            pad: to3(padding, 0),
+            groups,
+        })
+    }
+
+    /// Convenience: square kernel with the same stride and padding on every axis.
+    pub fn square(
+        rank: usize,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        Self::new(
+            cin,
+            cout,
+            &vec![k; rank],
+            &vec![stride; rank],
+            &vec![pad; rank],
+            1,
+            true,
+            rng,
+        )
+    }
+
+    pub fn in_channels(&self) -> usize {
+        self.weight.value.shape()[1] * self.groups
+    }
+
+    pub fn out_channels(&self) -> usize {
+        self.weight.value.shape()[0]
+    }
+
+    fn kernel3(&self) -> [usize; 3] {
+        to3(&self.weight.value.shape()[2..], 1)
+    }
+
+    /// Geometry for an input of `shape = [batch, cin, spatial...]`.
+    fn geom(&self, shape: &[usize]) -> Result<(usize, Geom)> {
+        let cin = self.in_channels();
+        if shape.len() != self.rank + 2 || shape[1] != cin {
+            return Err(NnError::Shape {
+                context: format!(
+                    "Conv{}d({cin} -> {}) input [batch, channels, spatial...]",
+                    self.rank,
+                    self.out_channels()
+                ),
+                expected: vec![shape.first().copied().unwrap_or(0), cin],
+                got: shape.to_vec(),
+            });
+        }
+        let input = to3(&shape[2..], 1);
+        let kernel = self.kernel3();
+        let mut out = [0; 3];
+        for a in 0..3 {
+            let span = input[a] + 2 * self.pad[a];
+            if span < kernel[a] {
+                return Err(NnError::Shape {
+                    context: format!("Conv{}d: padded input smaller than the kernel", self.rank),
+                    expected: kernel[3 - self.rank..].to_vec(),
+                    got: shape[2..].to_vec(),
+                });
+            }
+            out[a] = (span - kernel[a]) / self.stride[a] + 1;
+        }
+        Ok((
+            shape[0],
+            Geom {
+                cin,
+                input,
+                out,
+                kernel,
+                stride: self.stride,
+                pad: self.pad,
+            },
+        ))
+    }
+
+    fn out_shape(&self, batch: usize, g: &Geom) -> Vec<usize> {
+        let mut s = vec![batch, self.out_channels()];
+        s.extend_from_slice(&g.out[3 - self.rank..]);
+        s
+    }
+
+    /// Forward of one item: `y = W cols + b` per group.
+    fn forward_item(&self, x: &[A], g: &Geom, y: &mut [A]) {
+        let (cout, l) = (self.out_channels(), g.out_len());
+        let (cin_g, cout_g) = (g.cin / self.groups, cout / self.groups);
+        let kk = cin_g * g.k_len();
+        if let Some(b) = &self.bias {
+            for (row, &bv) in y.chunks_mut(l).zip(b.v()) {
+                row.fill(bv);
+            }
+        }
+        let owned;
+        let cols: &[A] = if g.is_pointwise() {
+            x
+        } else {
+            let mut c = vec![A::zero(); g.cin * g.k_len() * l];
+            im2col(x, g, &mut c);
+            owned = c;
+            &owned
+        };
+        for gi in 0..self.groups {
+            matmul(
+                MatMut::row_major(y, gi * cout_g * l, cout_g, l),
+                MatRef::row_major(self.weight.v(), gi * cout_g * kk, cout_g, kk),
+                MatRef::row_major(cols, gi * kk * l, kk, l),
+                self.bias.is_some(),
+            );
+        }
+    }
+
+    pub(crate) fn forward_slice(&self, x: &[A], shape: &[usize]) -> Result<(Vec<A>, Vec<usize>)> {
+        let (batch, g) = self.geom(shape)?;
+        let out_shape = self.out_shape(batch, &g);
+        let (per_in, per_out) = (g.cin * g.in_len(), self.out_channels() * g.out_len());
+        let mut y = vec![A::zero(); batch * per_out];
+        if per_out > 0 {
+            y.par_chunks_mut(per_out)
+                .enumerate()
+                .for_each(|(b, yb)| self.forward_item(&x[b * per_in..(b + 1) * per_in], &g, yb));
+        }
+        Ok((y, out_shape))
+    }
+
+    /// Backward from the cached input slice; returns dx (or nothing if `!need_dx`).
+    pub(crate) fn backward_slice(
+        &mut self,
+        x: &[A],
+        shape: &[usize],
+        dy: &[A],
+        need_dx: bool,
+    ) -> Result<Vec<A>> {
+        let (batch, g) = self.geom(shape)?;
+        let cout = self.out_channels();
+        let l = g.out_len();
+        let (cin_g, cout_g) = (g.cin / self.groups, cout / self.groups);
+        let kk = cin_g * g.k_len();
+        let (per_in, per_out) = (g.cin * g.in_len(), cout * l);
+        if dy.len() != batch * per_out {
+            return Err(NnError::Shape {
+                context: "Conv backward dy".into(),
+                expected: self.out_shape(batch, &g),
+                got: vec![dy.len()],
+            });
+        }
+        let wlen = self.weight.value.len();
+        let has_bias = self.bias.is_some();
+        let glen = wlen + if has_bias { cout } else { 0 };
+        let mut dx = vec![A::zero(); batch * per_in];
+        let weight = self.weight.v();
+        let groups = self.groups;
+        let grads = par_items_with_grads(&mut dx, batch, glen, |b, dxb, grad| {
+            let xb = &x[b * per_in..(b + 1) * per_in];
+            let dyb = &dy[b * per_out..(b + 1) * per_out];
+            let owned;
+            let cols: &[A] = if g.is_pointwise() {
+                xb
+            } else {
+                let mut c = vec![A::zero(); g.cin * g.k_len() * l];
+                im2col(xb, &g, &mut c);
+                owned = c;
+                &owned
+            };
+            let (gw, gb) = grad.split_at_mut(wlen);
+            for gi in 0..groups {
+                // dW_g += dy_g cols_g^T
+                matmul(
+                    MatMut::row_major(gw, gi * cout_g * kk, cout_g, kk),
+                    MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
+                    MatRef::row_major(cols, gi * kk * l, kk, l).t(),
+                    true,
+                );
+            }
+            if has_bias {
+                for (o, row) in dyb.chunks(l).enumerate() {
+                    gb[o] = gb[o] + row.iter().copied().sum::<A>();
+                }
+            }
+            if !need_dx {
+                return;
+            }
+            if g.is_pointwise() {
+                for gi in 0..groups {
+                    matmul(
+                        MatMut::row_major(dxb, gi * kk * l, kk, l),
+                        MatRef::row_major(weight, gi * cout_g * kk, cout_g, kk).t(),
+                        MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
+                        false,
+                    );
+                }
+            } else {
+                let mut dcols = vec![A::zero(); g.cin * g.k_len() * l];
+                for gi in 0..groups {
+                    matmul(
+                        MatMut::row_major(&mut dcols, gi * kk * l, kk, l),
+                        MatRef::row_major(weight, gi * cout_g * kk, cout_g, kk).t(),
+                        MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
+                        false,
+                    );
+                }
+                col2im(&dcols, &g, dxb);
+            }
+        });
+        super::add_into(self.weight.g(), &grads[..wlen]);
+        if let Some(bias) = &mut self.bias {
+            super::add_into(bias.g(), &grads[wlen..]);
+        }
+        Ok(if need_dx { dx } else { Vec::new() })
+    }
+
+    pub fn forward(&self, x: &ArrayD<A>) -> Result<(ArrayD<A>, ConvCache<A>)> {
+        let xs = std_slice(x).into_owned();
+        let (y, shape) = self.forward_slice(&xs, x.shape())?;
+        Ok((
+            array(&shape, y),
+            ConvCache {
+                x: xs,
+                shape: x.shape().to_vec(),
+            },
+        ))
+    }
+
+    pub fn apply(&self, x: &ArrayD<A>) -> Result<ArrayD<A>> {
+        let (y, shape) = self.forward_slice(&std_slice(x), x.shape())?;
+        Ok(array(&shape, y))
+    }
+
+    pub fn backward(&mut self, cache: &ConvCache<A>, dy: &ArrayD<A>) -> Result<ArrayD<A>> {
+        let (batch, g) = self.geom(&cache.shape)?;
+        check_shape("Conv backward dy", &self.out_shape(batch, &g), dy.shape())?;
+        let dx = self.backward_slice(&cache.x, &cache.shape, &std_slice(dy), true)?;
+        Ok(array(&cache.shape, dx))
+    }
+}
+
+impl<A> Parameters<A> for Conv<A> {
+    fn visit(&self, f: &mut dyn FnMut(&str, &Param<A>)) {
+        f("weight", &self.weight);
+        if let Some(b) = &self.bias {
+            f("bias", b);
+        }
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<A>)) {
+        f("weight", &mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f("bias", b);
+        }
+    }
+}
+
+/// Nearest-neighbour upsampling by an integer factor on every spatial axis.
+#[derive(Clone, Copy, Debug)]
+pub struct Upsample {
+    pub factor: usize,
+}
+
+impl Upsample {
+    fn dims(shape: &[usize]) -> Result<(usize, [usize; 3])> {
+        if !(3..=5).contains(&shape.len()) {
+            return Err(NnError::Shape {
+                context: "Upsample input [batch, channels, 1 to 3 spatial axes]".into(),
+                expected: vec![],
+                got: shape.to_vec(),
+            });
+        }
+        Ok((shape[0] * shape[1], to3(&shape[2..], 1)))
+    }
+
+    fn out_shape(&self, shape: &[usize]) -> Vec<usize> {
+        let mut s = shape.to_vec();
+        for v in &mut s[2..] {
+            *v *= self.factor;
+        }
+        s
+    }
+
+    /// Output `[b, c, f*d, f*h, f*w]` with `y[.., z, y, x] = x[.., z/f, y/f, x/f]`.
+    pub(crate) fn forward_slice<A: Float>(&self, x: &[A], shape: &[usize]) -> Result<(Vec<A>, Vec<usize>)> {
+        let (planes, [d, h, w]) = Self::dims(shape)?;
+        let rank = shape.len() - 2;
+        let f = self.factor;
+        let (fd, fh, fw) = (if rank == 3 { f } else { 1 }, if rank >= 2 { f } else { 1 }, f);
+        let (od, oh, ow) = (d * fd, h * fh, w * fw);
+        let mut y = vec![A::zero(); planes * od * oh * ow];
+        y.par_chunks_mut((od * oh * ow).max(1))
+            .enumerate()
+            .for_each(|(p, yp)| {
+                let xp = &x[p * d * h * w..(p + 1) * d * h * w];
+                for z in 0..od {
+                    for r in 0..oh {
+                        let src = &xp[((z / fd) * h + r / fh) * w..((z / fd) * h + r / fh + 1) * w];
+                        let dst = &mut yp[(z * oh + r) * ow..(z * oh + r + 1) * ow];
+                        for (i, v) in dst.iter_mut().enumerate() {
+                            *v = src[i / fw];
+                        }
+                    }
+                }
+            });
+        Ok((y, self.out_shape(shape)))
+    }
+
+    /// dL/dx: sums each `f^rank` block of `dy`. `shape` is the input shape.
+    pub(crate) fn backward_slice<A: Float>(&self, dy: &[A], shape: &[usize]) -> Result<Vec<A>> {
+        let (planes, [d, h, w]) = Self::dims(shape)?;
+        let rank = shape.len() - 2;
+        let f = self.factor;
+        let (fd, fh, fw) = (if rank == 3 { f } else { 1 }, if rank >= 2 { f } else { 1 }, f);
+        let (od, oh, ow) = (d * fd, h * fh, w * fw);
+        let mut dx = vec![A::zero(); planes * d * h * w];
+        dx.par_chunks_mut((d * h * w).max(1))
+            .enumerate()
+            .for_each(|(p, dxp)| {
+                let dyp = &dy[p * od * oh * ow..(p + 1) * od * oh * ow];
+                for z in 0..od {
+                    for r in 0..oh {
+                        let row = &dyp[(z * oh + r) * ow..(z * oh + r + 1) * ow];
+                        let dst = &mut dxp[((z / fd) * h + r / fh) * w..((z / fd) * h + r / fh + 1) * w];
+                        for (i, &v) in row.iter().enumerate() {
+                            dst[i / fw] = dst[i / fw] + v;
+                        }
+                    }
+                }
+            });
+        Ok(dx)
+    }
+
+    pub fn forward<A: Float>(&self, x: &ArrayD<A>) -> Result<ArrayD<A>> {
+        let (y, s) = self.forward_slice(&std_slice(x), x.shape())?;
+        Ok(array(&s, y))
+    }
+
+    /// `input_shape` is the forward input's shape.
+    pub fn backward<A: Float>(&self, input_shape: &[usize], dy: &ArrayD<A>) -> Result<ArrayD<A>> {
+        check_shape("Upsample backward dy", &self.out_shape(input_shape), dy.shape())?;
+        Ok(array(
+            input_shape,
+            self.backward_slice(&std_slice(dy), input_shape)?,
+        ))
+    }
+}

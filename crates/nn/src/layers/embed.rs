@@ -1,0 +1,236 @@
+//! Time embeddings, adaLN modulation and patch (un)folding.
+
+use diffusion_core::Rng;
+use ndarray::ArrayD;
+
+use super::{array, std_slice};
+use crate::error::{NnError, Result};
+use crate::param::{Float, Param, Parameters, cast, wide};
+
+/// Sinusoidal timestep embedding `[cos(t f_0..f_{h-1}), sin(t f_0..f_{h-1})]`,
+/// `f_i = exp(-ln(max_period) i / h)`, `h = dim / 2`: `[batch, 2h]`.
+///
+/// Computed in f64 and rounded once, so the f32 version is as accurate as f32 allows
+/// (t up to 1000 makes an f32 argument lose ~1e-4 absolute otherwise).
+pub fn timestep_embedding<A: Float>(t: &[A], dim: usize, max_period: f64) -> ArrayD<A> {
+    let half = dim / 2;
+    let mut out = Vec::with_capacity(t.len() * 2 * half);
+    for &tv in t {
+        let tv = wide(tv);
+        let args: Vec<f64> = (0..half)
+            .map(|i| tv * (-max_period.ln() * i as f64 / half as f64).exp())
+            .collect();
+        out.extend(args.iter().map(|a| cast::<A>(a.cos())));
+        out.extend(args.iter().map(|a| cast::<A>(a.sin())));
+    }
+    array(&[t.len(), 2 * half], out)
+}
+
+/// Gaussian Fourier features (Song et al. 2021): `[sin(2 pi t W), cos(2 pi t W)]` with a
+/// fixed (non-trainable) `W ~ N(0, scale^2)` of `dim / 2` entries, stored as buffer `W`.
+#[derive(Clone, Debug)]
+pub struct FourierFeatures<A> {
+    pub w: ArrayD<A>,
+}
+
+impl<A: Float> FourierFeatures<A> {
+    pub fn new(dim: usize, scale: f64, rng: &mut Rng) -> Self {
+        let mut z = vec![0.0; dim / 2];
+        rng.fill_normal(&mut z);
+        Self {
+            w: array(&[dim / 2], z.iter().map(|v| cast(v * scale)).collect()),
+        }
+    }
+
+    /// `[batch, dim]` features of `t` (computed in f64).
+    pub fn forward(&self, t: &[A]) -> ArrayD<A> {
+        let w: Vec<f64> = self.w.iter().map(|&v| wide(v)).collect();
+        let mut out = Vec::with_capacity(t.len() * 2 * w.len());
+        for &tv in t {
+            let args: Vec<f64> = w.iter().map(|&f| std::f64::consts::TAU * wide(tv) * f).collect();
+            out.extend(args.iter().map(|a| cast::<A>(a.sin())));
+            out.extend(args.iter().map(|a| cast::<A>(a.cos())));
+        }
+        array(&[t.len(), 2 * w.len()], out)
+    }
+}
+
+impl<A> Parameters<A> for FourierFeatures<A> {
+    fn visit(&self, _f: &mut dyn FnMut(&str, &Param<A>)) {}
+    fn visit_mut(&mut self, _f: &mut dyn FnMut(&str, &mut Param<A>)) {}
+    fn visit_buffers(&self, f: &mut dyn FnMut(&str, &ArrayD<A>)) {
+        f("W", &self.w);
+    }
+    fn visit_buffers_mut(&mut self, f: &mut dyn FnMut(&str, &mut ArrayD<A>)) {
+        f("W", &mut self.w);
+    }
+}
+
+/// adaLN modulation `y = x * (1 + scale) + shift` for `x: [batch, tokens, dim]` and
+/// per-item `shift`, `scale: [batch, dim]` (rows of stride `ms` starting at column
+/// `shift_at` / `scale_at` of a packed modulation matrix).
+pub(crate) fn modulate<A: Float>(
+    x: &[A],
+    m: &[A],
+    ms: usize,
+    shift_at: usize,
+    scale_at: usize,
+    tokens: usize,
+    dim: usize,
+) -> Vec<A> {
+    let mut y = vec![A::zero(); x.len()];
+    for (b, (yb, xb)) in y.chunks_mut(tokens * dim).zip(x.chunks(tokens * dim)).enumerate() {
+        let shift = &m[b * ms + shift_at..b * ms + shift_at + dim];
+        let scale = &m[b * ms + scale_at..b * ms + scale_at + dim];
+        for (yr, xr) in yb.chunks_mut(dim).zip(xb.chunks(dim)) {
+            for i in 0..dim {
+                yr[i] = xr[i] * (A::one() + scale[i]) + shift[i];
+            }
+        }
+    }
+    y
+}
+
+/// Backward of [`modulate`]: returns dx and adds d(shift), d(scale) into `dm` (same packing).
+pub(crate) fn modulate_backward<A: Float>(
+    x: &[A],
+    dy: &[A],
+    m: &[A],
+    dm: &mut [A],
+    ms: usize,
+    shift_at: usize,
+    scale_at: usize,
+    tokens: usize,
+    dim: usize,
+) -> Vec<A> {
+    let mut dx = vec![A::zero(); x.len()];
+    for (b, ((dxb, xb), dyb)) in dx
+        .chunks_mut(tokens * dim)
+        .zip(x.chunks(tokens * dim))
+        .zip(dy.chunks(tokens * dim))
+        .enumerate()
+    {
+        let scale = &m[b * ms + scale_at..b * ms + scale_at + dim];
+        for ((dxr, xr), dyr) in dxb.chunks_mut(dim).zip(xb.chunks(dim)).zip(dyb.chunks(dim)) {
+            for i in 0..dim {
+                dxr[i] = dyr[i] * (A::one() + scale[i]);
+                dm[b * ms + shift_at + i] = dm[b * ms + shift_at + i] + dyr[i];
+                dm[b * ms + scale_at + i] = dm[b * ms + scale_at + i] + dyr[i] * xr[i];
+            }
+        }
+    }
+    dx
+}
+
+/// Gated residual `x += gate * f` (adaLN-Zero's `alpha`); gate rows as in [`modulate`].
+pub(crate) fn gate_add<A: Float>(
+    x: &mut [A],
+    f: &[A],
+    m: &[A],
+    ms: usize,
+    gate_at: usize,
+    tokens: usize,
+    dim: usize,
+) {
+    for (b, (xb, fb)) in x.chunks_mut(tokens * dim).zip(f.chunks(tokens * dim)).enumerate() {
+        let g = &m[b * ms + gate_at..b * ms + gate_at + dim];
+        for (xr, fr) in xb.chunks_mut(dim).zip(fb.chunks(dim)) {
+            for i in 0..dim {
+                xr[i] = xr[i] + g[i] * fr[i];
+            }
+        }
+    }
+}
+
+/// Backward of [`gate_add`] for the gated branch: returns df, adds d(gate) into `dm`.
+pub(crate) fn gate_backward<A: Float>(
+    dy: &[A],
+    f: &[A],
+    m: &[A],
+    dm: &mut [A],
+    ms: usize,
+    gate_at: usize,
+    tokens: usize,
+    dim: usize,
+) -> Vec<A> {
+    let mut df = vec![A::zero(); dy.len()];
+    for (b, ((dfb, fb), dyb)) in df
+        .chunks_mut(tokens * dim)
+        .zip(f.chunks(tokens * dim))
+        .zip(dy.chunks(tokens * dim))
+        .enumerate()
+    {
+        let g = &m[b * ms + gate_at..b * ms + gate_at + dim];
+        for ((dfr, fr), dyr) in dfb.chunks_mut(dim).zip(fb.chunks(dim)).zip(dyb.chunks(dim)) {
+            for i in 0..dim {
+                dfr[i] = dyr[i] * g[i];
+                dm[b * ms + gate_at + i] = dm[b * ms + gate_at + i] + dyr[i] * fr[i];
+            }
+        }
+    }
+    df
+}
+
+fn patch_dims(shape: &[usize], p: usize) -> Result<(usize, usize, usize, usize)> {
+    if shape.len() != 4 || p == 0 || !shape[2].is_multiple_of(p) || !shape[3].is_multiple_of(p) {
+        return Err(NnError::Shape {
+            context: format!("patchify: [batch, channels, H, W] with H, W multiples of patch {p}"),
+            expected: vec![],
+            got: shape.to_vec(),
+        });
+    }
+    Ok((shape[0], shape[1], shape[2], shape[3]))
+}
+
+/// `[B, C, H, W]` -> `[B, (H/p)(W/p), p*p*C]`, token `(gi, gj)` row-major, feature
+/// `(pi, pj, c)` row-major: the inverse of DiT's final unpatchify.
+pub fn patchify<A: Float>(x: &ArrayD<A>, p: usize) -> Result<ArrayD<A>> {
+    let (b, c, h, w) = patch_dims(x.shape(), p)?;
+    let xs = std_slice(x);
+    let (gh, gw) = (h / p, w / p);
+    let mut out = vec![A::zero(); xs.len()];
+    for bi in 0..b {
+        for ci in 0..c {
+            for y in 0..h {
+                for xx in 0..w {
+                    let tok = (y / p) * gw + xx / p;
+                    let feat = ((y % p) * p + xx % p) * c + ci;
+                    out[(bi * gh * gw + tok) * p * p * c + feat] = xs[((bi * c + ci) * h + y) * w + xx];
+                }
+            }
+        }
+    }
+    Ok(array(&[b, gh * gw, p * p * c], out))
+}
+
+/// The inverse of [`patchify`]: `[B, T, p*p*C]` -> `[B, C, H, W]`.
+pub fn unpatchify<A: Float>(
+    tokens: &ArrayD<A>,
+    p: usize,
+    channels: usize,
+    h: usize,
+    w: usize,
+) -> Result<ArrayD<A>> {
+    let s = tokens.shape();
+    let b = s.first().copied().unwrap_or(0);
+    patch_dims(&[b, channels, h, w], p)?;
+    let expected = [b, (h / p) * (w / p), p * p * channels];
+    crate::error::check_shape("unpatchify tokens", &expected, s)?;
+    let ts = std_slice(tokens);
+    let gw = w / p;
+    let mut out = vec![A::zero(); ts.len()];
+    let gh = h / p;
+    for bi in 0..b {
+        for ci in 0..channels {
+            for y in 0..h {
+                for xx in 0..w {
+                    let tok = (y / p) * gw + xx / p;
+                    let feat = ((y % p) * p + xx % p) * channels + ci;
+                    out[((bi * channels + ci) * h + y) * w + xx] =
+                        ts[(bi * gh * gw + tok) * p * p * channels + feat];
+                }
+            }
+        }
+    }
+    Ok(array(&[b, channels, h, w], out))
+}

@@ -1,0 +1,150 @@
+//! Fully connected layer acting on the last axis (PyTorch `nn.Linear` layout).
+
+use diffusion_core::Rng;
+use ndarray::ArrayD;
+
+use super::{add_into, array, std_slice, uniform_array};
+use crate::error::{NnError, Result};
+use crate::gemm::{MatMut, MatRef, matmul};
+use crate::param::{Float, Param, Parameters};
+
+/// `y = x W^T + b`, `W: [out, in]`.
+#[derive(Clone, Debug)]
+pub struct Linear<A> {
+    pub weight: Param<A>,
+    pub bias: Option<Param<A>>,
+}
+
+/// The input, kept for the backward pass.
+#[derive(Clone, Debug)]
+pub struct LinearCache<A> {
+    pub(crate) x: Vec<A>,
+    pub(crate) shape: Vec<usize>,
+}
+
+impl<A: Float> Linear<A> {
+    /// PyTorch's default initialisation: weight and bias `U(-1/sqrt(in), 1/sqrt(in))`.
+    pub fn new(inp: usize, out: usize, bias: bool, rng: &mut Rng) -> Self {
+        let bound = 1.0 / (inp.max(1) as f64).sqrt();
+        Self {
+            weight: Param::new(uniform_array(&[out, inp], bound, rng)),
+            bias: bias.then(|| Param::new(uniform_array(&[out], bound, rng))),
+        }
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.weight.value.shape()[1]
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.value.shape()[0]
+    }
+
+    fn rows(&self, shape: &[usize]) -> Result<usize> {
+        let inp = self.in_features();
+        match shape.last() {
+            Some(&d) if d == inp => Ok(shape.iter().product::<usize>() / inp.max(1)),
+            _ => Err(NnError::Shape {
+                context: format!("Linear({inp} -> {}) input (last axis)", self.out_features()),
+                expected: vec![inp],
+                got: shape.to_vec(),
+            }),
+        }
+    }
+
+    /// `y = x W^T + b` on rows of a slice (`x.len() = rows * in`).
+    pub(crate) fn forward_slice(&self, x: &[A], rows: usize) -> Vec<A> {
+        let (inp, out) = (self.in_features(), self.out_features());
+        let mut y = vec![A::zero(); rows * out];
+        if let Some(b) = &self.bias {
+            for row in y.chunks_mut(out) {
+                row.copy_from_slice(b.v());
+            }
+        }
+        matmul(
+            MatMut::row_major(&mut y, 0, rows, out),
+            MatRef::row_major(x, 0, rows, inp),
+            MatRef::row_major(self.weight.v(), 0, out, inp).t(),
+            self.bias.is_some(),
+        );
+        y
+    }
+
+    /// Accumulates parameter gradients for input rows `x` and output gradient `dy`; returns dx.
+    pub(crate) fn backward_slice(&mut self, x: &[A], dy: &[A], rows: usize, need_dx: bool) -> Vec<A> {
+        let (inp, out) = (self.in_features(), self.out_features());
+        matmul(
+            MatMut::row_major(self.weight.g(), 0, out, inp),
+            MatRef::row_major(dy, 0, rows, out).t(),
+            MatRef::row_major(x, 0, rows, inp),
+            true,
+        );
+        if let Some(b) = &mut self.bias {
+            let g = b.g();
+            for row in dy.chunks(out) {
+                add_into(g, row);
+            }
+        }
+        if !need_dx {
+            return Vec::new();
+        }
+        let mut dx = vec![A::zero(); rows * inp];
+        matmul(
+            MatMut::row_major(&mut dx, 0, rows, inp),
+            MatRef::row_major(dy, 0, rows, out),
+            MatRef::row_major(self.weight.v(), 0, out, inp),
+            false,
+        );
+        dx
+    }
+
+    /// Forward pass; `x: [..., in]` -> `[..., out]`.
+    pub fn forward(&self, x: &ArrayD<A>) -> Result<(ArrayD<A>, LinearCache<A>)> {
+        let rows = self.rows(x.shape())?;
+        let xs = std_slice(x).into_owned();
+        let y = self.forward_slice(&xs, rows);
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("checked non-empty") = self.out_features();
+        Ok((
+            array(&shape, y),
+            LinearCache {
+                x: xs,
+                shape: x.shape().to_vec(),
+            },
+        ))
+    }
+
+    /// Forward pass without a cache.
+    pub fn apply(&self, x: &ArrayD<A>) -> Result<ArrayD<A>> {
+        let rows = self.rows(x.shape())?;
+        let y = self.forward_slice(&std_slice(x), rows);
+        let mut shape = x.shape().to_vec();
+        *shape.last_mut().expect("checked non-empty") = self.out_features();
+        Ok(array(&shape, y))
+    }
+
+    /// Backward pass: accumulates `weight.grad`/`bias.grad`, returns dL/dx.
+    pub fn backward(&mut self, cache: &LinearCache<A>, dy: &ArrayD<A>) -> Result<ArrayD<A>> {
+        let rows = self.rows(&cache.shape)?;
+        let mut out_shape = cache.shape.clone();
+        *out_shape.last_mut().expect("checked") = self.out_features();
+        crate::error::check_shape("Linear backward dy", &out_shape, dy.shape())?;
+        let dx = self.backward_slice(&cache.x, &std_slice(dy), rows, true);
+        Ok(array(&cache.shape, dx))
+    }
+}
+
+impl<A> Parameters<A> for Linear<A> {
+    fn visit(&self, f: &mut dyn FnMut(&str, &Param<A>)) {
+        f("weight", &self.weight);
+        if let Some(b) = &self.bias {
+            f("bias", b);
+        }
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<A>)) {
+        f("weight", &mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f("bias", b);
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! LayerNorm (last axis) and GroupNorm (`[batch, channels, spatial...]`).
+//!
+//! Both normalise contiguous blocks of the row-major input and differ only in the block
+//! length and in which affine channel an element belongs to.
+
+use ndarray::ArrayD;
+use rayon::prelude::*;
+
+use super::{array, std_slice};
+use crate::error::{NnError, Result, check_shape};
+use crate::param::{Float, Param, Parameters, cast, wide};
+
+/// What a norm keeps for its backward pass.
+#[derive(Clone, Debug)]
+pub struct NormCache<A> {
+    xhat: Vec<A>,
+    rstd: Vec<A>,
+    shape: Vec<usize>,
+}
+
+/// `xhat = (x - mean) / sqrt(var + eps)` per block of `block` elements; statistics in f64.
+fn normalize_blocks<A: Float>(x: &[A], block: usize, eps: f64) -> (Vec<A>, Vec<A>) {
+    let mut xhat = vec![A::zero(); x.len()];
+    let mut rstd = vec![A::zero(); x.len() / block];
+    xhat.par_chunks_mut(block)
+        .zip(x.par_chunks(block))
+        .zip(rstd.par_iter_mut())
+        .for_each(|((out, x), r)| {
+            let n = block as f64;
+            let mean = x.iter().map(|&v| wide(v)).sum::<f64>() / n;
+            let var = x.iter().map(|&v| (wide(v) - mean).powi(2)).sum::<f64>() / n;
+            let rs = 1.0 / (var + eps).sqrt();
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = cast((wide(v) - mean) * rs);
+            }
+            *r = cast(rs);
+        });
+    (xhat, rstd)
+}
+
+/// dL/dx given `g = dL/dxhat`: `rstd * (g - mean(g) - xhat * mean(g * xhat))` per block.
+fn normalize_backward<A: Float>(xhat: &[A], rstd: &[A], g: &mut [A], block: usize) {
+    g.par_chunks_mut(block)
+        .zip(xhat.par_chunks(block))
+        .zip(rstd.par_iter())
+        .for_each(|((g, xh), &r)| {
+            let n = block as f64;
+            let mg = g.iter().map(|&v| wide(v)).sum::<f64>() / n;
+            let mgx = g.iter().zip(xh).map(|(&a, &b)| wide(a) * wide(b)).sum::<f64>() / n;
+            let r = wide(r);
+            for (gv, &xv) in g.iter_mut().zip(xh) {
+                *gv = cast(r * (wide(*gv) - mg - wide(xv) * mgx));
+            }
+        });
+}
+
+/// Per-channel affine transform shared by both norms. `channel_of(i)` maps an element
+/// index to its affine channel.
+#[derive(Clone, Debug)]
+struct Affine<A> {
+    weight: Param<A>,
+    bias: Param<A>,
+}
+
+/// Layer normalisation over the last axis (PyTorch `nn.LayerNorm(dim)`).
+#[derive(Clone, Debug)]
+pub struct LayerNorm<A> {
+    dim: usize,
+    eps: f64,
+    affine: Option<Affine<A>>,
+}
+
+impl<A: Float> LayerNorm<A> {
+    /// `elementwise_affine` adds `weight` (ones) and `bias` (zeros).
+    pub fn new(dim: usize, eps: f64, elementwise_affine: bool) -> Self {
+        Self {
+            dim,
+            eps,
+            affine: elementwise_affine.then(|| Affine {
+                weight: Param::new(ArrayD::ones(ndarray::IxDyn(&[dim]))),
+                bias: Param::zeros(&[dim]),
+            }),
+        }
+    }
+
+    pub(crate) fn forward_slice(&self, x: &[A]) -> (Vec<A>, NormCache<A>) {
+        let (xhat, rstd) = normalize_blocks(x, self.dim, self.eps);
+        let y = match &self.affine {
+            None => xhat.clone(),
+            Some(a) => {
+                let (w, b) = (a.weight.v(), a.bias.v());
+                xhat.chunks(self.dim)
+                    .flat_map(|row| row.iter().zip(w).zip(b).map(|((&v, &w), &b)| v * w + b))
+                    .collect()
+            }
+        };
+        (
+            y,
+            NormCache {
+                xhat,
+                rstd,
+                shape: vec![x.len()],
+            },
+        )
+    }
+
+    pub(crate) fn backward_slice(&mut self, cache: &NormCache<A>, dy: &[A]) -> Vec<A> {
+        let d = self.dim;
+        let mut g = dy.to_vec();
+        if let Some(a) = &mut self.affine {
+            let w = a.weight.v().to_vec();
+            let gw = a.weight.g();
+            for (row, xh) in dy.chunks(d).zip(cache.xhat.chunks(d)) {
+                for ((gw, &dy), &xh) in gw.iter_mut().zip(row).zip(xh) {
+                    *gw = *gw + dy * xh;
+                }
+            }
+            let gb = a.bias.g();
+            for row in dy.chunks(d) {
+                super::add_into(gb, row);
+            }
+            for row in g.chunks_mut(d) {
+                for (v, &w) in row.iter_mut().zip(&w) {
+                    *v = *v * w;
+                }
+            }
+        }
+        normalize_backward(&cache.xhat, &cache.rstd, &mut g, d);
+        g
+    }
+
+    fn check(&self, shape: &[usize]) -> Result<()> {
+        if shape.last() != Some(&self.dim) {
+            return Err(NnError::Shape {
+                context: format!("LayerNorm({}) input (last axis)", self.dim),
+                expected: vec![self.dim],
+                got: shape.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn forward(&self, x: &ArrayD<A>) -> Result<(ArrayD<A>, NormCache<A>)> {
+        self.check(x.shape())?;
+        let (y, mut c) = self.forward_slice(&std_slice(x));
+        c.shape = x.shape().to_vec();
+        Ok((array(x.shape(), y), c))
+    }
+
+    pub fn backward(&mut self, cache: &NormCache<A>, dy: &ArrayD<A>) -> Result<ArrayD<A>> {
+        check_shape("LayerNorm backward dy", &cache.shape, dy.shape())?;
+        Ok(array(&cache.shape, self.backward_slice(cache, &std_slice(dy))))
+    }
+}
+
+impl<A> Parameters<A> for LayerNorm<A> {
+    fn visit(&self, f: &mut dyn FnMut(&str, &Param<A>)) {
+        if let Some(a) = &self.affine {
+            f("weight", &a.weight);
+            f("bias", &a.bias);
+        }
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<A>)) {
+        if let Some(a) = &mut self.affine {
+            f("weight", &mut a.weight);
+            f("bias", &mut a.bias);
+        }
+    }
+}
+
+/// Group normalisation (PyTorch `nn.GroupNorm(groups, channels)`, affine, eps 1e-5 default).
+#[derive(Clone, Debug)]
+pub struct GroupNorm<A> {
+    groups: usize,
+    channels: usize,
+    eps: f64,
+    pub weight: Param<A>,
+    pub bias: Param<A>,
+}
+
+impl<A: Float> GroupNorm<A> {
+    pub fn new(groups: usize, channels: usize, eps: f64) -> Result<Self> {
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            return Err(NnError::Config {
+                name: "GroupNorm groups",
+                reason: format!("{groups} groups do not divide {channels} channels"),
+            });
+        }
+        Ok(Self {
+            groups,
+            channels,
+            eps,
+            weight: Param::new(ArrayD::ones(ndarray::IxDyn(&[channels]))),
+            bias: Param::zeros(&[channels]),
+        })
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// `x: [batch, channels, spatial...]` as a slice; `spatial` = product of spatial dims.
+    pub(crate) fn forward_slice(&self, x: &[A], spatial: usize) -> (Vec<A>, NormCache<A>) {
+        let block = self.channels / self.groups * spatial;
+        let (xhat, rstd) = normalize_blocks(x, block, self.eps);
+        let (w, b) = (self.weight.v(), self.bias.v());
+        let mut y = vec![A::zero(); x.len()];
+        y.par_chunks_mut(spatial.max(1))
+            .zip(xhat.par_chunks(spatial.max(1)))
+            .enumerate()
+            .for_each(|(i, (y, xh))| {
+                let c = i % self.channels;
+                for (y, &v) in y.iter_mut().zip(xh) {
+                    *y = v * w[c] + b[c];
+                }
+            });
+        (
+            y,
+            NormCache {
+                xhat,
+                rstd,
+                shape: vec![x.len()],
+            },
+        )
+    }
+
+    pub(crate) fn backward_slice(&mut self, cache: &NormCache<A>, dy: &[A], spatial: usize) -> Vec<A> {
+        let ch = self.channels;
+        let s = spatial.max(1);
+        let batch = dy.len() / (ch * s);
+        // Per-channel sums over (batch, spatial), each channel in a fixed order.
+        let sums: Vec<(A, A)> = (0..ch)
+            .into_par_iter()
+            .map(|c| {
+                let (mut gw, mut gb) = (A::zero(), A::zero());
+                for b in 0..batch {
+                    let o = (b * ch + c) * s;
+                    for (&d, &xh) in dy[o..o + s].iter().zip(&cache.xhat[o..o + s]) {
+                        gw = gw + d * xh;
+                        gb = gb + d;
+                    }
+                }
+                (gw, gb)
+            })
+            .collect();
+        for (c, (gw, gb)) in sums.into_iter().enumerate() {
+            self.weight.g()[c] = self.weight.g()[c] + gw;
+            self.bias.g()[c] = self.bias.g()[c] + gb;
+        }
+        let w = self.weight.v();
+        let mut g = vec![A::zero(); dy.len()];
+        g.par_chunks_mut(s)
+            .zip(dy.par_chunks(s))
+            .enumerate()
+            .for_each(|(i, (g, d))| {
+                let wc = w[i % ch];
+                for (g, &d) in g.iter_mut().zip(d) {
+                    *g = d * wc;
+                }
+            });
+        normalize_backward(&cache.xhat, &cache.rstd, &mut g, ch / self.groups * s);
+        g
+    }
+
+    fn spatial(&self, shape: &[usize]) -> Result<usize> {
+        if shape.len() < 2 || shape[1] != self.channels {
+            return Err(NnError::Shape {
+                context: format!(
+                    "GroupNorm({}, {}) input [batch, channels, ...]",
+                    self.groups, self.channels
+                ),
+                expected: vec![shape.first().copied().unwrap_or(0), self.channels],
+                got: shape.to_vec(),
+            });
+        }
+        Ok(shape[2..].iter().product())
+    }
+
+    pub fn forward(&self, x: &ArrayD<A>) -> Result<(ArrayD<A>, NormCache<A>)> {
+        let s = self.spatial(x.shape())?;
+        let (y, mut c) = self.forward_slice(&std_slice(x), s);
+        c.shape = x.shape().to_vec();
+        Ok((array(x.shape(), y), c))
+    }
+
+    pub fn backward(&mut self, cache: &NormCache<A>, dy: &ArrayD<A>) -> Result<ArrayD<A>> {
+        check_shape("GroupNorm backward dy", &cache.shape, dy.shape())?;
+        let s = self.spatial(&cache.shape)?;
+        Ok(array(&cache.shape, self.backward_slice(cache, &std_slice(dy), s)))
+    }
+}
+
+impl<A> Parameters<A> for GroupNorm<A> {
+    fn visit(&self, f: &mut dyn FnMut(&str, &Param<A>)) {
+        f("weight", &self.weight);
+        f("bias", &self.bias);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<A>)) {
+        f("weight", &mut self.weight);
+        f("bias", &mut self.bias);
+    }
+}

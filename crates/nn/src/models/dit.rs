@@ -1,0 +1,410 @@
+//! DiT (Peebles & Xie 2023) with adaLN-Zero conditioning, as the reference `dit-tiny`.
+
+use diffusion_core::Rng;
+use ndarray::ArrayD;
+
+use crate::error::{NnError, Result, check_shape};
+use crate::layers::activation::{gelu_backward_slice, gelu_slice, silu_backward_slice, silu_slice};
+use crate::layers::attention::AttentionCache;
+use crate::layers::embed::{gate_add, gate_backward, modulate, modulate_backward, patchify, unpatchify};
+use crate::layers::norm::NormCache;
+use crate::layers::{
+    Conv, LayerNorm, Linear, MultiheadAttention, add_into, array, std_slice, timestep_embedding,
+};
+use crate::network::{Network, check_input};
+use crate::param::{Float, Param, Parameters, join_name};
+
+/// Sizes of a [`Dit`]; `Default` is the reference `dit-tiny` (4,165,456 trainable parameters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DitConfig {
+    pub in_ch: usize,
+    pub size: usize,
+    pub patch: usize,
+    pub hidden: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub mlp_ratio: usize,
+    /// Width of the sinusoidal time embedding fed to `t_embed`.
+    pub freq_dim: usize,
+    /// Class-conditional with this many classes (0: unconditional). Adds `y_embed.weight`.
+    pub num_classes: usize,
+}
+
+impl Default for DitConfig {
+    fn default() -> Self {
+        Self {
+            in_ch: 4,
+            size: 16,
+            patch: 2,
+            hidden: 192,
+            depth: 6,
+            heads: 3,
+            mlp_ratio: 4,
+            freq_dim: 256,
+            num_classes: 0,
+        }
+    }
+}
+
+/// One transformer block with adaLN-Zero modulation (`blocks.i` in PyTorch naming).
+#[derive(Clone, Debug)]
+pub struct DitBlock<A> {
+    norm: LayerNorm<A>,
+    pub attn: MultiheadAttention<A>,
+    pub mlp0: Linear<A>,
+    pub mlp2: Linear<A>,
+    pub ada: Linear<A>,
+}
+
+#[derive(Clone, Debug)]
+struct BlockCache<A> {
+    m: Vec<A>,
+    n1: Vec<A>,
+    n1c: NormCache<A>,
+    attn: AttentionCache<A>,
+    a: Vec<A>,
+    n2: Vec<A>,
+    n2c: NormCache<A>,
+    v: Vec<A>,
+    f1: Vec<A>,
+    gl: Vec<A>,
+    f2: Vec<A>,
+}
+
+/// What [`Dit::forward`] keeps for the backward pass.
+#[derive(Clone, Debug)]
+pub struct DitCache<A> {
+    batch: usize,
+    x: Vec<A>,
+    x_shape: Vec<usize>,
+    temb: Vec<A>,
+    z1: Vec<A>,
+    s1: Vec<A>,
+    c: Vec<A>,
+    sc: Vec<A>,
+    labels: Option<Vec<usize>>,
+    blocks: Vec<BlockCache<A>>,
+    mf: Vec<A>,
+    nf: Vec<A>,
+    nfc: NormCache<A>,
+    w: Vec<A>,
+}
+
+/// Diffusion transformer over `[in_ch, size, size]` images.
+#[derive(Clone, Debug)]
+pub struct Dit<A> {
+    cfg: DitConfig,
+    pub x_embed: Conv<A>,
+    /// Fixed positional embedding `[1, tokens, hidden]` (a `requires_grad=False` parameter in PyTorch).
+    pub pos: ArrayD<A>,
+    pub t_embed0: Linear<A>,
+    pub t_embed2: Linear<A>,
+    pub y_embed: Option<Param<A>>,
+    pub blocks: Vec<DitBlock<A>>,
+    norm_f: LayerNorm<A>,
+    pub ada_f: Linear<A>,
+    pub out: Linear<A>,
+}
+
+/// 2-d sin-cos positional embedding (as in the DiT paper) `[1, g*g, dim]`.
+fn sincos_pos<A: Float>(grid: usize, dim: usize) -> ArrayD<A> {
+    let quarter = dim / 4;
+    let mut v = vec![A::zero(); grid * grid * dim];
+    for i in 0..grid {
+        for j in 0..grid {
+            let row = &mut v[(i * grid + j) * dim..(i * grid + j + 1) * dim];
+            for (axis, coord) in [(0, j as f64), (1, i as f64)] {
+                for k in 0..quarter {
+                    let w = 1.0 / 10000f64.powf(k as f64 / quarter.max(1) as f64);
+                    row[axis * 2 * quarter + k] = crate::param::cast((coord * w).sin());
+                    row[axis * 2 * quarter + quarter + k] = crate::param::cast((coord * w).cos());
+                }
+            }
+        }
+    }
+    array(&[1, grid * grid, dim], v)
+}
+
+impl<A: Float> Dit<A> {
+    /// Builds the model; adaLN and output layers are zero-initialised (adaLN-Zero).
+    pub fn new(cfg: DitConfig, rng: &mut Rng) -> Result<Self> {
+        if cfg.patch == 0
+            || !cfg.size.is_multiple_of(cfg.patch)
+            || !cfg.hidden.is_multiple_of(cfg.heads.max(1))
+            || !cfg.freq_dim.is_multiple_of(2)
+        {
+            return Err(NnError::Config {
+                name: "DitConfig",
+                reason: format!("{cfg:?}: patch must divide size, heads must divide hidden, freq_dim even"),
+            });
+        }
+        let d = cfg.hidden;
+        let grid = cfg.size / cfg.patch;
+        let mut blocks = Vec::with_capacity(cfg.depth);
+        for _ in 0..cfg.depth {
+            let mut ada = Linear::new(d, 6 * d, true, rng);
+            zero(&mut ada);
+            blocks.push(DitBlock {
+                norm: LayerNorm::new(d, 1e-6, false),
+                attn: MultiheadAttention::new(d, cfg.heads, rng)?,
+                mlp0: Linear::new(d, cfg.mlp_ratio * d, true, rng),
+                mlp2: Linear::new(cfg.mlp_ratio * d, d, true, rng),
+                ada,
+            });
+        }
+        let mut ada_f = Linear::new(d, 2 * d, true, rng);
+        zero(&mut ada_f);
+        let mut out = Linear::new(d, cfg.patch * cfg.patch * cfg.in_ch, true, rng);
+        zero(&mut out);
+        let y_embed = (cfg.num_classes > 0).then(|| {
+            Param::new(crate::layers::uniform_array(
+                &[cfg.num_classes, d],
+                0.02 * 3f64.sqrt(),
+                rng,
+            ))
+        });
+        Ok(Self {
+            cfg,
+            x_embed: Conv::new(
+                cfg.in_ch,
+                d,
+                &[cfg.patch; 2],
+                &[cfg.patch; 2],
+                &[0, 0],
+                1,
+                true,
+                rng,
+            )?,
+            pos: sincos_pos(grid, d),
+            t_embed0: Linear::new(cfg.freq_dim, d, true, rng),
+            t_embed2: Linear::new(d, d, true, rng),
+            y_embed,
+            blocks,
+            norm_f: LayerNorm::new(d, 1e-6, false),
+            ada_f,
+            out,
+        })
+    }
+
+    pub fn config(&self) -> DitConfig {
+        self.cfg
+    }
+
+    fn tokens(&self) -> usize {
+        (self.cfg.size / self.cfg.patch).pow(2)
+    }
+
+    fn run(&self, x: &ArrayD<A>, t: &[A], cond: Option<&[usize]>) -> Result<(Vec<A>, DitCache<A>)> {
+        let cfg = self.cfg;
+        let batch = check_input(x, &[cfg.in_ch, cfg.size, cfg.size], t, "Dit input")?;
+        let (d, tok) = (cfg.hidden, self.tokens());
+        let labels = match (&self.y_embed, cond) {
+            (Some(_), Some(l)) => {
+                if l.len() != batch || l.iter().any(|&c| c >= cfg.num_classes) {
+                    return Err(NnError::Input {
+                        name: "class labels",
+                        reason: format!("need {batch} labels below {}, got {l:?}", cfg.num_classes),
+                    });
+                }
+                Some(l.to_vec())
+            }
+            _ => None,
+        };
+        let xs = std_slice(x).into_owned();
+        // Patch embedding: conv -> [B, D, T] -> tokens [B, T, D] + pos.
+        let (xe, _) = self.x_embed.forward_slice(&xs, x.shape())?;
+        let pos = std_slice(&self.pos);
+        let mut h = vec![A::zero(); batch * tok * d];
+        for b in 0..batch {
+            for c in 0..d {
+                for p in 0..tok {
+                    h[(b * tok + p) * d + c] = xe[(b * d + c) * tok + p] + pos[p * d + c];
+                }
+            }
+        }
+        // Conditioning vector c = t_embed(temb) (+ class embedding).
+        let temb = std_slice(&timestep_embedding(t, cfg.freq_dim, 10000.0)).into_owned();
+        let z1 = self.t_embed0.forward_slice(&temb, batch);
+        let s1 = silu_slice(&z1);
+        let mut c = self.t_embed2.forward_slice(&s1, batch);
+        if let (Some(table), Some(l)) = (&self.y_embed, &labels) {
+            for (b, &lab) in l.iter().enumerate() {
+                add_into(&mut c[b * d..(b + 1) * d], &table.v()[lab * d..(lab + 1) * d]);
+            }
+        }
+        let sc = silu_slice(&c);
+        let mut caches = Vec::with_capacity(self.blocks.len());
+        for blk in &self.blocks {
+            let m = blk.ada.forward_slice(&sc, batch);
+            let (n1, n1c) = blk.norm.forward_slice(&h);
+            let u = modulate(&n1, &m, 6 * d, 0, d, tok, d);
+            let (a, attn) = blk.attn.forward_slice(u, batch, tok, None);
+            gate_add(&mut h, &a, &m, 6 * d, 2 * d, tok, d);
+            let (n2, n2c) = blk.norm.forward_slice(&h);
+            let v = modulate(&n2, &m, 6 * d, 3 * d, 4 * d, tok, d);
+            let f1 = blk.mlp0.forward_slice(&v, batch * tok);
+            let gl = gelu_slice(&f1);
+            let f2 = blk.mlp2.forward_slice(&gl, batch * tok);
+            gate_add(&mut h, &f2, &m, 6 * d, 5 * d, tok, d);
+            caches.push(BlockCache {
+                m,
+                n1,
+                n1c,
+                attn,
+                a,
+                n2,
+                n2c,
+                v,
+                f1,
+                gl,
+                f2,
+            });
+        }
+        let mf = self.ada_f.forward_slice(&sc, batch);
+        let (nf, nfc) = self.norm_f.forward_slice(&h);
+        let w = modulate(&nf, &mf, 2 * d, 0, d, tok, d);
+        let o = self.out.forward_slice(&w, batch * tok);
+        Ok((
+            o,
+            DitCache {
+                batch,
+                x: xs,
+                x_shape: x.shape().to_vec(),
+                temb,
+                z1,
+                s1,
+                c,
+                sc,
+                labels,
+                blocks: caches,
+                mf,
+                nf,
+                nfc,
+                w,
+            },
+        ))
+    }
+
+    fn unpatch(&self, o: Vec<A>, batch: usize) -> Result<ArrayD<A>> {
+        let cfg = self.cfg;
+        let tokens = array(&[batch, self.tokens(), cfg.patch * cfg.patch * cfg.in_ch], o);
+        unpatchify(&tokens, cfg.patch, cfg.in_ch, cfg.size, cfg.size)
+    }
+}
+
+fn zero<A: Float>(l: &mut Linear<A>) {
+    l.weight.value.fill(A::zero());
+    if let Some(b) = &mut l.bias {
+        b.value.fill(A::zero());
+    }
+}
+
+impl<A: Float> Network<A> for Dit<A> {
+    type Cache = DitCache<A>;
+
+    fn forward(&self, x: &ArrayD<A>, t: &[A], cond: Option<&[usize]>) -> Result<(ArrayD<A>, DitCache<A>)> {
+        let (o, cache) = self.run(x, t, cond)?;
+        Ok((self.unpatch(o, cache.batch)?, cache))
+    }
+
+    fn infer(&self, x: &ArrayD<A>, t: &[A], cond: Option<&[usize]>) -> Result<ArrayD<A>> {
+        let (o, cache) = self.run(x, t, cond)?;
+        self.unpatch(o, cache.batch)
+    }
+
+    fn backward(&mut self, cache: &DitCache<A>, dy: &ArrayD<A>) -> Result<ArrayD<A>> {
+        let cfg = self.cfg;
+        check_shape("Dit backward dy", &cache.x_shape, dy.shape())?;
+        let (batch, d, tok) = (cache.batch, cfg.hidden, self.tokens());
+        let dout = std_slice(&patchify(dy, cfg.patch)?).into_owned();
+        let dw = self.out.backward_slice(&cache.w, &dout, batch * tok, true);
+        let mut dmf = vec![A::zero(); batch * 2 * d];
+        let dnf = modulate_backward(&cache.nf, &dw, &cache.mf, &mut dmf, 2 * d, 0, d, tok, d);
+        let mut dh = self.norm_f.backward_slice(&cache.nfc, &dnf);
+        let mut dsc = self.ada_f.backward_slice(&cache.sc, &dmf, batch, true);
+        for (blk, bc) in self.blocks.iter_mut().zip(&cache.blocks).rev() {
+            let mut dm = vec![A::zero(); batch * 6 * d];
+            let df2 = gate_backward(&dh, &bc.f2, &bc.m, &mut dm, 6 * d, 5 * d, tok, d);
+            let dgl = blk.mlp2.backward_slice(&bc.gl, &df2, batch * tok, true);
+            let df1 = gelu_backward_slice(&bc.f1, &dgl);
+            let dv = blk.mlp0.backward_slice(&bc.v, &df1, batch * tok, true);
+            let dn2 = modulate_backward(&bc.n2, &dv, &bc.m, &mut dm, 6 * d, 3 * d, 4 * d, tok, d);
+            add_into(&mut dh, &blk.norm.backward_slice(&bc.n2c, &dn2));
+            let da = gate_backward(&dh, &bc.a, &bc.m, &mut dm, 6 * d, 2 * d, tok, d);
+            let (du, _) = blk.attn.backward_slice(&bc.attn, &da);
+            let dn1 = modulate_backward(&bc.n1, &du, &bc.m, &mut dm, 6 * d, 0, d, tok, d);
+            add_into(&mut dh, &blk.norm.backward_slice(&bc.n1c, &dn1));
+            add_into(&mut dsc, &blk.ada.backward_slice(&cache.sc, &dm, batch, true));
+        }
+        let dc = silu_backward_slice(&cache.c, &dsc);
+        if let (Some(table), Some(l)) = (&mut self.y_embed, &cache.labels) {
+            let g = table.g();
+            for (b, &lab) in l.iter().enumerate() {
+                add_into(&mut g[lab * d..(lab + 1) * d], &dc[b * d..(b + 1) * d]);
+            }
+        }
+        let ds1 = self.t_embed2.backward_slice(&cache.s1, &dc, batch, true);
+        let dz1 = silu_backward_slice(&cache.z1, &ds1);
+        self.t_embed0.backward_slice(&cache.temb, &dz1, batch, false);
+        // Tokens [B, T, D] back to the conv output layout [B, D, T].
+        let mut dxe = vec![A::zero(); batch * d * tok];
+        for b in 0..batch {
+            for p in 0..tok {
+                for c in 0..d {
+                    dxe[(b * d + c) * tok + p] = dh[(b * tok + p) * d + c];
+                }
+            }
+        }
+        let dx = self
+            .x_embed
+            .backward_slice(&cache.x, &cache.x_shape, &dxe, true)?;
+        Ok(array(&cache.x_shape, dx))
+    }
+
+    fn input_shape(&self) -> Vec<usize> {
+        vec![self.cfg.in_ch, self.cfg.size, self.cfg.size]
+    }
+}
+
+impl<A> Parameters<A> for Dit<A> {
+    fn visit(&self, f: &mut dyn FnMut(&str, &Param<A>)) {
+        crate::param::visit_child("x_embed", &self.x_embed, f);
+        crate::param::visit_child("t_embed.0", &self.t_embed0, f);
+        crate::param::visit_child("t_embed.2", &self.t_embed2, f);
+        if let Some(y) = &self.y_embed {
+            f("y_embed.weight", y);
+        }
+        for (i, b) in self.blocks.iter().enumerate() {
+            let p = format!("blocks.{i}");
+            crate::param::visit_child(&join_name(&p, "attn"), &b.attn, f);
+            crate::param::visit_child(&join_name(&p, "mlp.0"), &b.mlp0, f);
+            crate::param::visit_child(&join_name(&p, "mlp.2"), &b.mlp2, f);
+            crate::param::visit_child(&join_name(&p, "ada.1"), &b.ada, f);
+        }
+        crate::param::visit_child("ada_f.1", &self.ada_f, f);
+        crate::param::visit_child("out", &self.out, f);
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<A>)) {
+        crate::param::visit_child_mut("x_embed", &mut self.x_embed, f);
+        crate::param::visit_child_mut("t_embed.0", &mut self.t_embed0, f);
+        crate::param::visit_child_mut("t_embed.2", &mut self.t_embed2, f);
+        if let Some(y) = &mut self.y_embed {
+            f("y_embed.weight", y);
+        }
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            let p = format!("blocks.{i}");
+            crate::param::visit_child_mut(&join_name(&p, "attn"), &mut b.attn, f);
+            crate::param::visit_child_mut(&join_name(&p, "mlp.0"), &mut b.mlp0, f);
+            crate::param::visit_child_mut(&join_name(&p, "mlp.2"), &mut b.mlp2, f);
+            crate::param::visit_child_mut(&join_name(&p, "ada.1"), &mut b.ada, f);
+        }
+        crate::param::visit_child_mut("ada_f.1", &mut self.ada_f, f);
+        crate::param::visit_child_mut("out", &mut self.out, f);
+    }
+    fn visit_buffers(&self, f: &mut dyn FnMut(&str, &ArrayD<A>)) {
+        f("pos", &self.pos);
+    }
+    fn visit_buffers_mut(&mut self, f: &mut dyn FnMut(&str, &mut ArrayD<A>)) {
+        f("pos", &mut self.pos);
+    }
+}

@@ -1,0 +1,218 @@
+//! Thread-count independence, typed errors, checkpoints and the Denoiser adapter.
+
+use diffusion_core::{Denoiser, NoiseLevel, Parameterization, Rng};
+use diffusion_nn::checkpoint;
+use diffusion_nn::models::*;
+use diffusion_nn::{Network, NetworkDenoiser, NnError, Parameters};
+use ndarray::{ArrayD, IxDyn};
+
+fn randn(shape: &[usize], rng: &mut Rng) -> ArrayD<f32> {
+    let mut v = vec![0.0; shape.iter().product()];
+    rng.fill_normal(&mut v);
+    ArrayD::from_shape_vec(IxDyn(shape), v.iter().map(|&x| x as f32).collect()).unwrap()
+}
+
+fn small_unet() -> UNet<f32> {
+    let cfg = UNetConfig {
+        in_ch: 3,
+        size: 8,
+        base: 32,
+        mults: vec![1, 2],
+        nres: 1,
+        temb: 32,
+        attn_levels: vec![1],
+        ..UNetConfig::default()
+    };
+    UNet::new(cfg, &mut Rng::new(3)).unwrap()
+}
+
+/// Output and every gradient of one forward/backward pass.
+fn run<N: Network<f32> + Clone>(
+    net: &N,
+    x: &ArrayD<f32>,
+    t: &[f32],
+) -> (ArrayD<f32>, ArrayD<f32>, Vec<Vec<f32>>) {
+    let mut net = net.clone();
+    let (y, c) = net.forward(x, t, None).unwrap();
+    let dx = net.backward(&c, &y).unwrap();
+    let mut grads = Vec::new();
+    net.visit(&mut |_, p| grads.push(p.grad.iter().copied().collect()));
+    (y, dx, grads)
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let mut rng = Rng::new(1);
+    let unet = small_unet();
+    let x = randn(&[5, 3, 8, 8], &mut rng);
+    let t = [1.0, 50.0, 300.0, 999.0, 7.0];
+    let dit = Dit::<f32>::new(
+        DitConfig {
+            depth: 2,
+            hidden: 48,
+            ..DitConfig::default()
+        },
+        &mut rng,
+    )
+    .unwrap();
+    let xd = randn(&[3, 4, 16, 16], &mut rng);
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    assert_eq!(
+        one.install(|| run(&unet, &x, &t)),
+        three.install(|| run(&unet, &x, &t))
+    );
+    assert_eq!(one.install(|| run(&dit, &xd, &t[..3])), run(&dit, &xd, &t[..3]));
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let mut rng = Rng::new(2);
+    let mlp = MlpDenoiser::<f32>::new(MlpConfig::default(), &mut rng).unwrap();
+    let err = mlp
+        .forward(&randn(&[4, 3], &mut rng), &[0.0; 4], None)
+        .unwrap_err();
+    assert!(
+        matches!(&err, NnError::Shape { got, .. } if got == &vec![4, 3]),
+        "{err}"
+    );
+    let err = mlp
+        .forward(&randn(&[4, 2], &mut rng), &[0.0; 3], None)
+        .unwrap_err();
+    assert!(matches!(err, NnError::Input { name: "t", .. }), "{err}");
+    let unet = small_unet();
+    assert!(matches!(
+        unet.infer(&randn(&[1, 3, 7, 8], &mut rng), &[0.0], None),
+        Err(NnError::Shape { .. })
+    ));
+    assert!(matches!(
+        UNet::<f32>::new(
+            UNetConfig {
+                groups: 5,
+                ..UNetConfig::default()
+            },
+            &mut rng
+        ),
+        Err(NnError::Config { .. })
+    ));
+    let dit = Dit::<f32>::new(
+        DitConfig {
+            depth: 1,
+            num_classes: 10,
+            ..DitConfig::default()
+        },
+        &mut rng,
+    )
+    .unwrap();
+    let x = randn(&[2, 4, 16, 16], &mut rng);
+    assert!(matches!(
+        dit.infer(&x, &[0.0, 1.0], Some(&[3, 10])),
+        Err(NnError::Input { .. })
+    ));
+    assert!(dit.infer(&x, &[0.0, 1.0], Some(&[3, 9])).is_ok());
+}
+
+#[test]
+fn checkpoint_round_trip_and_errors_name_the_tensor() {
+    let mut rng = Rng::new(4);
+    let cfg = MlpConfig {
+        hidden: 16,
+        ..MlpConfig::default()
+    };
+    let a = MlpDenoiser::<f64>::new(cfg, &mut rng).unwrap();
+    let dir = std::env::temp_dir().join(format!("diffusion-nn-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mlp.safetensors");
+    checkpoint::save(&a, &path).unwrap();
+    let mut b = MlpDenoiser::<f64>::new(cfg, &mut rng).unwrap();
+    checkpoint::load(&mut b, &path).unwrap();
+    let mut same = true;
+    let mut vals = Vec::new();
+    a.visit(&mut |_, p| vals.push(p.value.clone()));
+    let mut i = 0;
+    b.visit(&mut |_, p| {
+        same &= p.value == vals[i];
+        i += 1;
+    });
+    assert!(same, "f64 round trip is exact");
+    // A wider model: every tensor mis-shaped; the first is named.
+    let mut wide = MlpDenoiser::<f64>::new(MlpConfig { hidden: 32, ..cfg }, &mut rng).unwrap();
+    let err = checkpoint::load(&mut wide, &path).unwrap_err();
+    assert!(
+        matches!(&err, NnError::TensorShape { name, .. } if name == "net.0.weight"),
+        "{err}"
+    );
+    // A deeper model: the old output layer has the wrong shape for the new hidden layer.
+    let mut deep = MlpDenoiser::<f64>::new(MlpConfig { depth: 5, ..cfg }, &mut rng).unwrap();
+    let err = checkpoint::load(&mut deep, &path).unwrap_err();
+    assert!(
+        matches!(&err, NnError::TensorShape { name, .. } if name == "net.8.weight"),
+        "{err}"
+    );
+    // A file holding a different module: a missing tensor.
+    let other = dir.join("linear.safetensors");
+    checkpoint::save(
+        &diffusion_nn::layers::Linear::<f64>::new(2, 2, true, &mut rng),
+        &other,
+    )
+    .unwrap();
+    let err = checkpoint::load(&mut b, &other).unwrap_err();
+    assert!(
+        matches!(&err, NnError::MissingTensor { name } if name == "net.0.weight"),
+        "{err}"
+    );
+    // Truncated file.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = checkpoint::load(&mut b, &path).unwrap_err();
+    assert!(matches!(err, NnError::Safetensors { .. }), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn network_is_a_denoiser() {
+    let mut rng = Rng::new(5);
+    let net = MlpDenoiser::<f64>::new(
+        MlpConfig {
+            hidden: 16,
+            ..MlpConfig::default()
+        },
+        &mut rng,
+    )
+    .unwrap();
+    let x = ArrayD::from_shape_vec(IxDyn(&[3, 2]), vec![0.1, 0.2, -0.3, 0.4, 1.0, -1.0]).unwrap();
+    let want = net.infer(&x, &[250.0; 3], None).unwrap();
+    let model = NetworkDenoiser::new(net, Parameterization::Epsilon);
+    assert_eq!(model.parameterization(), Parameterization::Epsilon);
+    let got = model.predict(&x, NoiseLevel::new(250.0, 0.6, 0.8)).unwrap();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn parameter_names_follow_pytorch_order() {
+    let mut rng = Rng::new(6);
+    let dit = Dit::<f32>::new(DitConfig::default(), &mut rng).unwrap();
+    let names = diffusion_nn::param::param_names(&dit);
+    assert_eq!(
+        &names[..4],
+        [
+            "x_embed.weight",
+            "x_embed.bias",
+            "t_embed.0.weight",
+            "t_embed.0.bias"
+        ]
+    );
+    assert_eq!(
+        &names[names.len() - 4..],
+        ["ada_f.1.weight", "ada_f.1.bias", "out.weight", "out.bias"]
+    );
+    assert_eq!(names[6], "blocks.0.attn.in_proj_weight");
+    let unet = UNet::<f32>::new(UNetConfig::default(), &mut rng).unwrap();
+    let names = diffusion_nn::param::param_names(&unet);
+    assert_eq!(
+        &names[names.len() - 4..],
+        ["out.0.weight", "out.0.bias", "out.2.weight", "out.2.bias"]
+    );
+    assert!(names.contains(&"down.2.0.weight".to_string()), "downsample conv");
+    assert!(names.contains(&"up.3.1.weight".to_string()), "upsample conv");
+}
