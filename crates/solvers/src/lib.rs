@@ -1,0 +1,27 @@
+//! # diffusion-solvers
+//!
+//! diffusers-compatible samplers over `diffusion-core` tensors: a stateful
+//! [`Scheduler`] step API (`set_timesteps`, `scale_model_input`, `step`, `add_noise`),
+//! the sampling loop [`sample()`], configs read from a diffusers `scheduler_config.json`
+//! ([`from_config_json`]), and classifier-free guidance as a model wrapper.
+
+pub(crate) mod common;
+pub(crate) mod config;
+pub mod ddim;
+pub mod error;
+pub mod sample;
+pub mod scheduler;
+
+pub use ddim::{Ddim, DdimConfig};
+pub use error::{Result, SolverError};
+pub use sample::{Control, StepInfo, sample, sample_all};
+pub use scheduler::Scheduler;
+pub mod dpm;
+pub(crate) mod vp;
+pub use dpm::{DpmSolverConfig, DpmSolverMultistep};
+pub mod registry;
+pub use registry::{SCHEDULERS, by_name, from_config_file, from_config_json};
+pub mod karras;
+pub use karras::{KConfig, KMethod, KSampler};
+pub mod unipc;
+pub use unipc::{UniPc, UniPcConfig};

@@ -1,0 +1,319 @@
+//! UniPC (Zhao et al. 2023): the UniP predictor and UniC corrector, B(h) variants bh1
+//! and bh2, orders 1-3: diffusers' `UniPCMultistepScheduler`.
+
+use diffusion_core::param::conversion;
+use diffusion_core::{NoiseLevel, Parameterization, Rng, Tensor};
+use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, TimestepSpacing};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::common::{Cursor, History, Table, Thresholding};
+use crate::config::{self, prediction};
+use crate::error::{Result, SolverError, invalid};
+use crate::scheduler::Scheduler;
+use crate::vp::{VpSchedule, VpSigmaOptions, solve};
+
+/// The solver keys of `UniPCMultistepScheduler`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UniPcConfig {
+    pub solver_order: usize,
+    pub prediction_type: String,
+    pub thresholding: bool,
+    pub dynamic_thresholding_ratio: f64,
+    pub sample_max_value: f64,
+    pub predict_x0: bool,
+    /// `bh1` or `bh2` (`midpoint`, `heun`, `logrho` map to bh2, as in diffusers).
+    pub solver_type: String,
+    pub lower_order_final: bool,
+    /// Step indices after which the corrector is skipped.
+    pub disable_corrector: Vec<usize>,
+    pub use_karras_sigmas: bool,
+    pub use_exponential_sigmas: bool,
+    pub use_beta_sigmas: bool,
+    pub use_flow_sigmas: bool,
+    pub flow_shift: f64,
+    pub final_sigmas_type: String,
+}
+
+impl Default for UniPcConfig {
+    fn default() -> Self {
+        Self {
+            solver_order: 2,
+            prediction_type: "epsilon".into(),
+            thresholding: false,
+            dynamic_thresholding_ratio: 0.995,
+            sample_max_value: 1.0,
+            predict_x0: true,
+            solver_type: "bh2".into(),
+            lower_order_final: true,
+            disable_corrector: Vec::new(),
+            use_karras_sigmas: false,
+            use_exponential_sigmas: false,
+            use_beta_sigmas: false,
+            use_flow_sigmas: false,
+            flow_shift: 1.0,
+            final_sigmas_type: "zero".into(),
+        }
+    }
+}
+
+/// UniPC multistep.
+#[derive(Clone, Debug)]
+pub struct UniPc<T> {
+    config: UniPcConfig,
+    schedule: DiscreteScheduleConfig,
+    table: Table,
+    pred: Parameterization,
+    bh1: bool,
+    opts: VpSigmaOptions,
+    thresholding: Thresholding,
+    sched: VpSchedule,
+    cursor: Cursor,
+    history: History<T>,
+    /// The converted output of this step, before it joins the history.
+    spare: Option<T>,
+    last_sample: Option<T>,
+    this_order: usize,
+    lower_order_nums: usize,
+}
+
+impl<T: Tensor> UniPc<T> {
+    const NAME: &'static str = "unipc";
+
+    pub fn new(schedule: DiscreteScheduleConfig, config: UniPcConfig) -> Result<Self> {
+        use Parameterization::*;
+        let name = Self::NAME;
+        let pred = prediction(name, &config.prediction_type, &[Epsilon, Sample, V, Flow])?;
+        if !(1..=3).contains(&config.solver_order) {
+            return Err(invalid(
+                name,
+                "solver_order",
+                format!("{} (expected 1, 2 or 3)", config.solver_order),
+            ));
+        }
+        let bh1 = match config.solver_type.as_str() {
+            "bh1" => true,
+            "bh2" | "midpoint" | "heun" | "logrho" => false,
+            other => {
+                return Err(invalid(
+                    name,
+                    "solver_type",
+                    format!("{other:?} (expected bh1 or bh2)"),
+                ));
+            }
+        };
+        let grid = config::sigma_grid(
+            name,
+            config.use_karras_sigmas,
+            config.use_exponential_sigmas,
+            config.use_beta_sigmas,
+            false,
+        )?;
+        let opts = VpSigmaOptions {
+            grid,
+            final_sigmas: FinalSigmas::from_name(&config.final_sigmas_type)?,
+            lambda_min_clipped: f64::NEG_INFINITY,
+            flow_shift: config.use_flow_sigmas.then_some(config.flow_shift),
+        };
+        let thresholding = Thresholding {
+            enabled: config.thresholding,
+            ratio: config.dynamic_thresholding_ratio,
+            max_value: config.sample_max_value,
+        };
+        Ok(Self {
+            table: Table::new(&schedule, true)?,
+            history: History::new(config.solver_order),
+            config,
+            schedule,
+            pred,
+            bh1,
+            opts,
+            thresholding,
+            sched: VpSchedule::default(),
+            cursor: Cursor::default(),
+            spare: None,
+            last_sample: None,
+            this_order: 1,
+            lower_order_nums: 0,
+        })
+    }
+
+    pub fn schedule_defaults() -> DiscreteScheduleConfig {
+        config::schedule_defaults(TimestepSpacing::Linspace)
+    }
+
+    pub fn from_json(json: &Value) -> Result<Self> {
+        let (s, c) = config::parse(Self::NAME, json, Some(&Self::schedule_defaults()))?;
+        Self::new(s, c)
+    }
+
+    pub fn sigmas(&self) -> &[f64] {
+        &self.sched.sigmas
+    }
+
+    /// The UniP / UniC coefficients for a step from sigma index `s0` to `t` using the
+    /// history sigma indices `past` (newest first): returns `(cx, c_m0, c_past, c_new)`
+    /// with `x_t = cx x + c_m0 m0 + sum c_past[k] m_k (+ c_new m_new)`.
+    fn unified(&self, t: usize, s0: usize, past: &[usize], corrector: bool) -> (f64, f64, Vec<f64>, f64) {
+        let s = &self.sched;
+        let (alpha_t, sigma_t) = s.alpha_sigma(t);
+        let (alpha_s0, sigma_s0) = s.alpha_sigma(s0);
+        let h = s.lambda(t) - s.lambda(s0);
+        let order = past.len() + 1;
+        let rks: Vec<f64> = past.iter().map(|&si| (s.lambda(si) - s.lambda(s0)) / h).collect();
+        let hh = if self.config.predict_x0 { -h } else { h };
+        let h_phi_1 = hh.exp_m1();
+        let b_h = if self.bh1 { hh } else { hh.exp_m1() };
+        let mut h_phi_k = h_phi_1 / hh - 1.0;
+        let mut factorial = 1.0;
+        let mut r_rows = Vec::new();
+        let mut b = Vec::new();
+        let mut all_r = rks.clone();
+        all_r.push(1.0);
+        for i in 1..=order {
+            r_rows.push(all_r.iter().map(|r| r.powi(i as i32 - 1)).collect::<Vec<f64>>());
+            b.push(h_phi_k * factorial / b_h);
+            factorial *= (i + 1) as f64;
+            h_phi_k = h_phi_k / hh - 1.0 / factorial;
+        }
+        // x_t_ = (sigma_t/sigma_s0) x - alpha_t h_phi_1 m0 (data) or the noise analogue.
+        let (cx, c_base, scale) = if self.config.predict_x0 {
+            (sigma_t / sigma_s0, -alpha_t * h_phi_1, -alpha_t * b_h)
+        } else {
+            (alpha_t / alpha_s0, -sigma_t * h_phi_1, -sigma_t * b_h)
+        };
+        let rhos: Vec<f64> = if corrector {
+            if order == 1 {
+                vec![0.5]
+            } else {
+                solve(r_rows.clone(), b.clone())
+            }
+        } else if order == 1 {
+            Vec::new()
+        } else if order == 2 {
+            vec![0.5]
+        } else {
+            let n = order - 1;
+            let a: Vec<Vec<f64>> = r_rows[..n].iter().map(|row| row[..n].to_vec()).collect();
+            solve(a, b[..n].to_vec())
+        };
+        // D1_k = (m_k - m0) / r_k.
+        let mut c_m0 = c_base;
+        let mut c_past = vec![0.0; past.len()];
+        for k in 0..past.len() {
+            let w = scale * rhos[k] / rks[k];
+            c_past[k] += w;
+            c_m0 -= w;
+        }
+        let mut c_new = 0.0;
+        if corrector {
+            // D1_t = m_new - m0 weighted by the last rho.
+            let w = scale * rhos[order - 1];
+            c_new = w;
+            c_m0 -= w;
+        }
+        (cx, c_m0, c_past, c_new)
+    }
+}
+
+impl<T: Tensor> Scheduler<T> for UniPc<T> {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn set_timesteps(&mut self, n: usize) -> Result<()> {
+        let sched = VpSchedule::build(&self.table, &self.schedule, n, &self.opts)?;
+        self.cursor.reset(sched.timesteps.clone());
+        self.sched = sched;
+        self.history.clear();
+        self.last_sample = None;
+        self.lower_order_nums = 0;
+        self.this_order = 1;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.cursor.timesteps
+    }
+
+    fn order(&self) -> usize {
+        1
+    }
+
+    fn prediction_type(&self) -> Parameterization {
+        self.pred
+    }
+
+    fn noise_level(&self, t: f64) -> Result<NoiseLevel> {
+        let i = self.cursor.index_for_query(Self::NAME, t)?;
+        let (a, s) = self.sched.alpha_sigma(i);
+        Ok(NoiseLevel::new(t, a, s))
+    }
+
+    fn step_in_place(&mut self, m: &T, t: f64, x: &mut T, _rng: Option<&mut Rng>) -> Result<()> {
+        let i = self.cursor.index_for_step(Self::NAME, t)?;
+        let n = self.cursor.len();
+        // Convert the output at sigma_i (x0 for predict_x0, else epsilon).
+        let (alpha, sigma) = self.sched.alpha_sigma(i);
+        let target = if self.config.predict_x0 {
+            Parameterization::Sample
+        } else {
+            Parameterization::Epsilon
+        };
+        let (cx, cm) = conversion(self.pred, target, alpha, sigma)?;
+        let mut conv = self.spare.take().unwrap_or_else(|| m.zeros_like());
+        conv.lincomb(0.0, &[(cm, m), (cx, &*x)], None)?;
+        if self.thresholding.enabled {
+            if target != Parameterization::Sample {
+                return Err(SolverError::Unsupported {
+                    scheduler: Self::NAME,
+                    what: "thresholding with predict_x0 = false".into(),
+                });
+            }
+            self.thresholding.apply(&mut conv)?;
+        }
+        // UniC: correct the sample that the previous predictor produced.
+        let use_corrector =
+            i > 0 && !self.config.disable_corrector.contains(&(i - 1)) && self.last_sample.is_some();
+        if use_corrector {
+            let order = self.this_order;
+            let past: Vec<usize> = (1..order).map(|k| i - (k + 1)).collect();
+            let (cx, c_m0, c_past, c_new) = self.unified(i, i - 1, &past, true);
+            let last = self.last_sample.as_ref().expect("checked");
+            let mut terms: Vec<(f64, &T)> = vec![(cx, last), (c_m0, self.history.get(0)), (c_new, &conv)];
+            for (k, c) in c_past.iter().enumerate() {
+                terms.push((*c, self.history.get(k + 1)));
+            }
+            x.lincomb(0.0, &terms, None)?;
+        }
+        self.spare = self.history.push_owned(conv);
+        let this_order = if self.config.lower_order_final {
+            self.config.solver_order.min(n - i)
+        } else {
+            self.config.solver_order
+        };
+        self.this_order = this_order.min(self.lower_order_nums + 1);
+        let mut last = self.last_sample.take().unwrap_or_else(|| x.zeros_like());
+        last.lincomb(0.0, &[(1.0, &*x)], None)?;
+        self.last_sample = Some(last);
+        // UniP: predict the next sample.
+        let past: Vec<usize> = (1..self.this_order).map(|k| i - k).collect();
+        let (cx, c_m0, c_past, _) = self.unified(i + 1, i, &past, false);
+        let mut terms: Vec<(f64, &T)> = vec![(c_m0, self.history.get(0))];
+        for (k, c) in c_past.iter().enumerate() {
+            terms.push((*c, self.history.get(k + 1)));
+        }
+        x.lincomb(cx, &terms, None)?;
+        self.lower_order_nums = (self.lower_order_nums + 1).min(self.config.solver_order);
+        self.cursor.advance(i);
+        Ok(())
+    }
+
+    fn add_noise(&self, x0: &T, noise: &T, t: f64) -> Result<T> {
+        self.cursor.require_ready(Self::NAME, "add_noise")?;
+        let i = self.cursor.find(Self::NAME, t)?;
+        let (a, s) = self.sched.alpha_sigma(i);
+        Ok(diffusion_core::lincomb_new(&[(a, x0), (s, noise)], None)?)
+    }
+}
