@@ -1,0 +1,23 @@
+//! # diffusion-continuous
+//!
+//! Continuous-time samplers built on `diffusion-core`: time grids, an adaptive
+//! Dormand-Prince reference ODE solver with exact log-likelihoods, and fixed-step solvers.
+
+pub mod dc;
+pub mod dopri;
+pub mod dpmv3;
+pub mod error;
+pub mod eval;
+pub mod grid;
+pub mod likelihood;
+pub mod linalg;
+pub mod multistep;
+
+pub use dc::{CascadeRegression, DcSolver, SearchOptions};
+pub use dopri::{Dopri5Options, Dopri5Stats, ProbabilityFlow, integrate};
+pub use dpmv3::{DpmSolverV3, DpmV3Options, EmsOptions, ModelStatistics};
+pub use error::{ContinuousError, Result};
+pub use eval::{Evaluator, ModelTime};
+pub use grid::{GridKind, TimeGrid};
+pub use likelihood::{LikelihoodOptions, log_likelihood};
+pub use multistep::{Method, MultistepOptions, UniPcVariant};

@@ -1,0 +1,79 @@
+//! DPM-Solver-v3 on the exact gmm2d model.
+
+mod common;
+
+use diffusion_continuous::{
+    DpmSolverV3, DpmV3Options, EmsOptions, Evaluator, GridKind, ModelStatistics, ModelTime, TimeGrid,
+};
+use diffusion_core::NoiseSchedule;
+
+fn lambda_grid(k: usize) -> Vec<f64> {
+    let sched = common::schedule("scaled_linear");
+    let (a, b) = (sched.lambda(common::T_START), sched.lambda(common::T_END));
+    (0..=k).map(|i| a + (b - a) * i as f64 / k as f64).collect()
+}
+
+fn rmse_of(solver: &DpmSolverV3, kind: GridKind, nfe: usize) -> f64 {
+    let sched = common::schedule("scaled_linear");
+    let gmm = common::mixture();
+    let x = common::x_t();
+    let grid = TimeGrid::new(kind, &sched, common::T_START, common::T_END, nfe).unwrap();
+    let (_, snapped) = solver.snap(&sched, &grid).unwrap();
+    let reference = common::ode_reference(&sched, &x, &[*snapped.last().unwrap()]).remove(0);
+    let eval = Evaluator::new(&gmm, &sched, ModelTime::discrete(1000));
+    let out = solver.sample(&eval, &x, &grid, &DpmV3Options::default()).unwrap();
+    assert_eq!(eval.nfe(), nfe);
+    common::rmse(&out, &reference)
+}
+
+/// With l = 1, s = b = 0 the official code ran "degenerated" (DPM-Solver++ with the
+/// v3 predictor-corrector); our port must reproduce its numbers.
+#[test]
+fn degenerate_statistics_reproduce_official_numbers() {
+    if common::shared().is_none() {
+        return;
+    }
+    let solver = DpmSolverV3::new(ModelStatistics::degenerate(lambda_grid(250), 2).unwrap()).unwrap();
+    for (kind, rows) in [
+        (GridKind::TimeUniform, [(5, 0.148), (10, 0.0866), (20, 0.0408)]),
+        (GridKind::LogSnrUniform, [(5, 0.275), (10, 0.0726), (20, 0.00955)]),
+    ] {
+        for (nfe, official) in rows {
+            let got = rmse_of(&solver, kind, nfe);
+            println!("degenerate v3 {kind:?} NFE {nfe}: {got:.4} (official {official})");
+            assert!((got / official - 1.0).abs() < 0.02, "{got} vs {official}");
+        }
+    }
+}
+
+/// Full-size statistics (the paper's 1200 x 4096); slow, so ignored. Run with
+/// `cargo test -p diffusion-continuous --test dpmv3_gmm -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn statistics_table() {
+    let sched = common::schedule("scaled_linear");
+    let gmm = common::mixture();
+    let eval = Evaluator::new(&gmm, &sched, ModelTime::discrete(1000));
+    let n = 4096;
+    let x0 = gmm.sample(n, &mut diffusion_core::Rng::new(0)).into_dyn();
+    let z = common::normals(n, 2, 1);
+    let start = std::time::Instant::now();
+    let opts = EmsOptions {
+        steps: 1200,
+        ..Default::default()
+    };
+    let stats = ModelStatistics::compute(&eval, &x0, &z, common::T_START, common::T_END, &opts).unwrap();
+    println!(
+        "EMS {} x {n}: {:.2?}, {} model calls",
+        opts.steps,
+        start.elapsed(),
+        eval.nfe()
+    );
+    let solver = DpmSolverV3::new(stats).unwrap();
+    for kind in [GridKind::TimeUniform, GridKind::LogSnrUniform] {
+        for nfe in [5, 10, 20] {
+            let got = rmse_of(&solver, kind, nfe);
+            println!("v3 {kind:?} NFE {nfe}: {got:.4}");
+        }
+    }
+}
