@@ -1,0 +1,69 @@
+//! `diffuse`: the diffusion-rs command line.
+
+mod bench;
+mod data;
+mod demo;
+mod eval;
+mod io;
+mod model;
+mod plot;
+mod presets;
+mod reference;
+mod sample;
+mod train;
+mod trained;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Diffusion models from the shell: sample with any scheduler, evaluate sample sets,
+/// compare solvers on problems with exact answers.
+#[derive(Debug, Parser)]
+#[command(name = "diffuse", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a small model, sample it with several solvers, and write tables and pictures.
+    Demo(demo::Args),
+    /// Generate samples from a model with a scheduler.
+    Sample(sample::Args),
+    /// Train the MLP denoiser on a dataset (checkpoints, resume).
+    Train(train::Args),
+    /// Compare two sample sets (.npy) with the testbed metrics.
+    Eval(eval::Args),
+    /// Solver accuracy against NFE on an analytic problem: a table and a plot.
+    Bench(bench::Args),
+    /// List the schedulers (our names and diffusers class names).
+    Schedulers,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(a) => demo::run(a),
+        Command::Sample(a) => sample::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Schedulers => {
+            for (ours, class) in diffusion_solvers::SCHEDULERS {
+                println!("{ours:<24} {class}");
+            }
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, no backtrace.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
