@@ -22,13 +22,18 @@ fn bench_lincomb(c: &mut Criterion) {
         // DDIM / Euler: x' = a x + b eps, in place.
         g.throughput(Throughput::Bytes(3 * bytes));
         let mut y = x.clone();
-        g.bench_function("in place, 1 term", |b| b.iter(|| y.lincomb(0.999, &[(0.01, &e1)], None).unwrap()));
+        g.bench_function("in place, 1 term", |b| {
+            b.iter(|| y.lincomb(0.999, &[(0.01, &e1)], None).unwrap())
+        });
 
         // DPM-Solver++ 2M: x' = a x + b d0 + c d1 into a reused buffer.
         g.throughput(Throughput::Bytes(4 * bytes));
         let mut out = x.zeros_like();
         g.bench_function("3 terms", |b| {
-            b.iter(|| out.lincomb(0.0, &[(0.9, &x), (0.1, &e1), (-0.05, &e2)], None).unwrap())
+            b.iter(|| {
+                out.lincomb(0.0, &[(0.9, &x), (0.1, &e1), (-0.05, &e2)], None)
+                    .unwrap()
+            })
         });
 
         // Ancestral / SDE step: 2 terms + Gaussian noise.

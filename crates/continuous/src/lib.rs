@@ -1,7 +1,8 @@
 //! # diffusion-continuous
 //!
 //! Continuous-time samplers built on `diffusion-core`: time grids, an adaptive
-//! Dormand-Prince reference ODE solver with exact log-likelihoods, and fixed-step solvers.
+//! Dormand-Prince reference ODE solver with exact log-likelihoods, fixed-step ODE solvers,
+//! reverse-SDE and predictor-corrector samplers, stochastic interpolants and PFGM++.
 
 pub mod dc;
 pub mod dopri;
@@ -9,9 +10,12 @@ pub mod dpmv3;
 pub mod error;
 pub mod eval;
 pub mod grid;
+pub mod interpolant;
 pub mod likelihood;
 pub mod linalg;
 pub mod multistep;
+pub mod pfgm;
+pub mod sde;
 
 pub use dc::{CascadeRegression, DcSolver, SearchOptions};
 pub use dopri::{Dopri5Options, Dopri5Stats, ProbabilityFlow, integrate};
@@ -19,5 +23,8 @@ pub use dpmv3::{DpmSolverV3, DpmV3Options, EmsOptions, ModelStatistics};
 pub use error::{ContinuousError, Result};
 pub use eval::{Evaluator, ModelTime};
 pub use grid::{GridKind, TimeGrid};
+pub use interpolant::{InterpolantDiffusion, InterpolantSchedule};
 pub use likelihood::{LikelihoodOptions, log_likelihood};
 pub use multistep::{Method, MultistepOptions, UniPcVariant};
+pub use pfgm::{edm_heun, sample_pfgm};
+pub use sde::{LangevinOptions, SdeOptions, sample_sde};

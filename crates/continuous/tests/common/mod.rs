@@ -81,3 +81,137 @@ pub fn ode_reference(sched: &InterpolatedVp, x: &ArrayD<f64>, t_ends: &[f64]) ->
         .unwrap()
         .0
 }
+
+use diffusion_testbed::GaussianMixture as Mixture;
+use diffusion_testbed::metrics::{Projections, mean_and_covariance, sliced_w2_to_gmm};
+
+/// The exact law of `alpha x0 + sigma eps`: components `N(alpha mu_k, alpha^2 Sigma_k + sigma^2 I)`.
+pub fn noised_mixture(gmm: &Mixture, alpha: f64, sigma: f64) -> Mixture {
+    let d = gmm.dim();
+    let means = (0..gmm.n_components())
+        .map(|k| gmm.mean(k).iter().map(|m| alpha * m).collect())
+        .collect();
+    let covs = (0..gmm.n_components())
+        .map(|k| {
+            let c = gmm.covariance(k);
+            (0..d)
+                .map(|i| {
+                    (0..d)
+                        .map(|j| alpha * alpha * c[i * d + j] + if i == j { sigma * sigma } else { 0.0 })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    Mixture::new(gmm.weights().to_vec(), means, covs).unwrap()
+}
+
+/// Exact mean and covariance (row-major) of a mixture.
+pub fn mixture_moments(gmm: &Mixture) -> (Vec<f64>, Vec<f64>) {
+    let d = gmm.dim();
+    let mut mean = vec![0.0; d];
+    let mut second = vec![0.0; d * d];
+    for k in 0..gmm.n_components() {
+        let (w, mu, c) = (gmm.weights()[k], gmm.mean(k), gmm.covariance(k));
+        for i in 0..d {
+            mean[i] += w * mu[i];
+            for j in 0..d {
+                second[i * d + j] += w * (c[i * d + j] + mu[i] * mu[j]);
+            }
+        }
+    }
+    let cov = (0..d * d)
+        .map(|ij| second[ij] - mean[ij / d] * mean[ij % d])
+        .collect();
+    (mean, cov)
+}
+
+/// A statistical comparison of `samples` with the exact law `target`.
+///
+/// - Mode occupancy: each sample goes to its most responsible component; the counts are
+///   compared with the exact occupancy probabilities (from 40k exact draws) by Pearson's
+///   chi-square, which must stay below `(K - 1) + 5 sqrt(2 (K - 1))` (5 sd of its null).
+/// - Means within 5 standard errors `sqrt(var / n)` (exact variance); variances within 5
+///   standard errors `2 var sqrt(2 / n)` (the Gaussian-tail error doubled for safety).
+/// - Sliced W2 against the exact law is reported with its null bound (mean + 5 sd of the
+///   metric on exact draws of the same size) and must stay below it.
+pub struct StatCheck {
+    pub chi2: f64,
+    pub chi2_bound: f64,
+    pub sw2: f64,
+    pub sw2_bound: f64,
+    pub mean_z: f64,
+    pub var_z: f64,
+}
+
+fn occupancy(x: &ndarray::Array2<f64>, target: &Mixture) -> Vec<f64> {
+    let r = target
+        .at_noise(1.0, 0.0)
+        .unwrap()
+        .responsibilities(x.view())
+        .unwrap();
+    let mut counts = vec![0.0; target.n_components()];
+    for row in r.rows() {
+        let k = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+        counts[k] += 1.0;
+    }
+    counts
+}
+
+impl StatCheck {
+    pub fn run(samples: &ArrayD<f64>, target: &Mixture, null_sets: u64) -> Self {
+        let x = to_2d(samples);
+        let n = x.nrows();
+        let big = target.sample(40_000, &mut diffusion_core::Rng::new(999));
+        let p: Vec<f64> = occupancy(&big, target).iter().map(|c| c / 40_000.0).collect();
+        let counts = occupancy(&x, target);
+        let chi2 = counts
+            .iter()
+            .zip(&p)
+            .map(|(c, p)| (c - n as f64 * p).powi(2) / (n as f64 * p))
+            .sum();
+        let dof = (target.n_components() - 1) as f64;
+        let proj = Projections::random(16, target.dim(), &mut diffusion_core::Rng::new(77)).unwrap();
+        let sw2 = sliced_w2_to_gmm(x.view(), target, &proj).unwrap();
+        let null: Vec<f64> = (0..null_sets)
+            .map(|s| {
+                let y = target.sample(n, &mut diffusion_core::Rng::new(1000 + s));
+                sliced_w2_to_gmm(y.view(), target, &proj).unwrap()
+            })
+            .collect();
+        let m = null.iter().sum::<f64>() / null.len() as f64;
+        let sd = (null.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (null.len() - 1) as f64).sqrt();
+        let (mean, cov) = mean_and_covariance(x.view()).unwrap();
+        let (tm, tc) = mixture_moments(target);
+        let d = target.dim();
+        let mut mean_z: f64 = 0.0;
+        let mut var_z: f64 = 0.0;
+        for i in 0..d {
+            let v = tc[i * d + i];
+            mean_z = mean_z.max((mean[i] - tm[i]).abs() / (v / n as f64).sqrt());
+            var_z = var_z.max((cov[i * d + i] - v).abs() / (2.0 * v * (2.0 / n as f64).sqrt()));
+        }
+        Self {
+            chi2,
+            chi2_bound: dof + 5.0 * (2.0 * dof).sqrt(),
+            sw2,
+            sw2_bound: m + 5.0 * sd,
+            mean_z,
+            var_z,
+        }
+    }
+
+    pub fn passes(&self) -> bool {
+        self.chi2 <= self.chi2_bound && self.sw2 <= self.sw2_bound && self.mean_z < 5.0 && self.var_z < 5.0
+    }
+}
+
+impl std::fmt::Display for StatCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "occupancy chi2 {:.1} (bound {:.1}), SW2 {:.4} (bound {:.4}), mean |z| {:.2}, var |z| {:.2}",
+            self.chi2, self.chi2_bound, self.sw2, self.sw2_bound, self.mean_z, self.var_z
+        )
+    }
+}
