@@ -274,7 +274,15 @@ impl<A: Element> Tensor for ArrayD<A> {
     }
 
     fn count_non_finite(&self) -> usize {
-        self.iter().filter(|v| !v.to_f64().is_finite()).count()
+        // Checked on every model output: parallel on large tensors (a count is exact in
+        // any order).
+        match self.as_slice_memory_order() {
+            Some(s) if s.len() >= PARALLEL_MIN => s
+                .par_chunks(CHUNK)
+                .map(|c| c.iter().filter(|v| !v.to_f64().is_finite()).count())
+                .sum(),
+            _ => self.iter().filter(|v| !v.to_f64().is_finite()).count(),
+        }
     }
 
     fn sum_squares(&self) -> f64 {
@@ -310,6 +318,15 @@ mod tests {
         let a = ArrayD::from_elem(IxDyn(&[3]), 2.0f32);
         out.lincomb(0.0, &[(1.5, &a)], None).unwrap();
         assert!(out.iter().all(|&v| v == 3.0));
+    }
+
+    #[test]
+    fn non_finite_values_are_counted_on_large_tensors() {
+        let mut a = ArrayD::<f32>::zeros(IxDyn(&[PARALLEL_MIN * 3]));
+        a[7] = f32::NAN;
+        a[PARALLEL_MIN + 1] = f32::INFINITY;
+        a[PARALLEL_MIN * 3 - 1] = f32::NEG_INFINITY;
+        assert_eq!(a.count_non_finite(), 3);
     }
 
     #[test]
