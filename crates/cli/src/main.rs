@@ -4,6 +4,7 @@ mod bench;
 mod data;
 mod demo;
 mod eval;
+mod invert;
 mod io;
 mod model;
 mod plot;
@@ -36,6 +37,8 @@ enum Command {
     Train(train::Args),
     /// Compare two sample sets (.npy) with the testbed metrics.
     Eval(eval::Args),
+    /// Map samples back to noise (DDIM or exact EDICT inversion) and report the round trip.
+    Invert(invert::Args),
     /// Solver accuracy against NFE on an analytic problem: a table and a plot.
     Bench(bench::Args),
     /// List the schedulers (our names and diffusers class names).
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => sample::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Invert(a) => invert::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Schedulers => {
             for (ours, class) in diffusion_solvers::SCHEDULERS {

@@ -307,3 +307,37 @@ fn train_resume_and_sample_a_checkpoint() {
     ]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn edict_inversion_round_trips_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x0, xt) = (dir.path().join("x0.npy"), dir.path().join("xt.npy"));
+    let spec = spec_path();
+    let gmm = GaussianMixture::from_spec(&GmmSpec::from_file(&spec).unwrap()).unwrap();
+    diffusion_testbed::io::write_npy(&x0, &gmm.sample(32, &mut Rng::new(4)).into_dyn()).unwrap();
+    for (method, bound) in [("edict", 1e-10), ("ddim", 1.0)] {
+        let o = diffuse(&[
+            "invert",
+            "--gmm",
+            spec.to_str().unwrap(),
+            "--schedule",
+            "linear",
+            "--method",
+            method,
+            "--steps",
+            "20",
+            "--input",
+            x0.to_str().unwrap(),
+            "--out",
+            xt.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let err = json["round_trip_relative_rms"].as_f64().unwrap();
+        eprintln!("{method}: round-trip relative RMS {err:.3e}");
+        assert!(err < bound, "{method}: {err}");
+        let noise: ArrayD<f64> = diffusion_testbed::io::read_npy(&xt).unwrap();
+        assert_eq!(noise.shape(), &[32, 2]);
+    }
+}
