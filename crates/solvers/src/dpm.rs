@@ -36,9 +36,13 @@ pub struct DpmSolverConfig {
     pub flow_shift: f64,
     /// `zero` or `sigma_min`.
     pub final_sigmas_type: String,
+    #[serde(deserialize_with = "crate::config::float_or_inf")]
     pub lambda_min_clipped: f64,
     /// Only `null` / absent is supported (learned-variance outputs are not split).
     pub variance_type: Option<String>,
+    /// Used only with a `mu` under flow sigmas (accepted; `mu` is not supported here).
+    pub use_dynamic_shifting: bool,
+    pub time_shift_type: String,
 }
 
 impl Default for DpmSolverConfig {
@@ -62,6 +66,8 @@ impl Default for DpmSolverConfig {
             final_sigmas_type: "zero".into(),
             lambda_min_clipped: f64::NEG_INFINITY,
             variance_type: None,
+            use_dynamic_shifting: false,
+            time_shift_type: "exponential".into(),
         }
     }
 }

@@ -57,6 +57,7 @@ pub struct KConfig {
     pub clip_sample_range: f64,
     pub s_churn: f64,
     pub s_tmin: f64,
+    #[serde(deserialize_with = "crate::config::float_or_inf")]
     pub s_tmax: f64,
     pub s_noise: f64,
     /// LMS order (diffusers' `step(order=4)`).

@@ -12,12 +12,19 @@ use crate::*;
 /// `(our name, diffusers class)` of every scheduler.
 pub const SCHEDULERS: &[(&str, &str)] = &[
     ("ddim", "DDIMScheduler"),
+    ("ddpm", "DDPMScheduler"),
     ("ddim_inverse", "DDIMInverseScheduler"),
+    ("deis", "DEISMultistepScheduler"),
     ("dpm_solver_multistep", "DPMSolverMultistepScheduler"),
+    ("dpm_solver_singlestep", "DPMSolverSinglestepScheduler"),
+    ("edm_euler", "EDMEulerScheduler"),
     ("euler", "EulerDiscreteScheduler"),
     ("euler_ancestral", "EulerAncestralDiscreteScheduler"),
+    ("flow_match_euler", "FlowMatchEulerDiscreteScheduler"),
+    ("flow_match_heun", "FlowMatchHeunDiscreteScheduler"),
     ("heun", "HeunDiscreteScheduler"),
     ("lms", "LMSDiscreteScheduler"),
+    ("pndm", "PNDMScheduler"),
     ("unipc", "UniPCMultistepScheduler"),
 ];
 
@@ -43,11 +50,18 @@ pub fn by_name<T: Tensor + 'static>(name: &str, config: &Value) -> Result<Box<dy
     Ok(match ours {
         "ddim" => Box::new(Ddim::from_json(config)?),
         "ddim_inverse" => Box::new(Ddim::inverse_from_json(config)?),
+        "ddpm" => Box::new(Ddpm::from_json(config)?),
+        "deis" => Box::new(Deis::<T>::from_json(config)?),
         "dpm_solver_multistep" => Box::new(DpmSolverMultistep::<T>::from_json(config)?),
+        "dpm_solver_singlestep" => Box::new(DpmSolverSinglestep::<T>::from_json(config)?),
+        "edm_euler" => Box::new(EdmEuler::from_json(config)?),
         "euler" => Box::new(KSampler::<T>::from_json(KMethod::Euler, config)?),
         "euler_ancestral" => Box::new(KSampler::<T>::from_json(KMethod::EulerAncestral, config)?),
+        "flow_match_euler" => Box::new(FlowMatch::<T>::from_json(FlowMethod::Euler, config)?),
+        "flow_match_heun" => Box::new(FlowMatch::<T>::from_json(FlowMethod::Heun, config)?),
         "heun" => Box::new(KSampler::<T>::from_json(KMethod::Heun, config)?),
         "lms" => Box::new(KSampler::<T>::from_json(KMethod::Lms, config)?),
+        "pndm" => Box::new(Pndm::<T>::from_json(config)?),
         "unipc" => Box::new(UniPc::<T>::from_json(config)?),
         _ => unreachable!("every SCHEDULERS entry is matched"),
     })
@@ -72,6 +86,8 @@ pub fn from_config_file<T: Tensor + 'static>(path: impl AsRef<Path>) -> Result<B
         path: path.to_path_buf(),
         source,
     })?;
+    // Python's json writes -Infinity (e.g. lambda_min_clipped) as a bare token.
+    let text = crate::config::quote_non_finite(&text);
     let json: Value = serde_json::from_str(&text).map_err(|e| SolverError::Parse {
         scheduler: "config",
         reason: format!("{}: {e}", path.display()),

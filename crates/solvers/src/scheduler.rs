@@ -22,6 +22,15 @@ pub trait Scheduler<T: Tensor>: Send {
     /// Builds the inference schedule of `num_inference_steps` steps and resets all state.
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()>;
 
+    /// `set_timesteps` with a resolution-dependent shift `mu` (diffusers' `mu` argument,
+    /// for flow-matching schedulers with `use_dynamic_shifting`).
+    fn set_timesteps_with_mu(&mut self, _num_inference_steps: usize, _mu: f64) -> Result<()> {
+        Err(SolverError::Unsupported {
+            scheduler: self.name(),
+            what: "a dynamic shift (mu)".into(),
+        })
+    }
+
     /// A user-chosen schedule of (decreasing) model timesteps, where diffusers allows it.
     fn set_custom_timesteps(&mut self, _timesteps: &[f64]) -> Result<()> {
         Err(SolverError::Unsupported {
@@ -104,6 +113,9 @@ impl<T: Tensor, S: Scheduler<T> + ?Sized> Scheduler<T> for Box<S> {
     }
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
         (**self).set_timesteps(n)
+    }
+    fn set_timesteps_with_mu(&mut self, n: usize, mu: f64) -> Result<()> {
+        (**self).set_timesteps_with_mu(n, mu)
     }
     fn set_custom_timesteps(&mut self, timesteps: &[f64]) -> Result<()> {
         (**self).set_custom_timesteps(timesteps)

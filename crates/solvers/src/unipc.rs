@@ -34,6 +34,13 @@ pub struct UniPcConfig {
     pub use_flow_sigmas: bool,
     pub flow_shift: f64,
     pub final_sigmas_type: String,
+    /// Used only with a `mu` under flow sigmas (accepted; `mu` is not supported here).
+    pub use_dynamic_shifting: bool,
+    pub time_shift_type: String,
+    /// Not supported when set (diffusers' defaults are `null`).
+    pub sigma_min: Option<f64>,
+    pub sigma_max: Option<f64>,
+    pub shift_terminal: Option<f64>,
 }
 
 impl Default for UniPcConfig {
@@ -54,6 +61,11 @@ impl Default for UniPcConfig {
             use_flow_sigmas: false,
             flow_shift: 1.0,
             final_sigmas_type: "zero".into(),
+            use_dynamic_shifting: false,
+            time_shift_type: "exponential".into(),
+            sigma_min: None,
+            sigma_max: None,
+            shift_terminal: None,
         }
     }
 }
@@ -85,6 +97,18 @@ impl<T: Tensor> UniPc<T> {
         use Parameterization::*;
         let name = Self::NAME;
         let pred = prediction(name, &config.prediction_type, &[Epsilon, Sample, V, Flow])?;
+        for (key, v) in [
+            ("sigma_min", config.sigma_min),
+            ("sigma_max", config.sigma_max),
+            ("shift_terminal", config.shift_terminal),
+        ] {
+            if v.is_some() {
+                return Err(SolverError::Unsupported {
+                    scheduler: name,
+                    what: format!("{key} (only null is supported)"),
+                });
+            }
+        }
         if !(1..=3).contains(&config.solver_order) {
             return Err(invalid(
                 name,

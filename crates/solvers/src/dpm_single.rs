@@ -1,0 +1,406 @@
+//! DPM-Solver / DPM-Solver++ singlestep (Lu et al. 2022), orders 1-3: diffusers'
+//! `DPMSolverSinglestepScheduler`.
+//!
+//! The schedule is cut into groups by an order list (`[1, 2, 3, 1, 2, 3, ...]` for
+//! order 3). Each group starts from its first sample; the group's later steps are
+//! intermediate evaluations whose outputs refine one high-order jump from that start.
+
+use diffusion_core::param::conversion;
+use diffusion_core::{Noise, NoiseLevel, Parameterization, Rng, Tensor};
+use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, TimestepSpacing};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::common::{Cursor, History, Table, Thresholding, threshold};
+use crate::config::{self, prediction};
+use crate::dpm::{Algorithm, coefficients};
+use crate::error::{Result, SolverError, invalid};
+use crate::scheduler::{Scheduler, need_rng};
+use crate::vp::{VpSchedule, VpSigmaOptions};
+
+/// The solver keys of `DPMSolverSinglestepScheduler`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DpmSinglestepConfig {
+    pub solver_order: usize,
+    pub prediction_type: String,
+    pub thresholding: bool,
+    pub dynamic_thresholding_ratio: f64,
+    pub sample_max_value: f64,
+    /// `dpmsolver++`, `sde-dpmsolver++` or `dpmsolver`.
+    pub algorithm_type: String,
+    /// `midpoint` or `heun`.
+    pub solver_type: String,
+    pub lower_order_final: bool,
+    pub use_karras_sigmas: bool,
+    pub use_exponential_sigmas: bool,
+    pub use_beta_sigmas: bool,
+    pub use_flow_sigmas: bool,
+    pub flow_shift: f64,
+    /// `zero` or `sigma_min`.
+    pub final_sigmas_type: String,
+    #[serde(deserialize_with = "crate::config::float_or_inf")]
+    pub lambda_min_clipped: f64,
+    /// Only `null` / absent is supported (learned-variance outputs are not split).
+    pub variance_type: Option<String>,
+    /// Used only with a `mu` passed to `set_timesteps` under flow sigmas (accepted).
+    pub use_dynamic_shifting: bool,
+    pub time_shift_type: String,
+}
+
+impl Default for DpmSinglestepConfig {
+    fn default() -> Self {
+        Self {
+            solver_order: 2,
+            prediction_type: "epsilon".into(),
+            thresholding: false,
+            dynamic_thresholding_ratio: 0.995,
+            sample_max_value: 1.0,
+            algorithm_type: "dpmsolver++".into(),
+            solver_type: "midpoint".into(),
+            lower_order_final: false,
+            use_karras_sigmas: false,
+            use_exponential_sigmas: false,
+            use_beta_sigmas: false,
+            use_flow_sigmas: false,
+            flow_shift: 1.0,
+            final_sigmas_type: "zero".into(),
+            lambda_min_clipped: f64::NEG_INFINITY,
+            variance_type: None,
+            use_dynamic_shifting: false,
+            time_shift_type: "exponential".into(),
+        }
+    }
+}
+
+/// diffusers' `get_order_list`: the order of each of `steps` steps.
+pub(crate) fn order_list(
+    steps: usize,
+    order: usize,
+    lower_order_final: bool,
+    final_zero: bool,
+) -> Vec<usize> {
+    let cycle = |k: usize| (1..=order).cycle().take(k * order).collect::<Vec<_>>();
+    let mut orders = if lower_order_final {
+        match order {
+            3 => match steps % 3 {
+                0 => [cycle(steps / 3 - 1), vec![1, 2, 1]].concat(),
+                1 => [cycle(steps / 3), vec![1]].concat(),
+                _ => [cycle(steps / 3), vec![1, 2]].concat(),
+            },
+            2 => {
+                if steps.is_multiple_of(2) {
+                    [cycle(steps / 2 - 1), vec![1, 1]].concat()
+                } else {
+                    [cycle(steps / 2), vec![1]].concat()
+                }
+            }
+            _ => vec![1; steps],
+        }
+    } else {
+        cycle(steps / order)
+    };
+    if final_zero && let Some(last) = orders.last_mut() {
+        *last = 1;
+    }
+    orders
+}
+
+/// DPM-Solver(++) singlestep.
+#[derive(Clone, Debug)]
+pub struct DpmSolverSinglestep<T> {
+    config: DpmSinglestepConfig,
+    schedule: DiscreteScheduleConfig,
+    table: Table,
+    pred: Parameterization,
+    alg: Algorithm,
+    heun: bool,
+    opts: VpSigmaOptions,
+    thresholding: Thresholding,
+    sched: VpSchedule,
+    cursor: Cursor,
+    orders: Vec<usize>,
+    /// Converted model outputs of the current group (newest last).
+    history: History<T>,
+    /// The sample at the start of the current group.
+    start: Option<T>,
+}
+
+impl<T: Tensor> DpmSolverSinglestep<T> {
+    const NAME: &'static str = "dpm_solver_singlestep";
+
+    pub fn new(schedule: DiscreteScheduleConfig, config: DpmSinglestepConfig) -> Result<Self> {
+        use Parameterization::*;
+        let name = Self::NAME;
+        let pred = prediction(name, &config.prediction_type, &[Epsilon, Sample, V, Flow])?;
+        let alg = Algorithm::from_name(name, &config.algorithm_type)?;
+        if alg == Algorithm::SdeNoise {
+            return Err(invalid(
+                name,
+                "algorithm_type",
+                "sde-dpmsolver has no singlestep form (use dpmsolver++, sde-dpmsolver++ or dpmsolver)",
+            ));
+        }
+        if !(1..=3).contains(&config.solver_order) {
+            return Err(invalid(
+                name,
+                "solver_order",
+                format!("{} (expected 1, 2 or 3)", config.solver_order),
+            ));
+        }
+        let heun = match config.solver_type.as_str() {
+            "midpoint" => false,
+            "heun" => true,
+            other => {
+                return Err(invalid(
+                    name,
+                    "solver_type",
+                    format!("{other:?} (expected midpoint or heun)"),
+                ));
+            }
+        };
+        let final_sigmas = FinalSigmas::from_name(&config.final_sigmas_type)?;
+        if !alg.data_prediction() && final_sigmas == FinalSigmas::Zero {
+            return Err(invalid(
+                name,
+                "final_sigmas_type",
+                "`zero` is singular for the noise-prediction algorithm; use sigma_min",
+            ));
+        }
+        if let Some(v) = &config.variance_type {
+            return Err(SolverError::Unsupported {
+                scheduler: name,
+                what: format!("variance_type {v:?}"),
+            });
+        }
+        if config.use_flow_sigmas && (config.flow_shift.is_nan() || config.flow_shift <= 0.0) {
+            return Err(invalid(name, "flow_shift", "must be positive"));
+        }
+        let grid = config::sigma_grid(
+            name,
+            config.use_karras_sigmas,
+            config.use_exponential_sigmas,
+            config.use_beta_sigmas,
+            false,
+        )?;
+        let opts = VpSigmaOptions {
+            grid,
+            final_sigmas,
+            lambda_min_clipped: config.lambda_min_clipped,
+            flow_shift: config.use_flow_sigmas.then_some(config.flow_shift),
+        };
+        let thresholding = Thresholding {
+            enabled: config.thresholding,
+            ratio: config.dynamic_thresholding_ratio,
+            max_value: config.sample_max_value,
+        };
+        Ok(Self {
+            table: Table::new(&schedule, true)?,
+            history: History::new(config.solver_order),
+            config,
+            schedule,
+            pred,
+            alg,
+            heun,
+            opts,
+            thresholding,
+            sched: VpSchedule::default(),
+            cursor: Cursor::default(),
+            orders: Vec::new(),
+            start: None,
+        })
+    }
+
+    /// Linspace timesteps only: the class has no `timestep_spacing` (the key is accepted
+    /// and ignored, as diffusers does).
+    pub fn schedule_defaults() -> DiscreteScheduleConfig {
+        config::schedule_defaults(TimestepSpacing::Linspace)
+    }
+
+    pub fn from_json(json: &Value) -> Result<Self> {
+        let (mut s, c): (DiscreteScheduleConfig, _) =
+            config::parse(Self::NAME, json, Some(&Self::schedule_defaults()))?;
+        s.timestep_spacing = TimestepSpacing::Linspace;
+        s.steps_offset = 0;
+        Self::new(s, c)
+    }
+
+    pub fn config(&self) -> &DpmSinglestepConfig {
+        &self.config
+    }
+
+    /// The inference sigmas (VE noise levels), one more than the timesteps.
+    pub fn sigmas(&self) -> &[f64] {
+        &self.sched.sigmas
+    }
+
+    /// The order of each step of the current schedule.
+    pub fn orders(&self) -> &[usize] {
+        &self.orders
+    }
+
+    fn push_converted(&mut self, m: &T, x: &T, i: usize) -> Result<()> {
+        let (alpha, sigma) = self.sched.alpha_sigma(i);
+        let data = self.alg.data_prediction();
+        if self.thresholding.enabled {
+            let (cx, cm) = conversion(self.pred, Parameterization::Sample, alpha, sigma)?;
+            let mut x0 = x.zeros_like();
+            x0.lincomb(0.0, &[(cx, x), (cm, m)], None)?;
+            let x0 = threshold(&x0, self.thresholding.ratio, self.thresholding.max_value)?;
+            if data {
+                self.history.push_lincomb(&[(1.0, &x0)])?;
+            } else {
+                self.history
+                    .push_lincomb(&[(1.0 / sigma, x), (-alpha / sigma, &x0)])?;
+            }
+        } else {
+            let target = if data {
+                Parameterization::Sample
+            } else {
+                Parameterization::Epsilon
+            };
+            let (cx, cm) = conversion(self.pred, target, alpha, sigma)?;
+            self.history.push_lincomb(&[(cm, m), (cx, x)])?;
+        }
+        Ok(())
+    }
+}
+
+/// Weights on `[m0, m1, m2]` (newest first) of a singlestep update of `order` from the
+/// group start `s_{order-1}`; `r0 = (lambda_s0 - lambda_start) / h`,
+/// `r1 = (lambda_s1 - lambda_start) / h` (order 3 only).
+pub(crate) fn singlestep_weights(order: usize, heun: bool, cd: [f64; 3], r0: f64, r1: f64) -> [f64; 3] {
+    match order {
+        1 => [cd[0], 0.0, 0.0],
+        // D0 = m1, D1 = (m0 - m1) / r0.
+        2 => [cd[1] / r0, cd[0] - cd[1] / r0, 0.0],
+        _ => {
+            // D0 = m2, D1_0 = (m1 - m2) / r1, D1_1 = (m0 - m2) / r0.
+            let d1_0 = [0.0, 1.0 / r1, -1.0 / r1];
+            let d1_1 = [1.0 / r0, 0.0, -1.0 / r0];
+            let mut w = [0.0, 0.0, cd[0]];
+            for j in 0..3 {
+                if heun {
+                    let d1 = (r0 * d1_0[j] - r1 * d1_1[j]) / (r0 - r1);
+                    let d2 = 2.0 * (d1_1[j] - d1_0[j]) / (r0 - r1);
+                    w[j] += cd[1] * d1 + cd[2] * d2;
+                } else {
+                    w[j] += cd[1] * d1_1[j];
+                }
+            }
+            w
+        }
+    }
+}
+
+impl<T: Tensor> Scheduler<T> for DpmSolverSinglestep<T> {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn set_timesteps(&mut self, n: usize) -> Result<()> {
+        let sched = VpSchedule::build(&self.table, &self.schedule, n, &self.opts)?;
+        let order = self.config.solver_order;
+        let final_zero = self.opts.final_sigmas == FinalSigmas::Zero;
+        // diffusers switches lower_order_final on (and keeps it) when the steps do not
+        // divide into whole groups or the last sigma is zero.
+        if !n.is_multiple_of(order) || final_zero {
+            self.config.lower_order_final = true;
+        }
+        self.orders = order_list(n, order, self.config.lower_order_final, final_zero);
+        self.cursor.reset(sched.timesteps.clone());
+        self.sched = sched;
+        self.history.clear();
+        self.start = None;
+        Ok(())
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.cursor.timesteps
+    }
+
+    fn order(&self) -> usize {
+        self.config.solver_order
+    }
+
+    fn prediction_type(&self) -> Parameterization {
+        self.pred
+    }
+
+    fn is_stochastic(&self) -> bool {
+        self.alg.stochastic()
+    }
+
+    fn noise_level(&self, t: f64) -> Result<NoiseLevel> {
+        let i = self.cursor.index_for_query(Self::NAME, t)?;
+        let (a, s) = self.sched.alpha_sigma(i);
+        Ok(NoiseLevel::new(t, a, s))
+    }
+
+    fn step_in_place(&mut self, m: &T, t: f64, x: &mut T, rng: Option<&mut Rng>) -> Result<()> {
+        let i = self.cursor.index_for_step(Self::NAME, t)?;
+        let noise_rng = if self.alg.stochastic() {
+            Some(need_rng(Self::NAME, rng)?)
+        } else {
+            None
+        };
+        self.push_converted(m, x, i)?;
+        // Starting part-way (img2img) can leave too few outputs for the listed order.
+        let order = self.orders[i].min(self.history.len()).max(1);
+        if order == 1 {
+            let mut start = self.start.take().unwrap_or_else(|| x.zeros_like());
+            start.lincomb(0.0, &[(1.0, &*x)], None)?;
+            self.start = Some(start);
+        }
+        let s = &self.sched;
+        let first = i + 1 - order; // the group's start index
+        let (lt, ls) = (s.lambda(i + 1), s.lambda(first));
+        let h = lt - ls;
+        let co = coefficients(
+            self.alg,
+            self.heun,
+            order,
+            s.alpha_sigma(i + 1),
+            s.alpha_sigma(first),
+            h,
+        );
+        let r0 = (s.lambda(i) - ls) / h;
+        let r1 = if order == 3 {
+            (s.lambda(i - 1) - ls) / h
+        } else {
+            1.0
+        };
+        let w = singlestep_weights(order, self.heun, co.cd, r0, r1);
+        let terms: Vec<(f64, &T)> = (0..order).map(|k| (w[k], self.history.get(k))).collect();
+        let start = self.start.as_ref().expect("a group starts with an order-1 step");
+        x.lincomb(0.0, &[(co.cx, start)], None)?;
+        let noise = noise_rng.map(|r| Noise::new(co.noise, r));
+        x.lincomb(1.0, &terms, noise)?;
+        self.cursor.advance(i);
+        Ok(())
+    }
+
+    fn add_noise(&self, x0: &T, noise: &T, t: f64) -> Result<T> {
+        self.cursor.require_ready(Self::NAME, "add_noise")?;
+        let i = self.cursor.find(Self::NAME, t)?;
+        let (a, s) = self.sched.alpha_sigma(i);
+        Ok(diffusion_core::lincomb_new(&[(a, x0), (s, noise)], None)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// diffusers' get_order_list, written out by hand for a few cases.
+    #[test]
+    fn order_lists() {
+        assert_eq!(order_list(6, 3, true, false), vec![1, 2, 3, 1, 2, 1]);
+        assert_eq!(order_list(7, 3, true, false), vec![1, 2, 3, 1, 2, 3, 1]);
+        assert_eq!(order_list(8, 3, true, true), vec![1, 2, 3, 1, 2, 3, 1, 1]);
+        assert_eq!(order_list(6, 2, true, false), vec![1, 2, 1, 2, 1, 1]);
+        assert_eq!(order_list(5, 2, true, false), vec![1, 2, 1, 2, 1]);
+        assert_eq!(order_list(6, 3, false, false), vec![1, 2, 3, 1, 2, 3]);
+        assert_eq!(order_list(4, 2, false, true), vec![1, 2, 1, 1]);
+    }
+}
