@@ -21,7 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let schedule = DiscreteSchedule::from_config(&config)?;
     let n = schedule.num_train_timesteps();
     println!("{config:?}\n");
-    println!("training steps {n}: beta[0] = {:.6e}, beta[N-1] = {:.6e}", schedule.betas[0], schedule.betas[n - 1]);
+    println!(
+        "training steps {n}: beta[0] = {:.6e}, beta[N-1] = {:.6e}",
+        schedule.betas[0],
+        schedule.betas[n - 1]
+    );
     let abar = &schedule.alphas_cumprod;
     println!("alphas_cumprod[0] = {:.7}, [N-1] = {:.7e}", abar[0], abar[n - 1]);
 
@@ -32,7 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ts = multistep_timesteps(config.timestep_spacing, n, n, steps, config.steps_offset)?;
     let tsf: Vec<f64> = ts.iter().map(|&t| t as f64).collect();
     let sig = interp_table(&tsf, &table_sigmas);
-    println!("\n{:>4} {:>9} {:>12} {:>12} {:>12}", "i", "timestep", "sigma", "alpha", "lambda");
+    println!(
+        "\n{:>4} {:>9} {:>12} {:>12} {:>12}",
+        "i", "timestep", "sigma", "alpha", "lambda"
+    );
     for (i, (&t, s)) in ts.iter().zip(&sig).enumerate() {
         let alpha = 1.0 / (1.0 + s * s).sqrt();
         println!("{i:>4} {t:>9} {s:>12.6} {alpha:>12.6} {:>12.6}", -s.ln());
@@ -41,9 +48,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, grid) in [
         ("karras", SigmaGrid::Karras { rho: 7.0 }),
         ("exponential", SigmaGrid::Exponential),
-        ("beta", SigmaGrid::Beta { alpha: 0.6, beta: 0.6 }),
+        (
+            "beta",
+            SigmaGrid::Beta {
+                alpha: 0.6,
+                beta: 0.6,
+            },
+        ),
     ] {
-        let s: Vec<String> = grid.sigmas(lo, hi, steps).iter().map(|v| format!("{v:.5}")).collect();
+        let s: Vec<String> = grid
+            .sigmas(lo, hi, steps)
+            .iter()
+            .map(|v| format!("{v:.5}"))
+            .collect();
         println!("\n{name} sigmas: {}", s.join(", "));
     }
     Ok(())

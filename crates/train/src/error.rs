@@ -22,6 +22,8 @@ pub enum TrainError {
     /// The network's forward or backward pass failed.
     #[error("network error: {0}")]
     Network(#[from] diffusion_nn::NnError),
+    #[error(transparent)]
+    Schedule(#[from] diffusion_schedules::ScheduleError),
     /// A tensor the model needs is absent from a weights file.
     #[error("tensor `{name}` is missing from {path}")]
     MissingTensor { name: String, path: PathBuf },

@@ -16,34 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, TrainError, check_positive};
 use crate::scalar::Scalar;
 
-/// EDM's preconditioning coefficients at noise level `sigma` for data std `sigma_data`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct EdmPrecond {
-    pub c_skip: f64,
-    pub c_out: f64,
-    pub c_in: f64,
-    pub c_noise: f64,
-}
-
-impl EdmPrecond {
-    /// Table 1 of Karras et al. (2022), "EDM" column.
-    pub fn new(sigma: f64, sigma_data: f64) -> Result<Self> {
-        check_positive("sigma", sigma)?;
-        check_positive("sigma_data", sigma_data)?;
-        let total = sigma * sigma + sigma_data * sigma_data;
-        Ok(Self {
-            c_skip: sigma_data * sigma_data / total,
-            c_out: sigma * sigma_data / total.sqrt(),
-            c_in: 1.0 / total.sqrt(),
-            c_noise: 0.25 * sigma.ln(),
-        })
-    }
-
-    /// EDM's loss weight `lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2`.
-    pub fn loss_weight(sigma: f64, sigma_data: f64) -> f64 {
-        (sigma * sigma + sigma_data * sigma_data) / (sigma * sigma_data).powi(2)
-    }
-}
+pub use diffusion_schedules::EdmPrecond;
 
 /// Per-sample loss weighting for the plain prediction objectives.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -65,22 +65,46 @@ pub struct EdmPrecond {
     pub c_noise: f64,
 }
 
-impl Edm {
-    pub fn precond(&self, sigma: f64) -> EdmPrecond {
-        let sd2 = self.sigma_data * self.sigma_data;
+impl EdmPrecond {
+    /// Table 1 of Karras et al. (2022), "EDM" column, for noise level `sigma` and data
+    /// standard deviation `sigma_data` (both must be positive and finite).
+    pub fn new(sigma: f64, sigma_data: f64) -> crate::Result<Self> {
+        for (key, v) in [("sigma", sigma), ("sigma_data", sigma_data)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(crate::error::invalid(
+                    key,
+                    format!("must be positive and finite, got {v}"),
+                ));
+            }
+        }
+        Ok(Self::unchecked(sigma, sigma_data))
+    }
+
+    fn unchecked(sigma: f64, sigma_data: f64) -> Self {
+        let sd2 = sigma_data * sigma_data;
         let s2 = sigma * sigma;
-        EdmPrecond {
+        Self {
             c_skip: sd2 / (s2 + sd2),
-            c_out: sigma * self.sigma_data / (s2 + sd2).sqrt(),
+            c_out: sigma * sigma_data / (s2 + sd2).sqrt(),
             c_in: 1.0 / (s2 + sd2).sqrt(),
             c_noise: 0.25 * sigma.ln(),
         }
     }
 
     /// EDM's loss weight `lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2`.
+    pub fn loss_weight(sigma: f64, sigma_data: f64) -> f64 {
+        (sigma * sigma + sigma_data * sigma_data) / (sigma * sigma_data).powi(2)
+    }
+}
+
+impl Edm {
+    pub fn precond(&self, sigma: f64) -> EdmPrecond {
+        EdmPrecond::unchecked(sigma, self.sigma_data)
+    }
+
+    /// EDM's loss weight at `sigma` (see [`EdmPrecond::loss_weight`]).
     pub fn loss_weight(&self, sigma: f64) -> f64 {
-        let sd2 = self.sigma_data * self.sigma_data;
-        (sigma * sigma + sd2) / (sigma * sigma * sd2)
+        EdmPrecond::loss_weight(sigma, self.sigma_data)
     }
 
     /// The sampling grid of eq. 5: `n` sigmas from sigma_max to sigma_min, then 0.
