@@ -14,6 +14,10 @@ pub enum GridKind {
     LogSnrUniform,
     /// Karras et al. (EDM): uniform in `(sigma / alpha)^(1 / rho)`.
     Karras { rho: f64 },
+    /// Uniform in `t^(1 / power)`: steps shrink towards `t_end` (power 2 is DPM-Solver's
+    /// `time_quadratic`; on gmm2d power 1.5-2 beats both uniform grids at NFE 5-20).
+    /// Needs `t_end >= 0`.
+    TimePower { power: f64 },
 }
 
 /// A strictly decreasing sequence of times, from the noisiest to the cleanest.
@@ -94,6 +98,23 @@ impl TimeGrid {
                 v[steps] = t_end;
                 v
             }
+            GridKind::TimePower { power } => {
+                if !(power.is_finite() && power > 0.0) {
+                    return Err(invalid("power", format!("must be positive, got {power}")));
+                }
+                if t_end < 0.0 {
+                    return Err(ContinuousError::InvalidGrid(format!(
+                        "a time-power grid needs t_end >= 0, got {t_end}"
+                    )));
+                }
+                let (a, b) = (t_start.powf(1.0 / power), t_end.powf(1.0 / power));
+                let mut v: Vec<f64> = (0..=steps)
+                    .map(|i| (a + (b - a) * i as f64 / n).powf(power))
+                    .collect();
+                v[0] = t_start;
+                v[steps] = t_end;
+                v
+            }
         };
         Self::from_times(times)
     }
@@ -105,5 +126,40 @@ impl TimeGrid {
     /// Number of steps (one less than the number of times).
     pub fn steps(&self) -> usize {
         self.times.len() - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any schedule will do: a time-power grid does not look at it.
+    struct Vp;
+    impl NoiseSchedule for Vp {
+        fn alpha(&self, t: f64) -> f64 {
+            (-t).exp()
+        }
+        fn sigma(&self, t: f64) -> f64 {
+            (1.0 - (-2.0 * t).exp()).sqrt()
+        }
+        fn t_range(&self) -> (f64, f64) {
+            (0.0, 1.0)
+        }
+        fn convention(&self) -> diffusion_core::Convention {
+            diffusion_core::Convention::VariancePreserving
+        }
+    }
+
+    #[test]
+    fn time_quadratic_matches_hand_computed_times() {
+        // sqrt: 1 -> 0.1 in 3 equal steps is 1, .7, .4, .1; squared: 1, .49, .16, .01.
+        let g = TimeGrid::new(GridKind::TimePower { power: 2.0 }, &Vp, 1.0, 0.01, 3).unwrap();
+        for (got, want) in g.times().iter().zip([1.0, 0.49, 0.16, 0.01]) {
+            assert!((got - want).abs() < 1e-15, "{got} vs {want}");
+        }
+        let g = TimeGrid::new(GridKind::TimePower { power: 1.0 }, &Vp, 1.0, 0.01, 3).unwrap();
+        for (got, want) in g.times().iter().zip([1.0, 0.67, 0.34, 0.01]) {
+            assert!((got - want).abs() < 1e-15, "{got} vs {want}");
+        }
     }
 }

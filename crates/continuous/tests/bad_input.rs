@@ -38,6 +38,13 @@ fn grids_reject_zero_steps_and_non_decreasing_times() {
         Err(ContinuousError::InvalidGrid(_))
     ));
     assert!(TimeGrid::new(GridKind::Karras { rho: -1.0 }, &s, 1.0, 1e-3, 5).is_err());
+    for power in [0.0, -2.0, f64::NAN, f64::INFINITY] {
+        assert!(TimeGrid::new(GridKind::TimePower { power }, &s, 1.0, 1e-3, 5).is_err());
+    }
+    assert!(matches!(
+        TimeGrid::new(GridKind::TimePower { power: 2.0 }, &s, 1.0, -1e-3, 5),
+        Err(ContinuousError::InvalidGrid(_))
+    ));
 }
 
 #[test]
