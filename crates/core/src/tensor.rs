@@ -54,6 +54,17 @@ pub trait Tensor: Clone + Debug + Send + Sync + Sized {
     /// [`CoreError::ShapeMismatch`] if a term's shape differs.
     fn lincomb(&mut self, keep: f64, terms: &[(f64, &Self)], noise: Option<Noise<'_>>) -> Result<()>;
 
+    /// `keep * self + sum_i c_i * t_i + noise.scale * z` as a new tensor, `self` unchanged:
+    /// the same values, bit for bit, as `lincomb` on a copy of `self` (terms are applied
+    /// in the same order). Provided so `step`-style APIs need one pass instead of a copy
+    /// plus an update; the default does exactly the copy plus update, and backends may
+    /// override it with a single fused pass into fresh storage.
+    fn lincomb_to_new(&self, keep: f64, terms: &[(f64, &Self)], noise: Option<Noise<'_>>) -> Result<Self> {
+        let mut out = self.clone();
+        out.lincomb(keep, terms, noise)?;
+        Ok(out)
+    }
+
     /// The elements in row-major order, as f64.
     fn to_f64_vec(&self) -> Vec<f64>;
 
@@ -257,6 +268,57 @@ impl<A: Element> Tensor for ArrayD<A> {
         Ok(())
     }
 
+    /// One fused pass into a new buffer (no copy, no zeroing) for small contiguous
+    /// tensors with a non-zero `keep`; otherwise copy plus update.
+    fn lincomb_to_new(&self, keep: f64, terms: &[(f64, &Self)], noise: Option<Noise<'_>>) -> Result<Self> {
+        let fused = keep != 0.0
+            && self.len() < PARALLEL_MIN
+            && self.is_standard_layout()
+            && terms.iter().all(|(_, t)| t.is_standard_layout());
+        if !fused {
+            let mut out = self.clone();
+            out.lincomb(keep, terms, noise)?;
+            return Ok(out);
+        }
+        for (_, t) in terms {
+            check_same_shape(
+                "lincomb_to_new",
+                ndarray::ArrayBase::shape(self),
+                ndarray::ArrayBase::shape(*t),
+            )?;
+        }
+        let x = self.as_slice().expect("standard layout");
+        let slices: Vec<(f64, &[A])> = terms
+            .iter()
+            .map(|(c, t)| (*c, t.as_slice().expect("standard layout")))
+            .collect();
+        let noise = noise.map(|n| (n.scale, n.rng.reserve_normals(x.len())));
+        let k = A::from_f64(keep);
+        let mut out: Vec<A> = Vec::with_capacity(x.len());
+        for (i, xc) in x.chunks(CHUNK).enumerate() {
+            let start = i * CHUNK;
+            let range = start..start + xc.len();
+            // The first term is fused with `keep * x` exactly as `combine_chunk` does it
+            // in place; the rest (and the noise) are added to the chunk just written.
+            let rest = match slices.split_first() {
+                Some((&(c, t), rest)) => {
+                    let c = A::from_f64(c);
+                    out.extend(xc.iter().zip(&t[range]).map(|(&v, &u)| k * v + c * u));
+                    rest
+                }
+                None => {
+                    out.extend(xc.iter().map(|&v| k * v));
+                    &[]
+                }
+            };
+            if !rest.is_empty() || noise.is_some() {
+                // keep = 1 multiplies exactly, so this matches the in-place sum.
+                combine_chunk(&mut out[start..], start, 1.0, rest, noise);
+            }
+        }
+        Ok(ArrayD::from_shape_vec(self.raw_dim(), out).expect("length matches"))
+    }
+
     fn to_f64_vec(&self) -> Vec<f64> {
         self.iter().map(|v| v.to_f64()).collect()
     }
@@ -294,6 +356,7 @@ impl<A: Element> Tensor for ArrayD<A> {
 mod tests {
     use super::*;
     use ndarray::Array;
+    use rand_core::RngCore;
 
     fn ramp(n: usize, scale: f64) -> ArrayD<f64> {
         Array::from_shape_fn(IxDyn(&[n]), |i| (i[0] as f64 * scale).sin())
@@ -310,6 +373,35 @@ mod tests {
             let want = 0.5 * before[i] + 2.0 * a[i] - 3.0 * b[i];
             assert!((out[i] - want).abs() < 1e-14);
         }
+    }
+
+    /// The fused new-tensor pass against `lincomb` on a copy: identical bits, with and
+    /// without terms and noise, over several chunks.
+    #[test]
+    fn lincomb_to_new_equals_copy_then_lincomb() {
+        let n = CHUNK * 3 + 5;
+        let to32 = |a: ArrayD<f64>| a.mapv(|v| v as f32);
+        let (x, a, b) = (to32(ramp(n, 0.01)), to32(ramp(n, 0.1)), to32(ramp(n, 0.37)));
+        type Case<'a> = (f64, Vec<(f64, &'a ArrayD<f32>)>, bool);
+        let cases: [Case; 4] = [
+            (0.7, vec![(2.0, &a)], false),
+            (1.3, vec![(2.0, &a), (-3.0, &b)], true),
+            (0.5, vec![], true),
+            (0.0, vec![(1.5, &a)], false),
+        ];
+        for (keep, terms, noisy) in cases {
+            let (mut r1, mut r2) = (Rng::new(9), Rng::new(9));
+            let got = x
+                .lincomb_to_new(keep, &terms, noisy.then(|| Noise::new(0.3, &mut r1)))
+                .unwrap();
+            let mut want = x.clone();
+            want.lincomb(keep, &terms, noisy.then(|| Noise::new(0.3, &mut r2)))
+                .unwrap();
+            assert_eq!(got, want, "keep {keep}, {} terms", terms.len());
+            assert_eq!(r1.next_u64(), r2.next_u64(), "the same variates were consumed");
+        }
+        let bad = ArrayD::<f32>::zeros(IxDyn(&[2]));
+        assert!(x.lincomb_to_new(1.0, &[(1.0, &bad)], None).is_err());
     }
 
     #[test]

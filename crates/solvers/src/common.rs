@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use diffusion_core::Tensor;
+use diffusion_core::{Noise, Tensor};
 use diffusion_schedules::sigmas::{interp_table, sigma_to_t};
 use diffusion_schedules::{DiscreteSchedule, DiscreteScheduleConfig, SigmaGrid};
 
@@ -227,17 +227,21 @@ impl<T: Tensor> History<T> {
         self.items.len()
     }
 
-    /// Writes `keep-free` linear combination `sum c_i t_i` as the newest entry.
+    /// Writes the linear combination `sum c_i t_i` as the newest entry.
     pub fn push_lincomb(&mut self, terms: &[(f64, &T)]) -> Result<()> {
-        let mut buf = if self.items.len() >= self.capacity {
-            self.items.pop_front().expect("non-empty")
+        self.push_with(terms[0].1, |buf| Ok(buf.lincomb(0.0, terms, None)?))
+    }
+
+    /// Makes `write` fill the newest entry, handing it the oldest buffer when the history
+    /// is full (else a new one shaped like `like`). `write` must overwrite every element.
+    pub fn push_with(&mut self, like: &T, write: impl FnOnce(&mut T) -> Result<()>) -> Result<()> {
+        let recycled = if self.items.len() >= self.capacity {
+            self.items.pop_front().filter(|b| b.shape() == like.shape())
         } else {
-            terms[0].1.zeros_like()
+            None
         };
-        if buf.shape() != terms[0].1.shape() {
-            buf = terms[0].1.zeros_like();
-        }
-        buf.lincomb(0.0, terms, None)?;
+        let mut buf = recycled.unwrap_or_else(|| like.zeros_like());
+        write(&mut buf)?;
         self.items.push_back(buf);
         Ok(())
     }
@@ -257,11 +261,6 @@ impl<T: Tensor> History<T> {
     /// The `k`-th newest entry (0 = newest).
     pub fn get(&self, k: usize) -> &T {
         &self.items[self.items.len() - 1 - k]
-    }
-
-    /// Mutable access to the newest entry.
-    pub fn newest_mut(&mut self) -> &mut T {
-        self.items.back_mut().expect("non-empty history")
     }
 }
 
@@ -302,11 +301,13 @@ pub(crate) struct Thresholding {
 }
 
 impl Thresholding {
-    pub fn apply<T: Tensor>(&self, x0: &mut T) -> Result<()> {
-        if self.enabled {
-            *x0 = threshold(x0, self.ratio, self.max_value)?;
+    /// From diffusers' `thresholding`, `dynamic_thresholding_ratio`, `sample_max_value`.
+    pub fn new(enabled: bool, ratio: f64, max_value: f64) -> Self {
+        Self {
+            enabled,
+            ratio,
+            max_value,
         }
-        Ok(())
     }
 }
 
@@ -319,5 +320,50 @@ pub(crate) fn table_index(scheduler: &'static str, t: f64, len: usize) -> Result
             scheduler,
             timestep: t,
         })
+    }
+}
+
+/// Where a step writes its update: the caller's sample (`step_in_place`) or a new tensor
+/// (`step`). The new tensor is made by the update itself (`Tensor::lincomb_to_new`), so
+/// `step` costs one pass, not a copy plus an in-place pass.
+pub(crate) enum Target<'a, T> {
+    InPlace(&'a mut T),
+    New(&'a T, Option<T>),
+}
+
+impl<T: Tensor> Target<'_, T> {
+    /// The current sample (the input until the first update).
+    pub fn sample(&self) -> &T {
+        match self {
+            Self::InPlace(x) => x,
+            Self::New(_, Some(r)) => r,
+            Self::New(x, None) => x,
+        }
+    }
+
+    /// `sample = keep * sample + sum c_i t_i + noise`.
+    pub fn lincomb(&mut self, keep: f64, terms: &[(f64, &T)], noise: Option<Noise<'_>>) -> Result<()> {
+        match self {
+            Self::InPlace(x) => x.lincomb(keep, terms, noise)?,
+            Self::New(_, Some(r)) => r.lincomb(keep, terms, noise)?,
+            Self::New(x, r) => *r = Some(x.lincomb_to_new(keep, terms, noise)?),
+        }
+        Ok(())
+    }
+
+    /// The sample as a mutable tensor (a copy of the input on the first call for `New`).
+    pub fn as_mut(&mut self) -> &mut T {
+        match self {
+            Self::InPlace(x) => x,
+            Self::New(x, r) => r.get_or_insert_with(|| (*x).clone()),
+        }
+    }
+
+    /// The result of a `New` target.
+    pub fn into_new(self) -> T {
+        match self {
+            Self::InPlace(x) => x.clone(),
+            Self::New(x, r) => r.unwrap_or_else(|| x.clone()),
+        }
     }
 }

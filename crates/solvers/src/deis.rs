@@ -5,17 +5,16 @@
 //! polynomial in `ln rho` through the last `k` noise predictions and integrates it
 //! exactly over `[rho_s, rho_t]`.
 
-use diffusion_core::param::conversion;
-use diffusion_core::{NoiseLevel, Parameterization, Rng, Tensor};
+use diffusion_core::{Parameterization, Rng, Tensor};
 use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, TimestepSpacing};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::{Cursor, History, Table, Thresholding, threshold};
+use crate::common::Thresholding;
 use crate::config::{self, prediction};
 use crate::error::{Result, SolverError, invalid};
 use crate::scheduler::Scheduler;
-use crate::vp::{VpSchedule, VpSigmaOptions};
+use crate::vp::{VpCore, VpSigmaOptions, check_solver_order, multistep_order, vp_core_scheduler_methods};
 
 /// The solver keys of `DEISMultistepScheduler`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -99,16 +98,8 @@ pub(crate) fn deis_weights(rho_t: f64, nodes: &[f64]) -> [f64; 3] {
 #[derive(Clone, Debug)]
 pub struct Deis<T> {
     config: DeisConfig,
-    schedule: DiscreteScheduleConfig,
-    table: Table,
-    pred: Parameterization,
-    opts: VpSigmaOptions,
-    thresholding: Thresholding,
-    sched: VpSchedule,
-    cursor: Cursor,
-    /// Past noise predictions (newest last).
-    history: History<T>,
-    lower_order_nums: usize,
+    /// Its history holds past noise predictions (newest last).
+    core: VpCore<T>,
 }
 
 impl<T: Tensor> Deis<T> {
@@ -118,13 +109,7 @@ impl<T: Tensor> Deis<T> {
         use Parameterization::*;
         let name = Self::NAME;
         let pred = prediction(name, &config.prediction_type, &[Epsilon, Sample, V])?;
-        if !(1..=3).contains(&config.solver_order) {
-            return Err(invalid(
-                name,
-                "solver_order",
-                format!("{} (expected 1, 2 or 3)", config.solver_order),
-            ));
-        }
+        check_solver_order(name, config.solver_order)?;
         if !matches!(
             config.algorithm_type.as_str(),
             "deis" | "dpmsolver" | "dpmsolver++"
@@ -156,28 +141,15 @@ impl<T: Tensor> Deis<T> {
             false,
         )?;
         // DEIS always ends at the table's smallest sigma (or the grid's last, the same value).
-        let opts = VpSigmaOptions {
-            grid,
-            final_sigmas: FinalSigmas::SigmaMin,
-            lambda_min_clipped: f64::NEG_INFINITY,
-            flow_shift: None,
-        };
-        let thresholding = Thresholding {
-            enabled: config.thresholding,
-            ratio: config.dynamic_thresholding_ratio,
-            max_value: config.sample_max_value,
-        };
+        let opts = VpSigmaOptions::new(name, grid, FinalSigmas::SigmaMin, f64::NEG_INFINITY, None)?;
+        let thresholding = Thresholding::new(
+            config.thresholding,
+            config.dynamic_thresholding_ratio,
+            config.sample_max_value,
+        );
         Ok(Self {
-            table: Table::new(&schedule, true)?,
-            history: History::new(config.solver_order),
+            core: VpCore::new(schedule, pred, config.solver_order, opts, thresholding)?,
             config,
-            schedule,
-            pred,
-            opts,
-            thresholding,
-            sched: VpSchedule::default(),
-            cursor: Cursor::default(),
-            lower_order_nums: 0,
         })
     }
 
@@ -196,95 +168,49 @@ impl<T: Tensor> Deis<T> {
 
     /// The inference sigmas (VE noise levels), one more than the timesteps.
     pub fn sigmas(&self) -> &[f64] {
-        &self.sched.sigmas
+        &self.core.sched.sigmas
     }
 
     fn rho(&self, i: usize) -> f64 {
-        let (a, s) = self.sched.alpha_sigma(i);
+        let (a, s) = self.core.sched.alpha_sigma(i);
         s / a
-    }
-
-    /// The model output as a noise prediction (through a thresholded x0 if enabled).
-    fn push_eps(&mut self, m: &T, x: &T, i: usize) -> Result<()> {
-        let (alpha, sigma) = self.sched.alpha_sigma(i);
-        if self.thresholding.enabled {
-            let (cx, cm) = conversion(self.pred, Parameterization::Sample, alpha, sigma)?;
-            let mut x0 = x.zeros_like();
-            x0.lincomb(0.0, &[(cx, x), (cm, m)], None)?;
-            let x0 = threshold(&x0, self.thresholding.ratio, self.thresholding.max_value)?;
-            self.history
-                .push_lincomb(&[(1.0 / sigma, x), (-alpha / sigma, &x0)])?;
-        } else {
-            let (cx, cm) = conversion(self.pred, Parameterization::Epsilon, alpha, sigma)?;
-            self.history.push_lincomb(&[(cm, m), (cx, x)])?;
-        }
-        Ok(())
     }
 }
 
 impl<T: Tensor> Scheduler<T> for Deis<T> {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
+    vp_core_scheduler_methods!();
 
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        let sched = VpSchedule::build(&self.table, &self.schedule, n, &self.opts)?;
-        self.cursor.reset(sched.timesteps.clone());
-        self.sched = sched;
-        self.history.clear();
-        self.lower_order_nums = 0;
-        Ok(())
-    }
-
-    fn timesteps(&self) -> &[f64] {
-        &self.cursor.timesteps
+        self.core.set_timesteps(n)
     }
 
     fn order(&self) -> usize {
         self.config.solver_order
     }
 
-    fn prediction_type(&self) -> Parameterization {
-        self.pred
-    }
-
-    fn noise_level(&self, t: f64) -> Result<NoiseLevel> {
-        let i = self.cursor.index_for_query(Self::NAME, t)?;
-        let (a, s) = self.sched.alpha_sigma(i);
-        Ok(NoiseLevel::new(t, a, s))
-    }
-
     fn step_in_place(&mut self, m: &T, t: f64, x: &mut T, _rng: Option<&mut Rng>) -> Result<()> {
-        let i = self.cursor.index_for_step(Self::NAME, t)?;
-        let n = self.cursor.len();
+        let i = self.core.cursor.index_for_step(Self::NAME, t)?;
+        let n = self.core.cursor.len();
         let lof = self.config.lower_order_final && n < 15;
-        self.push_eps(m, x, i)?;
-        let solver_order = self.config.solver_order;
-        let order = if solver_order == 1 || self.lower_order_nums < 1 || (i == n - 1 && lof) {
-            1
-        } else if solver_order == 2 || self.lower_order_nums < 2 || (i + 2 == n && lof) {
-            2
-        } else {
-            3
-        };
+        // The noise prediction (through a thresholded x0 if enabled).
+        self.core.push_converted(m, x, i, false)?;
+        let order = multistep_order(
+            self.config.solver_order,
+            self.core.lower_order_nums,
+            i == n - 1 && lof,
+            i + 2 == n && lof,
+        );
         let nodes: Vec<f64> = (0..order).map(|k| self.rho(i - k)).collect();
         let w = deis_weights(self.rho(i + 1), &nodes);
-        let (alpha_t, alpha_s) = (self.sched.alpha_sigma(i + 1).0, self.sched.alpha_sigma(i).0);
+        let s = &self.core.sched;
+        let (alpha_t, alpha_s) = (s.alpha_sigma(i + 1).0, s.alpha_sigma(i).0);
         // x_t = alpha_t (x_s / alpha_s + sum_j w_j eps_j)
-        let terms: Vec<(f64, &T)> = (0..order)
-            .map(|k| (alpha_t * w[k], self.history.get(k)))
-            .collect();
+        let history = &self.core.history;
+        let terms: Vec<(f64, &T)> = (0..order).map(|k| (alpha_t * w[k], history.get(k))).collect();
         x.lincomb(alpha_t / alpha_s, &terms, None)?;
-        self.lower_order_nums = (self.lower_order_nums + 1).min(solver_order);
-        self.cursor.advance(i);
+        self.core.count_step();
+        self.core.cursor.advance(i);
         Ok(())
-    }
-
-    fn add_noise(&self, x0: &T, noise: &T, t: f64) -> Result<T> {
-        self.cursor.require_ready(Self::NAME, "add_noise")?;
-        let i = self.cursor.find(Self::NAME, t)?;
-        let (a, s) = self.sched.alpha_sigma(i);
-        Ok(diffusion_core::lincomb_new(&[(a, x0), (s, noise)], None)?)
     }
 }
 

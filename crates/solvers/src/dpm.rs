@@ -1,17 +1,18 @@
 //! DPM-Solver / DPM-Solver++ multistep (Lu et al. 2022), orders 1-3, with the SDE
 //! variants: diffusers' `DPMSolverMultistepScheduler`.
 
-use diffusion_core::param::conversion;
-use diffusion_core::{Noise, NoiseLevel, Parameterization, Rng, Tensor};
+use diffusion_core::{Noise, Parameterization, Rng, Tensor};
 use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, TimestepSpacing};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::{Cursor, History, Table, Thresholding, check_custom, threshold};
+use crate::common::{Target, Thresholding, check_custom};
 use crate::config::{self, prediction};
 use crate::error::{Result, SolverError, invalid};
 use crate::scheduler::{Scheduler, need_rng};
-use crate::vp::{VpSchedule, VpSigmaOptions};
+use crate::vp::{
+    VpCore, VpSchedule, VpSigmaOptions, check_solver_order, multistep_order, vp_core_scheduler_methods,
+};
 
 /// The solver keys of `DPMSolverMultistepScheduler`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,6 +110,42 @@ impl Algorithm {
     }
 }
 
+/// The checks both DPM-Solver classes make: `solver_type` (returns whether it is heun),
+/// a final sigma the algorithm can reach, and no learned variance.
+pub(crate) fn check_dpm_keys(
+    scheduler: &'static str,
+    alg: Algorithm,
+    solver_type: &str,
+    final_sigmas: FinalSigmas,
+    variance_type: Option<&String>,
+) -> Result<bool> {
+    let heun = match solver_type {
+        "midpoint" => false,
+        "heun" => true,
+        other => {
+            return Err(invalid(
+                scheduler,
+                "solver_type",
+                format!("{other:?} (expected midpoint or heun)"),
+            ));
+        }
+    };
+    if !alg.data_prediction() && final_sigmas == FinalSigmas::Zero {
+        return Err(invalid(
+            scheduler,
+            "final_sigmas_type",
+            "`zero` is singular for the noise-prediction algorithms; use sigma_min",
+        ));
+    }
+    if let Some(v) = variance_type {
+        return Err(SolverError::Unsupported {
+            scheduler,
+            what: format!("variance_type {v:?}"),
+        });
+    }
+    Ok(heun)
+}
+
 /// Update coefficients for `x_t = cx * x_s + cd0 * D0 + cd1 * D1 + cd2 * D2 + noise`,
 /// from `h = lambda_t - lambda_s` (DPM-Solver's exponential-integrator formulas).
 pub(crate) struct Coeffs {
@@ -185,17 +222,9 @@ pub(crate) fn coefficients(
 #[derive(Clone, Debug)]
 pub struct DpmSolverMultistep<T> {
     config: DpmSolverConfig,
-    schedule: DiscreteScheduleConfig,
-    table: Table,
-    pred: Parameterization,
     alg: Algorithm,
     heun: bool,
-    opts: VpSigmaOptions,
-    thresholding: Thresholding,
-    sched: VpSchedule,
-    cursor: Cursor,
-    history: History<T>,
-    lower_order_nums: usize,
+    core: VpCore<T>,
 }
 
 impl<T: Tensor> DpmSolverMultistep<T> {
@@ -206,47 +235,21 @@ impl<T: Tensor> DpmSolverMultistep<T> {
         let name = Self::NAME;
         let pred = prediction(name, &config.prediction_type, &[Epsilon, Sample, V, Flow])?;
         let alg = Algorithm::from_name(name, &config.algorithm_type)?;
-        if !(1..=3).contains(&config.solver_order) {
-            return Err(invalid(
-                name,
-                "solver_order",
-                format!("{} (expected 1, 2 or 3)", config.solver_order),
-            ));
-        }
-        let heun = match config.solver_type.as_str() {
-            "midpoint" => false,
-            "heun" => true,
-            other => {
-                return Err(invalid(
-                    name,
-                    "solver_type",
-                    format!("{other:?} (expected midpoint or heun)"),
-                ));
-            }
-        };
+        check_solver_order(name, config.solver_order)?;
         let final_sigmas = FinalSigmas::from_name(&config.final_sigmas_type)?;
-        if !alg.data_prediction() && final_sigmas == FinalSigmas::Zero {
-            return Err(invalid(
-                name,
-                "final_sigmas_type",
-                "`zero` is singular for the noise-prediction algorithms; use sigma_min",
-            ));
-        }
+        let heun = check_dpm_keys(
+            name,
+            alg,
+            &config.solver_type,
+            final_sigmas,
+            config.variance_type.as_ref(),
+        )?;
         if alg == Algorithm::SdeNoise && config.solver_order == 3 {
             return Err(invalid(
                 name,
                 "solver_order",
                 "sde-dpmsolver has no third-order update",
             ));
-        }
-        if let Some(v) = &config.variance_type {
-            return Err(SolverError::Unsupported {
-                scheduler: name,
-                what: format!("variance_type {v:?}"),
-            });
-        }
-        if config.use_flow_sigmas && (config.flow_shift.is_nan() || config.flow_shift <= 0.0) {
-            return Err(invalid(name, "flow_shift", "must be positive"));
         }
         let grid = config::sigma_grid(
             name,
@@ -255,30 +258,23 @@ impl<T: Tensor> DpmSolverMultistep<T> {
             config.use_beta_sigmas,
             config.use_lu_lambdas,
         )?;
-        let opts = VpSigmaOptions {
+        let opts = VpSigmaOptions::new(
+            name,
             grid,
             final_sigmas,
-            lambda_min_clipped: config.lambda_min_clipped,
-            flow_shift: config.use_flow_sigmas.then_some(config.flow_shift),
-        };
-        let thresholding = Thresholding {
-            enabled: config.thresholding,
-            ratio: config.dynamic_thresholding_ratio,
-            max_value: config.sample_max_value,
-        };
+            config.lambda_min_clipped,
+            config.use_flow_sigmas.then_some(config.flow_shift),
+        )?;
+        let thresholding = Thresholding::new(
+            config.thresholding,
+            config.dynamic_thresholding_ratio,
+            config.sample_max_value,
+        );
         Ok(Self {
-            table: Table::new(&schedule, true)?,
-            history: History::new(config.solver_order),
+            core: VpCore::new(schedule, pred, config.solver_order, opts, thresholding)?,
             config,
-            schedule,
-            pred,
             alg,
             heun,
-            opts,
-            thresholding,
-            sched: VpSchedule::default(),
-            cursor: Cursor::default(),
-            lower_order_nums: 0,
         })
     }
 
@@ -297,38 +293,62 @@ impl<T: Tensor> DpmSolverMultistep<T> {
 
     /// The inference sigmas (VE noise levels), one more than the timesteps.
     pub fn sigmas(&self) -> &[f64] {
-        &self.sched.sigmas
+        &self.core.sched.sigmas
     }
+}
 
-    fn reset(&mut self, sched: VpSchedule) {
-        self.cursor.reset(sched.timesteps.clone());
-        self.sched = sched;
-        self.history.clear();
-        self.lower_order_nums = 0;
-    }
-
-    /// The model output as the algorithm's variable (x0 or epsilon), pushed to history.
-    fn push_converted(&mut self, m: &T, x: &T, i: usize) -> Result<()> {
-        let (alpha, sigma) = self.sched.alpha_sigma(i);
-        let target = if self.alg.data_prediction() {
-            Parameterization::Sample
+impl<T: Tensor> DpmSolverMultistep<T> {
+    /// One step, written to `x` (in place or as a new tensor).
+    fn advance(&mut self, m: &T, t: f64, x: &mut Target<'_, T>, rng: Option<&mut Rng>) -> Result<()> {
+        let i = self.core.cursor.index_for_step(Self::NAME, t)?;
+        let n = self.core.cursor.len();
+        let lower_order_final = self.config.lower_order_final;
+        let lower_final = i == n - 1
+            && (self.config.euler_at_final
+                || (lower_order_final && n < 15)
+                || self.core.opts.final_sigmas == FinalSigmas::Zero);
+        let lower_second = i + 2 == n && lower_order_final && n < 15;
+        let noise_rng = if self.alg.stochastic() {
+            Some(need_rng(Self::NAME, rng)?)
         } else {
-            Parameterization::Epsilon
+            None
         };
-        let (cx, cm) = conversion(self.pred, target, alpha, sigma)?;
-        self.history.push_lincomb(&[(cm, m), (cx, x)])?;
-        if self.thresholding.enabled {
-            let newest = self.history.newest_mut();
-            if target == Parameterization::Sample {
-                self.thresholding.apply(newest)?;
-            } else {
-                // Threshold the implied x0, then return to epsilon.
-                let mut x0 = x.zeros_like();
-                x0.lincomb(0.0, &[(1.0 / alpha, x), (-sigma / alpha, &*newest)], None)?;
-                let x0 = threshold(&x0, self.thresholding.ratio, self.thresholding.max_value)?;
-                newest.lincomb(0.0, &[(1.0 / sigma, x), (-alpha / sigma, &x0)], None)?;
-            }
-        }
+        self.core
+            .push_converted(m, x.sample(), i, self.alg.data_prediction())?;
+        let order = multistep_order(
+            self.config.solver_order,
+            self.core.lower_order_nums,
+            lower_final,
+            lower_second,
+        );
+        let s = &self.core.sched;
+        let (lt, l0) = (s.lambda(i + 1), s.lambda(i));
+        let h = lt - l0;
+        let co = coefficients(
+            self.alg,
+            self.heun,
+            order,
+            s.alpha_sigma(i + 1),
+            s.alpha_sigma(i),
+            h,
+        );
+        let r0 = if order >= 2 {
+            (l0 - s.lambda(i - 1)) / h
+        } else {
+            1.0
+        };
+        let r1 = if order >= 3 {
+            (s.lambda(i - 1) - s.lambda(i - 2)) / h
+        } else {
+            1.0
+        };
+        let w = multistep_weights(order, co.cd, r0, r1);
+        let history = &self.core.history;
+        let terms: Vec<(f64, &T)> = (0..order).map(|k| (w[k], history.get(k))).collect();
+        let noise = noise_rng.map(|r| Noise::new(co.noise, r));
+        x.lincomb(co.cx, &terms, noise)?;
+        self.core.count_step();
+        self.core.cursor.advance(i);
         Ok(())
     }
 }
@@ -357,109 +377,43 @@ pub(crate) fn multistep_weights(order: usize, cd: [f64; 3], r0: f64, r1: f64) ->
 }
 
 impl<T: Tensor> Scheduler<T> for DpmSolverMultistep<T> {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
+    vp_core_scheduler_methods!();
 
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        let sched = VpSchedule::build(&self.table, &self.schedule, n, &self.opts)?;
-        self.reset(sched);
-        Ok(())
+        self.core.set_timesteps(n)
     }
 
     fn set_custom_timesteps(&mut self, timesteps: &[f64]) -> Result<()> {
-        if self.opts.grid != diffusion_schedules::SigmaGrid::Table || self.opts.flow_shift.is_some() {
+        let core = &mut self.core;
+        if core.opts.grid != diffusion_schedules::SigmaGrid::Table || core.opts.flow_shift.is_some() {
             return Err(invalid(
                 Self::NAME,
                 "timesteps",
                 "custom timesteps need the plain table sigmas",
             ));
         }
-        check_custom(Self::NAME, timesteps, 0.0, (self.table.len() - 1) as f64)?;
+        check_custom(Self::NAME, timesteps, 0.0, (core.table.len() - 1) as f64)?;
         let ts: Vec<f64> = timesteps.iter().map(|t| t.trunc()).collect();
-        let sched = VpSchedule::custom(&self.table, &ts, self.opts.final_sigmas);
-        self.reset(sched);
+        let sched = VpSchedule::custom(&core.table, &ts, core.opts.final_sigmas);
+        core.reset(sched);
         Ok(())
-    }
-
-    fn timesteps(&self) -> &[f64] {
-        &self.cursor.timesteps
     }
 
     fn order(&self) -> usize {
         self.config.solver_order
     }
 
-    fn prediction_type(&self) -> Parameterization {
-        self.pred
-    }
-
     fn is_stochastic(&self) -> bool {
         self.alg.stochastic()
     }
 
-    fn noise_level(&self, t: f64) -> Result<NoiseLevel> {
-        let i = self.cursor.index_for_query(Self::NAME, t)?;
-        let (a, s) = self.sched.alpha_sigma(i);
-        Ok(NoiseLevel::new(t, a, s))
-    }
-
     fn step_in_place(&mut self, m: &T, t: f64, x: &mut T, rng: Option<&mut Rng>) -> Result<()> {
-        let i = self.cursor.index_for_step(Self::NAME, t)?;
-        let n = self.cursor.len();
-        let (solver_order, lower_order_final) = (self.config.solver_order, self.config.lower_order_final);
-        let lower_final = i == n - 1
-            && (self.config.euler_at_final
-                || (lower_order_final && n < 15)
-                || self.opts.final_sigmas == FinalSigmas::Zero);
-        let lower_second = i + 2 == n && lower_order_final && n < 15;
-        let noise_rng = if self.alg.stochastic() {
-            Some(need_rng(Self::NAME, rng)?)
-        } else {
-            None
-        };
-        self.push_converted(m, x, i)?;
-        let order = if solver_order == 1 || self.lower_order_nums < 1 || lower_final {
-            1
-        } else if solver_order == 2 || self.lower_order_nums < 2 || lower_second {
-            2
-        } else {
-            3
-        };
-        let s = &self.sched;
-        let (lt, l0) = (s.lambda(i + 1), s.lambda(i));
-        let h = lt - l0;
-        let co = coefficients(
-            self.alg,
-            self.heun,
-            order,
-            s.alpha_sigma(i + 1),
-            s.alpha_sigma(i),
-            h,
-        );
-        let r0 = if order >= 2 {
-            (l0 - s.lambda(i - 1)) / h
-        } else {
-            1.0
-        };
-        let r1 = if order >= 3 {
-            (s.lambda(i - 1) - s.lambda(i - 2)) / h
-        } else {
-            1.0
-        };
-        let w = multistep_weights(order, co.cd, r0, r1);
-        let terms: Vec<(f64, &T)> = (0..order).map(|k| (w[k], self.history.get(k))).collect();
-        let noise = noise_rng.map(|r| Noise::new(co.noise, r));
-        x.lincomb(co.cx, &terms, noise)?;
-        self.lower_order_nums = (self.lower_order_nums + 1).min(solver_order);
-        self.cursor.advance(i);
-        Ok(())
+        self.advance(m, t, &mut Target::InPlace(x), rng)
     }
 
-    fn add_noise(&self, x0: &T, noise: &T, t: f64) -> Result<T> {
-        self.cursor.require_ready(Self::NAME, "add_noise")?;
-        let i = self.cursor.find(Self::NAME, t)?;
-        let (a, s) = self.sched.alpha_sigma(i);
-        Ok(diffusion_core::lincomb_new(&[(a, x0), (s, noise)], None)?)
+    fn step(&mut self, m: &T, t: f64, x: &T, rng: Option<&mut Rng>) -> Result<T> {
+        let mut out = Target::New(x, None);
+        self.advance(m, t, &mut out, rng)?;
+        Ok(out.into_new())
     }
 }

@@ -5,18 +5,17 @@
 //! order 3). Each group starts from its first sample; the group's later steps are
 //! intermediate evaluations whose outputs refine one high-order jump from that start.
 
-use diffusion_core::param::conversion;
-use diffusion_core::{Noise, NoiseLevel, Parameterization, Rng, Tensor};
+use diffusion_core::{Noise, Parameterization, Rng, Tensor};
 use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, TimestepSpacing};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::{Cursor, History, Table, Thresholding, threshold};
+use crate::common::Thresholding;
 use crate::config::{self, prediction};
-use crate::dpm::{Algorithm, coefficients};
-use crate::error::{Result, SolverError, invalid};
+use crate::dpm::{Algorithm, check_dpm_keys, coefficients};
+use crate::error::{Result, invalid};
 use crate::scheduler::{Scheduler, need_rng};
-use crate::vp::{VpSchedule, VpSigmaOptions};
+use crate::vp::{VpCore, VpSigmaOptions, check_solver_order, vp_core_scheduler_methods};
 
 /// The solver keys of `DPMSolverSinglestepScheduler`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -110,18 +109,11 @@ pub(crate) fn order_list(
 #[derive(Clone, Debug)]
 pub struct DpmSolverSinglestep<T> {
     config: DpmSinglestepConfig,
-    schedule: DiscreteScheduleConfig,
-    table: Table,
-    pred: Parameterization,
     alg: Algorithm,
     heun: bool,
-    opts: VpSigmaOptions,
-    thresholding: Thresholding,
-    sched: VpSchedule,
-    cursor: Cursor,
+    /// Its history holds the converted model outputs of the current group (newest last).
+    core: VpCore<T>,
     orders: Vec<usize>,
-    /// Converted model outputs of the current group (newest last).
-    history: History<T>,
     /// The sample at the start of the current group.
     start: Option<T>,
 }
@@ -141,41 +133,15 @@ impl<T: Tensor> DpmSolverSinglestep<T> {
                 "sde-dpmsolver has no singlestep form (use dpmsolver++, sde-dpmsolver++ or dpmsolver)",
             ));
         }
-        if !(1..=3).contains(&config.solver_order) {
-            return Err(invalid(
-                name,
-                "solver_order",
-                format!("{} (expected 1, 2 or 3)", config.solver_order),
-            ));
-        }
-        let heun = match config.solver_type.as_str() {
-            "midpoint" => false,
-            "heun" => true,
-            other => {
-                return Err(invalid(
-                    name,
-                    "solver_type",
-                    format!("{other:?} (expected midpoint or heun)"),
-                ));
-            }
-        };
+        check_solver_order(name, config.solver_order)?;
         let final_sigmas = FinalSigmas::from_name(&config.final_sigmas_type)?;
-        if !alg.data_prediction() && final_sigmas == FinalSigmas::Zero {
-            return Err(invalid(
-                name,
-                "final_sigmas_type",
-                "`zero` is singular for the noise-prediction algorithm; use sigma_min",
-            ));
-        }
-        if let Some(v) = &config.variance_type {
-            return Err(SolverError::Unsupported {
-                scheduler: name,
-                what: format!("variance_type {v:?}"),
-            });
-        }
-        if config.use_flow_sigmas && (config.flow_shift.is_nan() || config.flow_shift <= 0.0) {
-            return Err(invalid(name, "flow_shift", "must be positive"));
-        }
+        let heun = check_dpm_keys(
+            name,
+            alg,
+            &config.solver_type,
+            final_sigmas,
+            config.variance_type.as_ref(),
+        )?;
         let grid = config::sigma_grid(
             name,
             config.use_karras_sigmas,
@@ -183,29 +149,23 @@ impl<T: Tensor> DpmSolverSinglestep<T> {
             config.use_beta_sigmas,
             false,
         )?;
-        let opts = VpSigmaOptions {
+        let opts = VpSigmaOptions::new(
+            name,
             grid,
             final_sigmas,
-            lambda_min_clipped: config.lambda_min_clipped,
-            flow_shift: config.use_flow_sigmas.then_some(config.flow_shift),
-        };
-        let thresholding = Thresholding {
-            enabled: config.thresholding,
-            ratio: config.dynamic_thresholding_ratio,
-            max_value: config.sample_max_value,
-        };
+            config.lambda_min_clipped,
+            config.use_flow_sigmas.then_some(config.flow_shift),
+        )?;
+        let thresholding = Thresholding::new(
+            config.thresholding,
+            config.dynamic_thresholding_ratio,
+            config.sample_max_value,
+        );
         Ok(Self {
-            table: Table::new(&schedule, true)?,
-            history: History::new(config.solver_order),
+            core: VpCore::new(schedule, pred, config.solver_order, opts, thresholding)?,
             config,
-            schedule,
-            pred,
             alg,
             heun,
-            opts,
-            thresholding,
-            sched: VpSchedule::default(),
-            cursor: Cursor::default(),
             orders: Vec::new(),
             start: None,
         })
@@ -231,38 +191,12 @@ impl<T: Tensor> DpmSolverSinglestep<T> {
 
     /// The inference sigmas (VE noise levels), one more than the timesteps.
     pub fn sigmas(&self) -> &[f64] {
-        &self.sched.sigmas
+        &self.core.sched.sigmas
     }
 
     /// The order of each step of the current schedule.
     pub fn orders(&self) -> &[usize] {
         &self.orders
-    }
-
-    fn push_converted(&mut self, m: &T, x: &T, i: usize) -> Result<()> {
-        let (alpha, sigma) = self.sched.alpha_sigma(i);
-        let data = self.alg.data_prediction();
-        if self.thresholding.enabled {
-            let (cx, cm) = conversion(self.pred, Parameterization::Sample, alpha, sigma)?;
-            let mut x0 = x.zeros_like();
-            x0.lincomb(0.0, &[(cx, x), (cm, m)], None)?;
-            let x0 = threshold(&x0, self.thresholding.ratio, self.thresholding.max_value)?;
-            if data {
-                self.history.push_lincomb(&[(1.0, &x0)])?;
-            } else {
-                self.history
-                    .push_lincomb(&[(1.0 / sigma, x), (-alpha / sigma, &x0)])?;
-            }
-        } else {
-            let target = if data {
-                Parameterization::Sample
-            } else {
-                Parameterization::Epsilon
-            };
-            let (cx, cm) = conversion(self.pred, target, alpha, sigma)?;
-            self.history.push_lincomb(&[(cm, m), (cx, x)])?;
-        }
-        Ok(())
     }
 }
 
@@ -294,65 +228,46 @@ pub(crate) fn singlestep_weights(order: usize, heun: bool, cd: [f64; 3], r0: f64
 }
 
 impl<T: Tensor> Scheduler<T> for DpmSolverSinglestep<T> {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
+    vp_core_scheduler_methods!();
 
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        let sched = VpSchedule::build(&self.table, &self.schedule, n, &self.opts)?;
+        self.core.set_timesteps(n)?;
         let order = self.config.solver_order;
-        let final_zero = self.opts.final_sigmas == FinalSigmas::Zero;
+        let final_zero = self.core.opts.final_sigmas == FinalSigmas::Zero;
         // diffusers switches lower_order_final on (and keeps it) when the steps do not
         // divide into whole groups or the last sigma is zero.
         if !n.is_multiple_of(order) || final_zero {
             self.config.lower_order_final = true;
         }
         self.orders = order_list(n, order, self.config.lower_order_final, final_zero);
-        self.cursor.reset(sched.timesteps.clone());
-        self.sched = sched;
-        self.history.clear();
         self.start = None;
         Ok(())
-    }
-
-    fn timesteps(&self) -> &[f64] {
-        &self.cursor.timesteps
     }
 
     fn order(&self) -> usize {
         self.config.solver_order
     }
 
-    fn prediction_type(&self) -> Parameterization {
-        self.pred
-    }
-
     fn is_stochastic(&self) -> bool {
         self.alg.stochastic()
     }
 
-    fn noise_level(&self, t: f64) -> Result<NoiseLevel> {
-        let i = self.cursor.index_for_query(Self::NAME, t)?;
-        let (a, s) = self.sched.alpha_sigma(i);
-        Ok(NoiseLevel::new(t, a, s))
-    }
-
     fn step_in_place(&mut self, m: &T, t: f64, x: &mut T, rng: Option<&mut Rng>) -> Result<()> {
-        let i = self.cursor.index_for_step(Self::NAME, t)?;
+        let i = self.core.cursor.index_for_step(Self::NAME, t)?;
         let noise_rng = if self.alg.stochastic() {
             Some(need_rng(Self::NAME, rng)?)
         } else {
             None
         };
-        self.push_converted(m, x, i)?;
+        self.core.push_converted(m, x, i, self.alg.data_prediction())?;
         // Starting part-way (img2img) can leave too few outputs for the listed order.
-        let order = self.orders[i].min(self.history.len()).max(1);
+        let order = self.orders[i].min(self.core.history.len()).max(1);
         if order == 1 {
             let mut start = self.start.take().unwrap_or_else(|| x.zeros_like());
             start.lincomb(0.0, &[(1.0, &*x)], None)?;
             self.start = Some(start);
         }
-        let s = &self.sched;
+        let s = &self.core.sched;
         let first = i + 1 - order; // the group's start index
         let (lt, ls) = (s.lambda(i + 1), s.lambda(first));
         let h = lt - ls;
@@ -371,20 +286,15 @@ impl<T: Tensor> Scheduler<T> for DpmSolverSinglestep<T> {
             1.0
         };
         let w = singlestep_weights(order, self.heun, co.cd, r0, r1);
-        let terms: Vec<(f64, &T)> = (0..order).map(|k| (w[k], self.history.get(k))).collect();
+        let history = &self.core.history;
         let start = self.start.as_ref().expect("a group starts with an order-1 step");
-        x.lincomb(0.0, &[(co.cx, start)], None)?;
+        let terms: Vec<(f64, &T)> = std::iter::once((co.cx, start))
+            .chain((0..order).map(|k| (w[k], history.get(k))))
+            .collect();
         let noise = noise_rng.map(|r| Noise::new(co.noise, r));
-        x.lincomb(1.0, &terms, noise)?;
-        self.cursor.advance(i);
+        x.lincomb(0.0, &terms, noise)?;
+        self.core.cursor.advance(i);
         Ok(())
-    }
-
-    fn add_noise(&self, x0: &T, noise: &T, t: f64) -> Result<T> {
-        self.cursor.require_ready(Self::NAME, "add_noise")?;
-        let i = self.cursor.find(Self::NAME, t)?;
-        let (a, s) = self.sched.alpha_sigma(i);
-        Ok(diffusion_core::lincomb_new(&[(a, x0), (s, noise)], None)?)
     }
 }
 

@@ -12,7 +12,7 @@ use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, SigmaGrid, Timest
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::{Cursor, History, Table, check_custom, clip, f32r, vp_alpha_sigma};
+use crate::common::{Cursor, History, Table, Target, check_custom, clip, f32r, vp_alpha_sigma};
 use crate::config::{self, prediction};
 use crate::error::{Result, SolverError, invalid};
 use crate::scheduler::{Scheduler, need_rng};
@@ -340,64 +340,13 @@ impl<T: Tensor> Scheduler<T> for KSampler<T> {
     }
 
     fn step_in_place(&mut self, m: &T, t: f64, x: &mut T, rng: Option<&mut Rng>) -> Result<()> {
-        let name = self.method.name();
-        let i = self.cursor.index_for_step(name, t)?;
-        let sigma = self.sigmas[i];
-        match self.method {
-            KMethod::Euler => {
-                let c = &self.config;
-                let gamma = if c.s_tmin <= sigma && sigma <= c.s_tmax {
-                    (c.s_churn / (self.sigmas.len() - 1) as f64).min(2f64.sqrt() - 1.0)
-                } else {
-                    0.0
-                };
-                let sigma_hat = sigma * (gamma + 1.0);
-                // diffusers converts epsilon at sigma_hat, the other kinds at sigma.
-                let conv = if self.pred == Parameterization::Epsilon {
-                    sigma_hat
-                } else {
-                    sigma
-                };
-                let (a, b) = self.x0_coeffs(conv)?;
-                let dt = self.sigmas[i + 1] - sigma_hat;
-                let keep = 1.0 + (1.0 - a) * dt / sigma_hat;
-                let noise = if gamma > 0.0 {
-                    let scale = keep * c.s_noise * (sigma_hat * sigma_hat - sigma * sigma).sqrt();
-                    Some(Noise::new(scale, need_rng(name, rng)?))
-                } else {
-                    None
-                };
-                x.lincomb(keep, &[(-b * dt / sigma_hat, m)], noise)?;
-            }
-            KMethod::EulerAncestral => {
-                let next = self.sigmas[i + 1];
-                let up = (next * next * (sigma * sigma - next * next) / (sigma * sigma))
-                    .max(0.0)
-                    .sqrt();
-                let down = (next * next - up * up).max(0.0).sqrt();
-                let (a, b) = self.x0_coeffs(sigma)?;
-                let dt = down - sigma;
-                let noise = Noise::new(up, need_rng(name, rng)?);
-                x.lincomb(1.0 + (1.0 - a) * dt / sigma, &[(-b * dt / sigma, m)], Some(noise))?;
-            }
-            KMethod::Heun => self.heun_step(i, m, x)?,
-            KMethod::Lms => {
-                let (a, b) = self.x0_coeffs(sigma)?;
-                self.history
-                    .push_lincomb(&[(-b / sigma, m), ((1.0 - a) / sigma, &*x)])?;
-                let order = (i + 1).min(self.config.order);
-                let nodes: Vec<f64> = (0..order).map(|k| self.sigmas[i - k]).collect();
-                let terms: Vec<(f64, &T)> = (0..order)
-                    .map(|j| {
-                        let w = lagrange_integral(&nodes, j, sigma, self.sigmas[i + 1]);
-                        (w, self.history.get(j))
-                    })
-                    .collect();
-                x.lincomb(1.0, &terms, None)?;
-            }
-        }
-        self.cursor.advance(i);
-        Ok(())
+        self.advance(m, t, &mut Target::InPlace(x), rng)
+    }
+
+    fn step(&mut self, m: &T, t: f64, x: &T, rng: Option<&mut Rng>) -> Result<T> {
+        let mut out = Target::New(x, None);
+        self.advance(m, t, &mut out, rng)?;
+        Ok(out.into_new())
     }
 
     fn add_noise(&self, x0: &T, noise: &T, t: f64) -> Result<T> {
@@ -457,6 +406,70 @@ impl<T: Tensor> KSampler<T> {
             self.history.clear();
             self.history.push_owned(d);
         }
+        Ok(())
+    }
+}
+
+impl<T: Tensor> KSampler<T> {
+    /// One step, written to `x` (in place or as a new tensor).
+    fn advance(&mut self, m: &T, t: f64, x: &mut Target<'_, T>, rng: Option<&mut Rng>) -> Result<()> {
+        let name = self.method.name();
+        let i = self.cursor.index_for_step(name, t)?;
+        let sigma = self.sigmas[i];
+        match self.method {
+            KMethod::Euler => {
+                let c = &self.config;
+                let gamma = if c.s_tmin <= sigma && sigma <= c.s_tmax {
+                    (c.s_churn / (self.sigmas.len() - 1) as f64).min(2f64.sqrt() - 1.0)
+                } else {
+                    0.0
+                };
+                let sigma_hat = sigma * (gamma + 1.0);
+                // diffusers converts epsilon at sigma_hat, the other kinds at sigma.
+                let conv = if self.pred == Parameterization::Epsilon {
+                    sigma_hat
+                } else {
+                    sigma
+                };
+                let (a, b) = self.x0_coeffs(conv)?;
+                let dt = self.sigmas[i + 1] - sigma_hat;
+                let keep = 1.0 + (1.0 - a) * dt / sigma_hat;
+                let noise = if gamma > 0.0 {
+                    let scale = keep * c.s_noise * (sigma_hat * sigma_hat - sigma * sigma).sqrt();
+                    Some(Noise::new(scale, need_rng(name, rng)?))
+                } else {
+                    None
+                };
+                x.lincomb(keep, &[(-b * dt / sigma_hat, m)], noise)?;
+            }
+            KMethod::EulerAncestral => {
+                let next = self.sigmas[i + 1];
+                let up = (next * next * (sigma * sigma - next * next) / (sigma * sigma))
+                    .max(0.0)
+                    .sqrt();
+                let down = (next * next - up * up).max(0.0).sqrt();
+                let (a, b) = self.x0_coeffs(sigma)?;
+                let dt = down - sigma;
+                let noise = Noise::new(up, need_rng(name, rng)?);
+                x.lincomb(1.0 + (1.0 - a) * dt / sigma, &[(-b * dt / sigma, m)], Some(noise))?;
+            }
+            KMethod::Heun => self.heun_step(i, m, x.as_mut())?,
+            KMethod::Lms => {
+                let (a, b) = self.x0_coeffs(sigma)?;
+                self.history
+                    .push_lincomb(&[(-b / sigma, m), ((1.0 - a) / sigma, x.sample())])?;
+                let order = (i + 1).min(self.config.order);
+                let nodes: Vec<f64> = (0..order).map(|k| self.sigmas[i - k]).collect();
+                let terms: Vec<(f64, &T)> = (0..order)
+                    .map(|j| {
+                        let w = lagrange_integral(&nodes, j, sigma, self.sigmas[i + 1]);
+                        (w, self.history.get(j))
+                    })
+                    .collect();
+                x.lincomb(1.0, &terms, None)?;
+            }
+        }
+        self.cursor.advance(i);
         Ok(())
     }
 }

@@ -1,17 +1,16 @@
 //! UniPC (Zhao et al. 2023): the UniP predictor and UniC corrector, B(h) variants bh1
 //! and bh2, orders 1-3: diffusers' `UniPCMultistepScheduler`.
 
-use diffusion_core::param::conversion;
-use diffusion_core::{NoiseLevel, Parameterization, Rng, Tensor};
+use diffusion_core::{Parameterization, Rng, Tensor};
 use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, TimestepSpacing};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::{Cursor, History, Table, Thresholding};
+use crate::common::Thresholding;
 use crate::config::{self, prediction};
 use crate::error::{Result, SolverError, invalid};
 use crate::scheduler::Scheduler;
-use crate::vp::{VpSchedule, VpSigmaOptions, solve};
+use crate::vp::{VpCore, VpSigmaOptions, check_solver_order, solve, vp_core_scheduler_methods};
 
 /// The solver keys of `UniPCMultistepScheduler`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,20 +73,12 @@ impl Default for UniPcConfig {
 #[derive(Clone, Debug)]
 pub struct UniPc<T> {
     config: UniPcConfig,
-    schedule: DiscreteScheduleConfig,
-    table: Table,
-    pred: Parameterization,
     bh1: bool,
-    opts: VpSigmaOptions,
-    thresholding: Thresholding,
-    sched: VpSchedule,
-    cursor: Cursor,
-    history: History<T>,
+    core: VpCore<T>,
     /// The converted output of this step, before it joins the history.
     spare: Option<T>,
     last_sample: Option<T>,
     this_order: usize,
-    lower_order_nums: usize,
 }
 
 impl<T: Tensor> UniPc<T> {
@@ -109,13 +100,7 @@ impl<T: Tensor> UniPc<T> {
                 });
             }
         }
-        if !(1..=3).contains(&config.solver_order) {
-            return Err(invalid(
-                name,
-                "solver_order",
-                format!("{} (expected 1, 2 or 3)", config.solver_order),
-            ));
-        }
+        check_solver_order(name, config.solver_order)?;
         let bh1 = match config.solver_type.as_str() {
             "bh1" => true,
             "bh2" | "midpoint" | "heun" | "logrho" => false,
@@ -134,32 +119,25 @@ impl<T: Tensor> UniPc<T> {
             config.use_beta_sigmas,
             false,
         )?;
-        let opts = VpSigmaOptions {
+        let opts = VpSigmaOptions::new(
+            name,
             grid,
-            final_sigmas: FinalSigmas::from_name(&config.final_sigmas_type)?,
-            lambda_min_clipped: f64::NEG_INFINITY,
-            flow_shift: config.use_flow_sigmas.then_some(config.flow_shift),
-        };
-        let thresholding = Thresholding {
-            enabled: config.thresholding,
-            ratio: config.dynamic_thresholding_ratio,
-            max_value: config.sample_max_value,
-        };
+            FinalSigmas::from_name(&config.final_sigmas_type)?,
+            f64::NEG_INFINITY,
+            config.use_flow_sigmas.then_some(config.flow_shift),
+        )?;
+        let thresholding = Thresholding::new(
+            config.thresholding,
+            config.dynamic_thresholding_ratio,
+            config.sample_max_value,
+        );
         Ok(Self {
-            table: Table::new(&schedule, true)?,
-            history: History::new(config.solver_order),
+            core: VpCore::new(schedule, pred, config.solver_order, opts, thresholding)?,
             config,
-            schedule,
-            pred,
             bh1,
-            opts,
-            thresholding,
-            sched: VpSchedule::default(),
-            cursor: Cursor::default(),
             spare: None,
             last_sample: None,
             this_order: 1,
-            lower_order_nums: 0,
         })
     }
 
@@ -173,14 +151,14 @@ impl<T: Tensor> UniPc<T> {
     }
 
     pub fn sigmas(&self) -> &[f64] {
-        &self.sched.sigmas
+        &self.core.sched.sigmas
     }
 
     /// The UniP / UniC coefficients for a step from sigma index `s0` to `t` using the
     /// history sigma indices `past` (newest first): returns `(cx, c_m0, c_past, c_new)`
     /// with `x_t = cx x + c_m0 m0 + sum c_past[k] m_k (+ c_new m_new)`.
     fn unified(&self, t: usize, s0: usize, past: &[usize], corrector: bool) -> (f64, f64, Vec<f64>, f64) {
-        let s = &self.sched;
+        let s = &self.core.sched;
         let (alpha_t, sigma_t) = s.alpha_sigma(t);
         let (alpha_s0, sigma_s0) = s.alpha_sigma(s0);
         let h = s.lambda(t) - s.lambda(s0);
@@ -242,61 +220,32 @@ impl<T: Tensor> UniPc<T> {
 }
 
 impl<T: Tensor> Scheduler<T> for UniPc<T> {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
+    vp_core_scheduler_methods!();
 
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        let sched = VpSchedule::build(&self.table, &self.schedule, n, &self.opts)?;
-        self.cursor.reset(sched.timesteps.clone());
-        self.sched = sched;
-        self.history.clear();
+        self.core.set_timesteps(n)?;
         self.last_sample = None;
-        self.lower_order_nums = 0;
         self.this_order = 1;
         Ok(())
-    }
-
-    fn timesteps(&self) -> &[f64] {
-        &self.cursor.timesteps
     }
 
     fn order(&self) -> usize {
         1
     }
 
-    fn prediction_type(&self) -> Parameterization {
-        self.pred
-    }
-
-    fn noise_level(&self, t: f64) -> Result<NoiseLevel> {
-        let i = self.cursor.index_for_query(Self::NAME, t)?;
-        let (a, s) = self.sched.alpha_sigma(i);
-        Ok(NoiseLevel::new(t, a, s))
-    }
-
     fn step_in_place(&mut self, m: &T, t: f64, x: &mut T, _rng: Option<&mut Rng>) -> Result<()> {
-        let i = self.cursor.index_for_step(Self::NAME, t)?;
-        let n = self.cursor.len();
-        // Convert the output at sigma_i (x0 for predict_x0, else epsilon).
-        let (alpha, sigma) = self.sched.alpha_sigma(i);
-        let target = if self.config.predict_x0 {
-            Parameterization::Sample
-        } else {
-            Parameterization::Epsilon
-        };
-        let (cx, cm) = conversion(self.pred, target, alpha, sigma)?;
-        let mut conv = self.spare.take().unwrap_or_else(|| m.zeros_like());
-        conv.lincomb(0.0, &[(cm, m), (cx, &*x)], None)?;
-        if self.thresholding.enabled {
-            if target != Parameterization::Sample {
-                return Err(SolverError::Unsupported {
-                    scheduler: Self::NAME,
-                    what: "thresholding with predict_x0 = false".into(),
-                });
-            }
-            self.thresholding.apply(&mut conv)?;
+        let i = self.core.cursor.index_for_step(Self::NAME, t)?;
+        let n = self.core.cursor.len();
+        let predict_x0 = self.config.predict_x0;
+        if self.core.thresholding.enabled && !predict_x0 {
+            return Err(SolverError::Unsupported {
+                scheduler: Self::NAME,
+                what: "thresholding with predict_x0 = false".into(),
+            });
         }
+        // Convert the output at sigma_i (x0 for predict_x0, else epsilon).
+        let mut conv = self.spare.take().unwrap_or_else(|| m.zeros_like());
+        self.core.convert_output(&mut conv, m, x, i, predict_x0)?;
         // UniC: correct the sample that the previous predictor produced.
         let use_corrector =
             i > 0 && !self.config.disable_corrector.contains(&(i - 1)) && self.last_sample.is_some();
@@ -305,39 +254,34 @@ impl<T: Tensor> Scheduler<T> for UniPc<T> {
             let past: Vec<usize> = (1..order).map(|k| i - (k + 1)).collect();
             let (cx, c_m0, c_past, c_new) = self.unified(i, i - 1, &past, true);
             let last = self.last_sample.as_ref().expect("checked");
-            let mut terms: Vec<(f64, &T)> = vec![(cx, last), (c_m0, self.history.get(0)), (c_new, &conv)];
+            let history = &self.core.history;
+            let mut terms: Vec<(f64, &T)> = vec![(cx, last), (c_m0, history.get(0)), (c_new, &conv)];
             for (k, c) in c_past.iter().enumerate() {
-                terms.push((*c, self.history.get(k + 1)));
+                terms.push((*c, history.get(k + 1)));
             }
             x.lincomb(0.0, &terms, None)?;
         }
-        self.spare = self.history.push_owned(conv);
+        self.spare = self.core.history.push_owned(conv);
         let this_order = if self.config.lower_order_final {
             self.config.solver_order.min(n - i)
         } else {
             self.config.solver_order
         };
-        self.this_order = this_order.min(self.lower_order_nums + 1);
+        self.this_order = this_order.min(self.core.lower_order_nums + 1);
         let mut last = self.last_sample.take().unwrap_or_else(|| x.zeros_like());
         last.lincomb(0.0, &[(1.0, &*x)], None)?;
         self.last_sample = Some(last);
         // UniP: predict the next sample.
         let past: Vec<usize> = (1..self.this_order).map(|k| i - k).collect();
         let (cx, c_m0, c_past, _) = self.unified(i + 1, i, &past, false);
-        let mut terms: Vec<(f64, &T)> = vec![(c_m0, self.history.get(0))];
+        let history = &self.core.history;
+        let mut terms: Vec<(f64, &T)> = vec![(c_m0, history.get(0))];
         for (k, c) in c_past.iter().enumerate() {
-            terms.push((*c, self.history.get(k + 1)));
+            terms.push((*c, history.get(k + 1)));
         }
         x.lincomb(cx, &terms, None)?;
-        self.lower_order_nums = (self.lower_order_nums + 1).min(self.config.solver_order);
-        self.cursor.advance(i);
+        self.core.count_step();
+        self.core.cursor.advance(i);
         Ok(())
-    }
-
-    fn add_noise(&self, x0: &T, noise: &T, t: f64) -> Result<T> {
-        self.cursor.require_ready(Self::NAME, "add_noise")?;
-        let i = self.cursor.find(Self::NAME, t)?;
-        let (a, s) = self.sched.alpha_sigma(i);
-        Ok(diffusion_core::lincomb_new(&[(a, x0), (s, noise)], None)?)
     }
 }

@@ -1,11 +1,13 @@
 //! The sigma schedules of diffusers' VP multistep solvers (DPM-Solver, UniPC, DEIS):
 //! timesteps by spacing or by a sigma grid, float32 sigmas, a final sigma.
 
+use diffusion_core::param::conversion;
+use diffusion_core::{NoiseLevel, Parameterization, Tensor};
 use diffusion_schedules::spacing::multistep_timesteps;
 use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, SigmaGrid};
 
-use crate::common::{Table, f32r, log_snr, vp_alpha_sigma};
-use crate::error::Result;
+use crate::common::{Cursor, History, Table, Thresholding, f32r, log_snr, threshold, vp_alpha_sigma};
+use crate::error::{Result, invalid};
 
 /// How a VP solver builds its sigmas.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -16,6 +18,27 @@ pub(crate) struct VpSigmaOptions {
     pub lambda_min_clipped: f64,
     /// `use_flow_sigmas` with this `flow_shift`: `alpha = 1 - sigma`.
     pub flow_shift: Option<f64>,
+}
+
+impl VpSigmaOptions {
+    /// Checks the flow shift (used only with flow sigmas).
+    pub fn new(
+        scheduler: &'static str,
+        grid: SigmaGrid,
+        final_sigmas: FinalSigmas,
+        lambda_min_clipped: f64,
+        flow_shift: Option<f64>,
+    ) -> Result<Self> {
+        if flow_shift.is_some_and(|s| s.is_nan() || s <= 0.0) {
+            return Err(invalid(scheduler, "flow_shift", "must be positive"));
+        }
+        Ok(Self {
+            grid,
+            final_sigmas,
+            lambda_min_clipped,
+            flow_shift,
+        })
+    }
 }
 
 /// An inference schedule: `timesteps[i]` (what the model sees) and `sigmas[i]`, with one
@@ -152,3 +175,190 @@ pub(crate) fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     }
     x
 }
+
+/// Fails unless `order` is 1, 2 or 3 (the orders the VP multistep solvers implement).
+pub(crate) fn check_solver_order(scheduler: &'static str, order: usize) -> Result<()> {
+    if (1..=3).contains(&order) {
+        Ok(())
+    } else {
+        Err(invalid(
+            scheduler,
+            "solver_order",
+            format!("{order} (expected 1, 2 or 3)"),
+        ))
+    }
+}
+
+/// The order of a multistep update: limited by the solver order, by how many outputs
+/// the history holds (`warmed` steps taken so far), and by the lower-order tail rules.
+pub(crate) fn multistep_order(
+    solver_order: usize,
+    warmed: usize,
+    lower_final: bool,
+    lower_second: bool,
+) -> usize {
+    if solver_order == 1 || warmed < 1 || lower_final {
+        1
+    } else if solver_order == 2 || warmed < 2 || lower_second {
+        2
+    } else {
+        3
+    }
+}
+
+/// The state the VP multistep solvers (DPM-Solver multistep and singlestep, DEIS,
+/// UniPC) share: the training table, the inference schedule, the step cursor and the
+/// history of converted model outputs.
+#[derive(Clone, Debug)]
+pub(crate) struct VpCore<T> {
+    pub schedule: DiscreteScheduleConfig,
+    pub table: Table,
+    pub pred: Parameterization,
+    pub opts: VpSigmaOptions,
+    pub thresholding: Thresholding,
+    pub sched: VpSchedule,
+    pub cursor: Cursor,
+    pub history: History<T>,
+    /// Steps taken since the schedule was set, capped at the solver order (diffusers'
+    /// `lower_order_nums`): the warm-up of a multistep method.
+    pub lower_order_nums: usize,
+    solver_order: usize,
+}
+
+impl<T: Tensor> VpCore<T> {
+    pub fn new(
+        schedule: DiscreteScheduleConfig,
+        pred: Parameterization,
+        solver_order: usize,
+        opts: VpSigmaOptions,
+        thresholding: Thresholding,
+    ) -> Result<Self> {
+        Ok(Self {
+            table: Table::new(&schedule, true)?,
+            history: History::new(solver_order),
+            schedule,
+            pred,
+            opts,
+            thresholding,
+            sched: VpSchedule::default(),
+            cursor: Cursor::default(),
+            lower_order_nums: 0,
+            solver_order,
+        })
+    }
+
+    /// Builds the `n`-step schedule from the options and resets the solver state.
+    pub fn set_timesteps(&mut self, n: usize) -> Result<()> {
+        let sched = VpSchedule::build(&self.table, &self.schedule, n, &self.opts)?;
+        self.reset(sched);
+        Ok(())
+    }
+
+    pub fn reset(&mut self, sched: VpSchedule) {
+        self.cursor.reset(sched.timesteps.clone());
+        self.sched = sched;
+        self.history.clear();
+        self.lower_order_nums = 0;
+    }
+
+    /// Records that a step was taken (for the warm-up of [`multistep_order`]).
+    pub fn count_step(&mut self) {
+        self.lower_order_nums = (self.lower_order_nums + 1).min(self.solver_order);
+    }
+
+    pub fn noise_level(&self, scheduler: &'static str, t: f64) -> Result<NoiseLevel> {
+        let i = self.cursor.index_for_query(scheduler, t)?;
+        let (a, s) = self.sched.alpha_sigma(i);
+        Ok(NoiseLevel::new(t, a, s))
+    }
+
+    pub fn add_noise(&self, scheduler: &'static str, x0: &T, noise: &T, t: f64) -> Result<T> {
+        self.cursor.require_ready(scheduler, "add_noise")?;
+        let i = self.cursor.find(scheduler, t)?;
+        let (a, s) = self.sched.alpha_sigma(i);
+        Ok(diffusion_core::lincomb_new(&[(a, x0), (s, noise)], None)?)
+    }
+
+    /// Writes the model output `m` for sample `x` at sigma index `i` into `out`, as the
+    /// data prediction x0 (`data`) or as the noise prediction.
+    pub fn convert_output(&self, out: &mut T, m: &T, x: &T, i: usize, data: bool) -> Result<()> {
+        convert_output(
+            out,
+            self.pred,
+            &self.thresholding,
+            self.sched.alpha_sigma(i),
+            m,
+            x,
+            data,
+        )
+    }
+
+    /// [`VpCore::convert_output`] as the newest history entry (in a recycled buffer).
+    pub fn push_converted(&mut self, m: &T, x: &T, i: usize, data: bool) -> Result<()> {
+        let (pred, thresholding) = (self.pred, self.thresholding);
+        let alpha_sigma = self.sched.alpha_sigma(i);
+        self.history.push_with(x, |out| {
+            convert_output(out, pred, &thresholding, alpha_sigma, m, x, data)
+        })
+    }
+}
+
+/// The model output converted to x0 (`data`) or epsilon. With dynamic thresholding the
+/// x0 prediction is thresholded first and epsilon derived from it (diffusers' DEIS;
+/// DPM-Solver takes an equivalent route through epsilon).
+fn convert_output<T: Tensor>(
+    out: &mut T,
+    pred: Parameterization,
+    thresholding: &Thresholding,
+    (alpha, sigma): (f64, f64),
+    m: &T,
+    x: &T,
+    data: bool,
+) -> Result<()> {
+    if thresholding.enabled {
+        let (cx, cm) = conversion(pred, Parameterization::Sample, alpha, sigma)?;
+        out.lincomb(0.0, &[(cm, m), (cx, x)], None)?;
+        let x0 = threshold(out, thresholding.ratio, thresholding.max_value)?;
+        if data {
+            *out = x0;
+        } else {
+            out.lincomb(0.0, &[(1.0 / sigma, x), (-alpha / sigma, &x0)], None)?;
+        }
+    } else {
+        let target = if data {
+            Parameterization::Sample
+        } else {
+            Parameterization::Epsilon
+        };
+        let (cx, cm) = conversion(pred, target, alpha, sigma)?;
+        out.lincomb(0.0, &[(cm, m), (cx, x)], None)?;
+    }
+    Ok(())
+}
+
+/// The [`crate::Scheduler`] methods that only read a VP solver's `core: VpCore<T>` and
+/// its `NAME` (expanded inside each `impl Scheduler<T>`).
+macro_rules! vp_core_scheduler_methods {
+    () => {
+        fn name(&self) -> &'static str {
+            Self::NAME
+        }
+
+        fn timesteps(&self) -> &[f64] {
+            &self.core.cursor.timesteps
+        }
+
+        fn prediction_type(&self) -> diffusion_core::Parameterization {
+            self.core.pred
+        }
+
+        fn noise_level(&self, t: f64) -> crate::error::Result<diffusion_core::NoiseLevel> {
+            self.core.noise_level(Self::NAME, t)
+        }
+
+        fn add_noise(&self, x0: &T, noise: &T, t: f64) -> crate::error::Result<T> {
+            self.core.add_noise(Self::NAME, x0, noise, t)
+        }
+    };
+}
+pub(crate) use vp_core_scheduler_methods;
