@@ -8,7 +8,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{gmm3, normal_rows, vp_grid};
-use diffusion_inversion::adjoint::{adjoint, sample, unrolled_gradients};
+use diffusion_inversion::adjoint::{
+    adjoint, bdia_adjoint, bdia_unrolled_gradients, sample, unrolled_gradients,
+};
+use diffusion_inversion::{Bdia, BdiaBase};
 
 struct Counting;
 
@@ -48,8 +51,10 @@ fn peak_during(f: impl FnOnce()) -> usize {
 fn adjoint_memory_is_independent_of_step_count() {
     let model = gmm3();
     let x_t = normal_rows(64, 3);
-    println!("steps | adjoint peak bytes | unrolled peak bytes");
+    let bdia = Bdia::new(BdiaBase::Ddim, 1.0).unwrap();
+    println!("steps | adjoint peak bytes | unrolled peak bytes | exact BDIA adjoint | BDIA unrolled");
     let mut peaks = Vec::new();
+    let mut exact_peaks = Vec::new();
     for steps in [25, 100, 400, 1600] {
         let grid = vp_grid(steps);
         let x0 = sample(&model, &grid, &x_t).unwrap();
@@ -60,11 +65,22 @@ fn adjoint_memory_is_independent_of_step_count() {
         let unrolled = peak_during(|| {
             unrolled_gradients(&model, &grid, &x_t, |x| Ok(x.clone())).unwrap();
         });
-        println!("{steps:>5} | {adj:>18} | {unrolled:>19}");
+        let end = bdia.sample(&model, &grid, &x_t).unwrap();
+        let exact = peak_during(|| {
+            bdia_adjoint(&model, &bdia, &grid, &end, &end.current).unwrap();
+        });
+        let exact_unrolled = peak_during(|| {
+            bdia_unrolled_gradients(&model, &bdia, &grid, &x_t, |x| Ok(x.clone())).unwrap();
+        });
+        println!("{steps:>5} | {adj:>18} | {unrolled:>19} | {exact:>18} | {exact_unrolled:>13}");
         peaks.push((adj, unrolled));
+        exact_peaks.push((exact, exact_unrolled));
     }
     let (first, last) = (peaks[0], peaks[peaks.len() - 1]);
     assert_eq!(first.0, last.0, "adjoint peak grew: {peaks:?}");
     // The measurement can see growth: the stored trajectory is linear in steps.
     assert!(last.1 > 10 * first.1, "{peaks:?}");
+    let (first, last) = (exact_peaks[0], exact_peaks[exact_peaks.len() - 1]);
+    assert_eq!(first.0, last.0, "exact BDIA adjoint peak grew: {exact_peaks:?}");
+    assert!(last.1 > 10 * first.1, "{exact_peaks:?}");
 }
