@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use diffusion_core::Rng;
-use diffusion_nn::models::{Dit, DitConfig, MlpConfig, MlpDenoiser, UNet, UNetConfig};
+use diffusion_nn::models::{Dit, DitConfig, MlpConfig, MlpDenoiser, UNet, UNetConfig, WhiteBoxDit};
 use diffusion_nn::{Network, Parameters};
 use ndarray::{ArrayD, IxDyn};
 
@@ -95,6 +95,12 @@ fn models(c: &mut Criterion) {
         "unet-small",
         UNet::<f32>::new(UNetConfig::default(), &mut rng).unwrap(),
         16,
+    );
+    bench_model(
+        c,
+        "whitebox-dit",
+        WhiteBoxDit::<f32>::new(Default::default(), &mut rng).unwrap(),
+        64,
     );
 }
 

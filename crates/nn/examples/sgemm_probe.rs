@@ -1,67 +1,92 @@
-//! Quick sgemm throughput probe: the crate's tiled GEMM vs gemm's own rayon split.
-//! `cargo run --release -p diffusion-nn --example sgemm_probe`
+//! sgemm throughput probe on the shapes the reference models use: the crate's GEMM vs the
+//! `gemm` crate called directly (single thread and its own rayon split). Best-of-N timing,
+//! so a machine shared with other work still gives a usable upper bound.
+//! `RAYON_NUM_THREADS=2 cargo run --release -p diffusion-nn --example sgemm_probe`
 use std::time::Instant;
 
-fn main() {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build_global()
-        .unwrap();
-    let n = 1024;
-    let a = ndarray::Array2::<f32>::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 13) as f32 * 0.1);
-    let b = a.t().as_standard_layout().into_owned();
-    let flops = 2.0 * (n * n * n) as f64;
-    for _ in 0..3 {
-        let t = Instant::now();
-        let reps = 10;
-        for _ in 0..reps {
-            std::hint::black_box(diffusion_nn::matmul_2d(&a, &b).unwrap());
-        }
-        let (av, bv) = (a.as_slice().unwrap(), b.as_slice().unwrap());
-        let mut c = vec![0f32; n * n];
-        for (label, par) in [
-            ("gemm single", gemm::Parallelism::None),
-            ("gemm rayon(2)", gemm::Parallelism::Rayon(2)),
-        ] {
-            let t0 = Instant::now();
-            for _ in 0..reps {
-                direct(av, bv, &mut c, n, par);
-            }
-            println!(
-                "{label}: {:.1} GFLOP/s",
-                flops * reps as f64 / t0.elapsed().as_secs_f64() / 1e9
-            );
-        }
-        println!(
-            "crate matmul: {:.1} GFLOP/s",
-            flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9
-        );
-    }
+/// Seconds of the fastest of `reps` runs of `f`.
+fn best(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
-#[allow(dead_code)]
-fn direct(a: &[f32], b: &[f32], c: &mut [f32], n: usize, par: gemm::Parallelism) {
-    unsafe {
-        gemm::gemm(
-            n,
-            n,
-            n,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            n as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
+fn main() {
+    // (label, m, n, k, a transposed, b transposed)
+    let shapes = [
+        ("square 1024", 1024, 1024, 1024, false, false),
+        ("dit mlp0 fwd 4096x768x192", 4096, 768, 192, false, true),
+        ("dit mlp2 fwd 4096x192x768", 4096, 192, 768, false, true),
+        ("dit dW mlp0 768x192x4096", 768, 192, 4096, true, false),
+        ("dit qkv fwd 4096x576x192", 4096, 576, 192, false, true),
+        ("mlp fwd 4096x256x256", 4096, 256, 256, false, true),
+        ("mlp dW 256x256x4096", 256, 256, 4096, true, false),
+        ("attn 64x64x64", 64, 64, 64, false, true),
+    ];
+    for (label, m, n, k, at, bt) in shapes {
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 3) % 11) as f32 * 0.1).collect();
+        let (ars, acs) = if at { (1, m) } else { (k, 1) };
+        let (brs, bcs) = if bt { (1, k) } else { (n, 1) };
+        let mut c = vec![0f32; m * n];
+        let flops = 2.0 * (m * n * k) as f64;
+        let reps = (2e10 / flops).clamp(5.0, 200.0) as usize;
+        let mut line = format!("{label:28}");
+        for (name, par) in [
+            ("gemm-1", gemm::Parallelism::None),
+            ("gemm-rayon", gemm::Parallelism::Rayon(0)),
+        ] {
+            let s = best(reps, || unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    acs as isize,
+                    ars as isize,
+                    b.as_ptr(),
+                    bcs as isize,
+                    brs as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            });
+            line += &format!(" {name} {:6.1}", flops / s / 1e9);
+        }
+        let a2 = ndarray::Array2::from_shape_vec(if at { (k, m) } else { (m, k) }, a.clone()).unwrap();
+        let b2 = ndarray::Array2::from_shape_vec(if bt { (n, k) } else { (k, n) }, b.clone()).unwrap();
+        let (av, bv) = (
+            if at { a2.t() } else { a2.view() },
+            if bt { b2.t() } else { b2.view() },
+        );
+        // ndarray's `dot` is matrixmultiply (AVX2/FMA kernels, no AVX-512), single thread.
+        let s = best(reps, || {
+            std::hint::black_box(av.dot(&bv));
+        });
+        line += &format!(" mm-1 {:6.1}", flops / s / 1e9);
+        for (name, split) in [
+            ("auto", None),
+            ("m4", Some((4, 1))),
+            ("n4", Some((1, 4))),
+            ("m8", Some((8, 1))),
+            ("n8", Some((1, 8))),
+        ] {
+            let s = best(reps, || diffusion_nn::probe_matmul_split(&mut c, av, bv, split));
+            line += &format!(" {name} {:6.1}", flops / s / 1e9);
+        }
+        println!("{line}");
     }
 }

@@ -1,9 +1,15 @@
 //! The one matrix-multiply entry point, on top of the `gemm` crate.
 //!
 //! Operands are strided views, so the transposes a backward pass needs cost no copy.
-//! Large products are split into row tiles whose boundaries depend only on the matrix
-//! sizes; each tile runs single-threaded, so results are bit-identical for any number of
-//! rayon threads.
+//! Large products run in parallel in one of two ways, chosen from the sizes only:
+//! - gemm's own rayon parallelism, which packs each operand once and deals micro-tiles of
+//!   the output to the threads (best when K is not the largest dimension);
+//! - independent output blocks, each a single-threaded gemm call (best for the long-K
+//!   weight-gradient products, where gemm's per-K-block barriers cost more than re-packing).
+//!
+//! Neither splits K, and gemm's K blocking depends on the sizes only, so every output
+//! element is computed by the same operations in the same order for any number of rayon
+//! threads: results are bit-identical (tested below for 1 to 4 threads).
 
 use rayon::prelude::*;
 
@@ -43,6 +49,34 @@ impl<'a, A> MatRef<'a, A> {
             rs,
             cs: 1,
         }
+    }
+
+    /// A view of an ndarray matrix with non-negative strides (transposes included), read in
+    /// place; `None` for negative strides.
+    pub fn from_view(v: ndarray::ArrayView2<'a, A>) -> Option<Self> {
+        let (rows, cols) = v.dim();
+        let (rs, cs) = (v.strides()[0], v.strides()[1]);
+        if rs < 0 || cs < 0 {
+            return None;
+        }
+        let (rs, cs) = (rs as usize, cs as usize);
+        let len = if rows == 0 || cols == 0 {
+            0
+        } else {
+            1 + (rows - 1) * rs + (cols - 1) * cs
+        };
+        // SAFETY: with non-negative strides every element of the view lies in
+        // `ptr..ptr + len`, all inside the allocation the view borrows, and the returned
+        // view has the view's lifetime.
+        let data = unsafe { std::slice::from_raw_parts(v.as_ptr(), len) };
+        Some(Self {
+            data,
+            off: 0,
+            rows,
+            cols,
+            rs,
+            cs,
+        })
     }
 
     /// The transpose (no copy).
@@ -96,15 +130,111 @@ impl<'a, A> MatMut<'a, A> {
     }
 }
 
-/// Work (multiply-adds) below which a product runs on the calling thread.
-const PARALLEL_MIN_WORK: usize = 1 << 20;
-/// Minimum rows per parallel tile.
-const MIN_TILE_ROWS: usize = 32;
-/// At most this many tiles per product.
-const MAX_TILES: usize = 4;
+/// Multiply-adds per parallel piece: large enough that the re-packing a piece does and the
+/// rayon hand-off (a few microseconds) stay small next to ~20 us of arithmetic.
+const PIECE_WORK: usize = 1 << 22;
+/// At most this many pieces per product: enough for rayon to balance a few threads (and to
+/// route around a core busy with other work) without re-packing operands too often.
+const MAX_PIECES: usize = 8;
+/// Column-band boundaries are multiples of this: gemm computes row-major outputs as
+/// transposes, so our columns run along its 64-wide AVX-512 f32 micro-tile (x4 kernel); a
+/// band of 96 would run half in the slower x2 edge kernel.
+const COL_ALIGN: usize = 64;
+/// Row-band boundaries are multiples of this (gemm's 6-wide micro-tile side, and 16).
+const ROW_ALIGN: usize = 48;
+
+/// How a product is parallelised: `pm` row bands x `pn` column bands of independent
+/// single-threaded calls, or (`shared`) one call using gemm's rayon parallelism.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Split {
+    pub pm: usize,
+    pub pn: usize,
+    pub shared: bool,
+}
+
+impl Split {
+    /// The split used for an `m x n x k` product: a function of the sizes only, never of the
+    /// thread count, so every output element is computed by the same sequence of
+    /// operations on any machine load or pool size. K is never split.
+    pub fn for_sizes(m: usize, n: usize, k: usize) -> Self {
+        let pieces = (m * n * k / PIECE_WORK).clamp(1, MAX_PIECES);
+        // Measured with 2 threads (AVX-512, sgemm_probe): gemm's shared packing wins by
+        // 10-60% unless K is the longest side (dW = dy^T x), where blocks win by 10-30%.
+        if pieces > 1 && k <= m.max(n) {
+            return Self {
+                pm: 1,
+                pn: 1,
+                shared: true,
+            };
+        }
+        // Column bands first (measured on AVX-512 with gemm 0.19: they cost the least
+        // re-packing for most shapes), then row bands for what is still missing. Bands
+        // narrower than two micro-tiles would run the slow edge kernels.
+        let pn = pieces.min(n / (2 * COL_ALIGN)).max(1);
+        let pm = pieces.div_ceil(pn).min(m / (2 * ROW_ALIGN)).max(1);
+        Self {
+            pm,
+            pn,
+            shared: false,
+        }
+    }
+}
+
+/// Band `i` of `parts` over `len` elements, with boundaries on multiples of `align`.
+fn band(len: usize, parts: usize, i: usize, align: usize) -> (usize, usize) {
+    let step = len.div_ceil(parts).div_ceil(align) * align;
+    let lo = (i * step).min(len);
+    (lo, ((i + 1) * step).min(len) - lo)
+}
+
+/// Multiply-adds issued through [`matmul`] since the process started (for FLOP accounting
+/// in benchmarks; one relaxed atomic add per product).
+static MACS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The running multiply-add count of [`MACS`].
+pub(crate) fn macs() -> u64 {
+    MACS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// `c = a @ b` (or `c += a @ b` with `accumulate`).
 pub(crate) fn matmul<A: Float>(c: MatMut<'_, A>, a: MatRef<'_, A>, b: MatRef<'_, A>, accumulate: bool) {
+    let split = Split::for_sizes(c.rows, c.cols, a.cols);
+    MACS.fetch_add(
+        (c.rows * c.cols * a.cols) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    matmul_split(c, a, b, accumulate, split);
+}
+
+/// [`matmul`] on the calling thread only: for products issued from inside a parallel loop
+/// over batch items, which already keeps every thread busy (nested splitting would only
+/// add re-packing and synchronisation).
+pub(crate) fn matmul_serial<A: Float>(
+    c: MatMut<'_, A>,
+    a: MatRef<'_, A>,
+    b: MatRef<'_, A>,
+    accumulate: bool,
+) {
+    MACS.fetch_add(
+        (c.rows * c.cols * a.cols) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let serial = Split {
+        pm: 1,
+        pn: 1,
+        shared: false,
+    };
+    matmul_split(c, a, b, accumulate, serial);
+}
+
+/// [`matmul`] with an explicit split (benchmarks compare splits with this).
+pub(crate) fn matmul_split<A: Float>(
+    c: MatMut<'_, A>,
+    a: MatRef<'_, A>,
+    b: MatRef<'_, A>,
+    accumulate: bool,
+    split: Split,
+) {
     let (m, n, k) = (c.rows, c.cols, a.cols);
     assert!(
         a.rows == m && b.rows == k && b.cols == n,
@@ -127,58 +257,73 @@ pub(crate) fn matmul<A: Float>(c: MatMut<'_, A>, a: MatRef<'_, A>, b: MatRef<'_,
         }
         return;
     }
-    let work = m * n * k;
-    let tiles = if work < PARALLEL_MIN_WORK {
-        1
-    } else {
-        (m / MIN_TILE_ROWS).clamp(1, MAX_TILES)
+    let pieces = split.pm * split.pn;
+    let c_rs = c.rs;
+    let dst = SendPtr(c.data[c.off..].as_mut_ptr());
+    let run = |p: usize| {
+        let (r0, rows) = band(m, split.pm, p / split.pn, ROW_ALIGN);
+        let (c0, cols) = band(n, split.pn, p % split.pn, COL_ALIGN);
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        // SAFETY: the output view was bounds-checked above; pieces cover disjoint blocks
+        // of it, so no two threads write the same element, and `a`/`b` were checked whole.
+        unsafe {
+            raw(
+                dst.get().add(r0 * c_rs + c0),
+                c_rs,
+                rows,
+                cols,
+                k,
+                a.data.as_ptr().add(a.off + r0 * a.rs),
+                a,
+                b.data.as_ptr().add(b.off + c0 * b.cs),
+                b,
+                accumulate,
+                if split.shared {
+                    gemm::Parallelism::Rayon(0)
+                } else {
+                    gemm::Parallelism::None
+                },
+            )
+        };
     };
-    if tiles == 1 {
-        // SAFETY: all three views were bounds-checked above.
-        unsafe { raw(c.data.as_mut_ptr().add(c.off), c.rs, m, n, k, a, 0, b, accumulate) };
-        return;
+    if pieces <= 1 {
+        run(0);
+    } else {
+        (0..pieces).into_par_iter().for_each(run);
     }
-    let rows_per = m.div_ceil(tiles);
-    let region = &mut c.data[c.off..c.off + (m - 1) * c.rs + n];
-    // Row tiles of the output are disjoint slices of `region` (the last may be short).
-    let mut chunks: Vec<&mut [A]> = Vec::with_capacity(tiles);
-    let mut rest = region;
-    let mut row = 0;
-    while row < m {
-        let rows = rows_per.min(m - row);
-        let take = if row + rows == m { rest.len() } else { rows * c.rs };
-        let (head, tail) = rest.split_at_mut(take);
-        chunks.push(head);
-        rest = tail;
-        row += rows;
+}
+
+/// A raw output pointer shared by the disjoint pieces of one product.
+#[derive(Clone, Copy)]
+struct SendPtr<A>(*mut A);
+// SAFETY: the pieces sharing it write disjoint elements (see `matmul_split`).
+unsafe impl<A> Send for SendPtr<A> {}
+// SAFETY: as above.
+unsafe impl<A> Sync for SendPtr<A> {}
+impl<A> SendPtr<A> {
+    fn get(self) -> *mut A {
+        self.0
     }
-    let rs = c.rs;
-    chunks.into_par_iter().enumerate().for_each(|(i, chunk)| {
-        let r0 = i * rows_per;
-        let rows = rows_per.min(m - r0);
-        // SAFETY: the chunk holds rows r0..r0+rows of the output; `a` is offset to the same
-        // rows and was bounds-checked as a whole.
-        unsafe { raw(chunk.as_mut_ptr(), rs, rows, n, k, a, r0, b, accumulate) };
-    });
 }
 
 /// # Safety
-/// `dst` must be valid for `m` rows of `n` elements with row stride `dst_rs`; `a` rows
-/// `row0..row0+m` and `b` must be in bounds.
-#[allow(clippy::too_many_arguments)]
+/// `dst` must be valid for `m` rows of `n` elements with row stride `dst_rs`; `a_ptr`/`b_ptr`
+/// must address `m x k` / `k x n` blocks with the strides of `a`/`b`, in bounds.
 unsafe fn raw<A: Float>(
     dst: *mut A,
     dst_rs: usize,
     m: usize,
     n: usize,
     k: usize,
+    a_ptr: *const A,
     a: MatRef<'_, A>,
-    row0: usize,
+    b_ptr: *const A,
     b: MatRef<'_, A>,
     accumulate: bool,
+    parallelism: gemm::Parallelism,
 ) {
-    let a_ptr = a.data[a.off + row0 * a.rs..].as_ptr();
-    let b_ptr = b.data[b.off..].as_ptr();
     // SAFETY: forwarded from the caller; gemm reads only inside the described views.
     unsafe {
         gemm::gemm(
@@ -200,7 +345,7 @@ unsafe fn raw<A: Float>(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
     }
 }
@@ -257,23 +402,54 @@ mod tests {
 
     #[test]
     fn identical_for_any_thread_count() {
-        let (m, n, k) = (700, 96, 200);
-        let a: Vec<f32> = fill(m * k, 0.3).iter().map(|&v| v as f32).collect();
-        let b: Vec<f32> = fill(k * n, 0.7).iter().map(|&v| v as f32).collect();
-        let run = || {
-            let mut c = vec![0.0f32; m * n];
-            matmul(
-                MatMut::row_major(&mut c, 0, m, n),
-                MatRef::row_major(&a, 0, m, k),
-                MatRef::row_major(&b, 0, k, n),
-                false,
-            );
-            c
-        };
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let single = pool.install(run);
-        let pool3 = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-        assert_eq!(single, pool3.install(run));
-        assert_eq!(single, run());
+        // Shared-packing (K short) and block (K long) strategies, odd sizes, transposed B.
+        for &(m, n, k, bt) in &[
+            (700, 96, 200, false),
+            (333, 777, 555, true),
+            (96, 200, 3000, false),
+            (256, 256, 4096, true),
+        ] {
+            let a: Vec<f32> = fill(m * k, 0.3).iter().map(|&v| v as f32).collect();
+            let b: Vec<f32> = fill(k * n, 0.7).iter().map(|&v| v as f32).collect();
+            let run = || {
+                let mut c = vec![0.0f32; m * n];
+                let bv = if bt {
+                    MatRef::row_major(&b, 0, n, k).t()
+                } else {
+                    MatRef::row_major(&b, 0, k, n)
+                };
+                matmul(
+                    MatMut::row_major(&mut c, 0, m, n),
+                    MatRef::row_major(&a, 0, m, k),
+                    bv,
+                    false,
+                );
+                c
+            };
+            let single = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap()
+                .install(run);
+            for threads in 2..=4 {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                assert_eq!(single, pool.install(run), "{m}x{n}x{k} with {threads} threads");
+            }
+            assert_eq!(single, run());
+        }
+    }
+
+    #[test]
+    fn splits_depend_on_sizes_only() {
+        assert!(Split::for_sizes(4096, 768, 192).shared);
+        let dw = Split::for_sizes(768, 192, 4096);
+        assert!(!dw.shared && dw.pm * dw.pn > 1);
+        assert_eq!(
+            Split::for_sizes(64, 64, 64).pm * Split::for_sizes(64, 64, 64).pn,
+            1
+        );
     }
 }

@@ -20,6 +20,7 @@ pub mod layers;
 pub mod models;
 pub mod network;
 pub mod param;
+mod vmath;
 
 pub use error::{NnError, Result};
 pub use network::{Network, NetworkDenoiser};
@@ -27,6 +28,15 @@ pub use param::{Float, Param, Parameters};
 
 /// `a @ b` for 2-d arrays through the crate's GEMM (thread-count independent results).
 pub fn matmul_2d<A: Float>(a: &ndarray::Array2<A>, b: &ndarray::Array2<A>) -> Result<ndarray::Array2<A>> {
+    matmul_view(a.view(), b.view())
+}
+
+/// `a @ b` for 2-d views; transposed views (`x.t()`) and other positive-stride layouts are
+/// read in place, anything else is copied first.
+pub fn matmul_view<A: Float>(
+    a: ndarray::ArrayView2<'_, A>,
+    b: ndarray::ArrayView2<'_, A>,
+) -> Result<ndarray::Array2<A>> {
     let (m, k) = a.dim();
     let (k2, n) = b.dim();
     if k != k2 {
@@ -36,14 +46,53 @@ pub fn matmul_2d<A: Float>(a: &ndarray::Array2<A>, b: &ndarray::Array2<A>) -> Re
             got: vec![k2],
         });
     }
-    let a = a.as_standard_layout();
-    let b = b.as_standard_layout();
     let mut c = vec![A::zero(); m * n];
-    gemm::matmul(
-        gemm::MatMut::row_major(&mut c, 0, m, n),
-        gemm::MatRef::row_major(a.as_slice().expect("standard layout"), 0, m, k),
-        gemm::MatRef::row_major(b.as_slice().expect("standard layout"), 0, k, n),
-        false,
-    );
+    let (a_own, b_own);
+    let av = match gemm::MatRef::from_view(a) {
+        Some(v) => v,
+        None => {
+            a_own = a.as_standard_layout().into_owned();
+            gemm::MatRef::row_major(a_own.as_slice().expect("standard layout"), 0, m, k)
+        }
+    };
+    let bv = match gemm::MatRef::from_view(b) {
+        Some(v) => v,
+        None => {
+            b_own = b.as_standard_layout().into_owned();
+            gemm::MatRef::row_major(b_own.as_slice().expect("standard layout"), 0, k, n)
+        }
+    };
+    gemm::matmul(gemm::MatMut::row_major(&mut c, 0, m, n), av, bv, false);
     Ok(ndarray::Array2::from_shape_vec((m, n), c).expect("length m * n"))
+}
+
+/// Multiply-adds issued through the crate's GEMM so far in this process (all threads):
+/// the difference across a call is that call's matrix-product work (`2 *` it in FLOPs).
+pub fn gemm_macs() -> u64 {
+    gemm::macs()
+}
+
+/// `a @ b` for row-major slices with an explicit `(row bands, column bands)` split: a hook for
+/// `examples/sgemm_probe.rs` to compare splits; not a stable API.
+#[doc(hidden)]
+pub fn probe_matmul_split<A: Float>(
+    c: &mut [A],
+    a: ndarray::ArrayView2<'_, A>,
+    b: ndarray::ArrayView2<'_, A>,
+    split: Option<(usize, usize)>,
+) {
+    let (m, n) = (a.nrows(), b.ncols());
+    let (av, bv) = (
+        gemm::MatRef::from_view(a).expect("positive strides"),
+        gemm::MatRef::from_view(b).expect("positive strides"),
+    );
+    let split = split.map_or_else(
+        || gemm::Split::for_sizes(m, n, a.ncols()),
+        |(pm, pn)| gemm::Split {
+            pm,
+            pn,
+            shared: false,
+        },
+    );
+    gemm::matmul_split(gemm::MatMut::row_major(c, 0, m, n), av, bv, false, split);
 }

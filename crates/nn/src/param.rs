@@ -35,9 +35,24 @@ pub trait Float:
     fn as_f64(self) -> f64 {
         <Self as Element>::to_f64(self)
     }
+
+    /// `x[i] = exp(x[i])` over a slice: the hot loop of every activation and softmax.
+    /// f64 keeps the correctly rounded scalar `exp` (it is the reference precision); f32
+    /// uses the vectorised version in `vmath` (clamped to finite normal results).
+    #[inline]
+    fn exp_in_place(x: &mut [Self]) {
+        for v in x.iter_mut() {
+            *v = num_traits::Float::exp(*v);
+        }
+    }
 }
 
-impl Float for f32 {}
+impl Float for f32 {
+    #[inline]
+    fn exp_in_place(x: &mut [f32]) {
+        crate::vmath::exp_f32_in_place(x)
+    }
+}
 impl Float for f64 {}
 
 /// `v` rounded to `A` (named to avoid the `from_f64` clash between `Element` and num-traits).

@@ -216,3 +216,98 @@ fn parameter_names_follow_pytorch_order() {
     assert!(names.contains(&"down.2.0.weight".to_string()), "downsample conv");
     assert!(names.contains(&"up.3.1.weight".to_string()), "upsample conv");
 }
+
+#[test]
+fn whitebox_dit_shapes_names_and_bad_inputs() {
+    use diffusion_nn::models::{WhiteBoxDit, WhiteBoxDitConfig};
+    let mut rng = Rng::new(11);
+    let cfg = WhiteBoxDitConfig {
+        in_ch: 2,
+        size: 8,
+        patch: 2,
+        hidden: 16,
+        depth: 2,
+        heads: 4,
+        freq_dim: 8,
+        num_classes: 3,
+        ..WhiteBoxDitConfig::default()
+    };
+    let net = WhiteBoxDit::<f32>::new(cfg, &mut rng).unwrap();
+    let mut names = Vec::new();
+    net.visit(&mut |n, _| names.push(n.to_string()));
+    assert_eq!(names.first().map(String::as_str), Some("x_embed.weight"));
+    assert!(names.contains(&"blocks.1.attn.qkv.weight".to_string()));
+    assert!(names.contains(&"blocks.0.ista.weight".to_string()));
+    assert!(names.contains(&"y_embed.weight".to_string()));
+    assert_eq!(names.last().map(String::as_str), Some("out.bias"));
+    // adaLN-Zero: the untrained model outputs exactly zero.
+    let x = randn(&[2, 2, 8, 8], &mut rng);
+    let y = net.infer(&x, &[1.0, 2.0], Some(&[0, 2])).unwrap();
+    assert_eq!(y.shape(), &[2, 2, 8, 8]);
+    assert!(y.iter().all(|&v| v == 0.0));
+    // Bad inputs are typed errors, not panics.
+    assert!(matches!(
+        net.infer(&randn(&[2, 3, 8, 8], &mut rng), &[0.0; 2], None),
+        Err(NnError::Shape { .. })
+    ));
+    assert!(matches!(
+        net.infer(&x, &[0.0; 3], None),
+        Err(NnError::Input { name: "t", .. })
+    ));
+    assert!(matches!(
+        net.infer(&x, &[0.0; 2], Some(&[0, 3])),
+        Err(NnError::Input { .. })
+    ));
+    let (_, cache) = WhiteBoxDit::<f32>::new(cfg, &mut rng)
+        .unwrap()
+        .forward(&x, &[0.0; 2], None)
+        .unwrap();
+    let mut net = net;
+    assert!(matches!(
+        net.backward(&cache, &randn(&[2, 2, 8, 4], &mut rng)),
+        Err(NnError::Shape { .. })
+    ));
+    for bad in [
+        WhiteBoxDitConfig { heads: 5, ..cfg },
+        WhiteBoxDitConfig {
+            ista_step: -0.1,
+            ..cfg
+        },
+        WhiteBoxDitConfig { patch: 3, ..cfg },
+    ] {
+        assert!(matches!(
+            WhiteBoxDit::<f32>::new(bad, &mut rng),
+            Err(NnError::Config { .. })
+        ));
+    }
+}
+
+#[test]
+fn mlp_and_whitebox_dit_do_not_depend_on_thread_count() {
+    use diffusion_nn::models::{WhiteBoxDit, WhiteBoxDitConfig};
+    let mut rng = Rng::new(12);
+    // Batch 512 makes the products large enough for both parallel GEMM strategies
+    // (shared packing for forward/dx, output blocks for the long-K weight gradients).
+    let mlp = MlpDenoiser::<f32>::new(MlpConfig::default(), &mut rng).unwrap();
+    let x = randn(&[512, 2], &mut rng);
+    let t: Vec<f32> = (0..512).map(|i| (i % 97) as f32).collect();
+    let mut wb = WhiteBoxDit::<f32>::new(
+        WhiteBoxDitConfig {
+            hidden: 48,
+            depth: 2,
+            ..WhiteBoxDitConfig::default()
+        },
+        &mut rng,
+    )
+    .unwrap();
+    // Non-zero adaLN/output weights, so outputs and gradients are not trivially zero.
+    wb.visit_mut(&mut |_, p| p.value.iter_mut().for_each(|v| *v += 0.05 * rng.normal() as f32));
+    let xw = randn(&[3, 4, 16, 16], &mut rng);
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    let (y1, dx1, g1) = one.install(|| run(&mlp, &x, &t));
+    assert_eq!((y1, dx1, g1), three.install(|| run(&mlp, &x, &t)));
+    let (y1, dx1, g1) = one.install(|| run(&wb, &xw, &t[..3]));
+    assert!(y1.iter().any(|&v| v != 0.0));
+    assert_eq!((y1, dx1, g1), three.install(|| run(&wb, &xw, &t[..3])));
+}

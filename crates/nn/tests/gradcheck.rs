@@ -449,3 +449,25 @@ fn ista_matches_closed_form() {
         assert!((a - b).abs() < 1e-12);
     }
 }
+
+#[test]
+fn whitebox_dit_end_to_end_gradients() {
+    let mut rng = Rng::new(10);
+    let cfg = WhiteBoxDitConfig {
+        in_ch: 2,
+        size: 4,
+        patch: 2,
+        hidden: 8,
+        depth: 2,
+        heads: 2,
+        freq_dim: 6,
+        num_classes: 0,
+        ista_step: 0.3,
+        ista_lambda: 0.1,
+    };
+    let mut net = WhiteBoxDit::<f64>::new(cfg, &mut rng).unwrap();
+    perturb(&mut net, &mut rng, 0.3);
+    let x = randn(&[2, 2, 4, 4], &mut rng);
+    let r = randn(&[2, 2, 4, 4], &mut rng);
+    gradcheck("whitebox-dit", &mut Net(net, vec![3.0, 500.0]), &x, &r, 8);
+}

@@ -10,66 +10,201 @@ use crate::param::{Float, cast};
 
 /// Elements per parallel chunk of an elementwise pass.
 const CHUNK: usize = 1 << 14;
+/// Elements per block of the vectorised `exp`: a stack buffer this long stays in L1.
+const BLOCK: usize = 256;
 
-fn map<A: Float>(x: &[A], f: impl Fn(A) -> A + Sync) -> Vec<A> {
+/// `out[i] = f(x[i], exp(arg(x[i])))`, with the exponentials computed a block at a time by
+/// the vectorised [`Float::exp_in_place`].
+#[inline(always)]
+fn exp_map_into<A: Float>(x: &[A], out: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A) -> A) {
+    let mut buf = [A::zero(); BLOCK];
+    for (xb, ob) in x.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+        let e = &mut buf[..xb.len()];
+        for (e, &v) in e.iter_mut().zip(xb) {
+            *e = arg(v);
+        }
+        A::exp_in_place(e);
+        for ((o, &v), &e) in ob.iter_mut().zip(xb).zip(e.iter()) {
+            *o = f(v, e);
+        }
+    }
+}
+
+/// `out[i] = f(x[i], exp(arg(x[i])), dy[i])` (see [`exp_map_into`]).
+#[inline(always)]
+fn exp_map2_into<A: Float>(x: &[A], dy: &[A], out: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A, A) -> A) {
+    let mut buf = [A::zero(); BLOCK];
+    for ((xb, gb), ob) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)).zip(out.chunks_mut(BLOCK)) {
+        let e = &mut buf[..xb.len()];
+        for (e, &v) in e.iter_mut().zip(xb) {
+            *e = arg(v);
+        }
+        A::exp_in_place(e);
+        for (((o, &v), &e), &g) in ob.iter_mut().zip(xb).zip(e.iter()).zip(gb) {
+            *o = f(v, e, g);
+        }
+    }
+}
+
+/// Parallel [`exp_map_into`] over fixed chunks into a new vector.
+fn par_exp_map<A: Float>(x: &[A], arg: impl Fn(A) -> A + Sync, f: impl Fn(A, A) -> A + Sync) -> Vec<A> {
     let mut y = vec![A::zero(); x.len()];
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = f(x)));
+        .for_each(|(y, x)| exp_map_into(x, y, &arg, &f));
     y
 }
 
-fn map2<A: Float>(x: &[A], dy: &[A], f: impl Fn(A, A) -> A + Sync) -> Vec<A> {
+/// Parallel [`exp_map2_into`] over fixed chunks into a new vector.
+fn par_exp_map2<A: Float>(
+    x: &[A],
+    dy: &[A],
+    arg: impl Fn(A) -> A + Sync,
+    f: impl Fn(A, A, A) -> A + Sync,
+) -> Vec<A> {
     let mut dx = vec![A::zero(); x.len()];
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .for_each(|(d, (x, dy))| {
-            for ((d, &x), &g) in d.iter_mut().zip(x).zip(dy) {
-                *d = f(x, g);
-            }
-        });
+        .for_each(|(d, (x, dy))| exp_map2_into(x, dy, d, &arg, &f));
     dx
 }
 
-#[inline]
-fn sigmoid<A: Float>(x: A) -> A {
-    A::one() / (A::one() + (-x).exp())
+/// Parallel in-place `g[i] = f(x[i], exp(arg(x[i])), g[i])` (a backward pass that reuses the
+/// incoming gradient's buffer instead of allocating a new one).
+fn par_exp_map2_in_place<A: Float>(
+    x: &[A],
+    g: &mut [A],
+    arg: impl Fn(A) -> A + Sync,
+    f: impl Fn(A, A, A) -> A + Sync,
+) {
+    g.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(g, x)| {
+            let mut buf = [A::zero(); BLOCK];
+            for (xb, gb) in x.chunks(BLOCK).zip(g.chunks_mut(BLOCK)) {
+                let e = &mut buf[..xb.len()];
+                for (e, &v) in e.iter_mut().zip(xb) {
+                    *e = arg(v);
+                }
+                A::exp_in_place(e);
+                for ((gv, &v), &e) in gb.iter_mut().zip(xb).zip(e.iter()) {
+                    *gv = f(v, e, *gv);
+                }
+            }
+        });
+}
+
+/// `sigmoid(v)` from `e = exp(-v)`.
+#[inline(always)]
+fn sigmoid_of_exp<A: Float>(e: A) -> A {
+    A::one() / (A::one() + e)
 }
 
 /// `silu(x) = x * sigmoid(x)` on a slice.
 pub(crate) fn silu_slice<A: Float>(x: &[A]) -> Vec<A> {
-    map(x, |v| v * sigmoid(v))
+    par_exp_map(x, |v| -v, |v, e| v * sigmoid_of_exp(e))
+}
+
+/// SiLU in place (parallel over fixed chunks).
+pub(crate) fn silu_in_place<A: Float>(x: &mut [A]) {
+    x.par_chunks_mut(CHUNK).for_each(silu_in_place_seq);
+}
+
+fn silu_in_place_seq<A: Float>(x: &mut [A]) {
+    let mut buf = [A::zero(); BLOCK];
+    for xb in x.chunks_mut(BLOCK) {
+        let e = &mut buf[..xb.len()];
+        for (e, &v) in e.iter_mut().zip(xb.iter()) {
+            *e = -v;
+        }
+        A::exp_in_place(e);
+        for (v, &e) in xb.iter_mut().zip(e.iter()) {
+            *v = *v * sigmoid_of_exp(e);
+        }
+    }
+}
+
+#[inline(always)]
+fn silu_grad<A: Float>(v: A, e: A, g: A) -> A {
+    let s = sigmoid_of_exp(e);
+    g * s * (A::one() + v * (A::one() - s))
 }
 
 /// dL/dx of SiLU given the input `x` and `dy`.
 pub(crate) fn silu_backward_slice<A: Float>(x: &[A], dy: &[A]) -> Vec<A> {
-    map2(x, dy, |v, g| {
-        let s = sigmoid(v);
-        g * s * (A::one() + v * (A::one() - s))
-    })
+    par_exp_map2(x, dy, |v| -v, silu_grad)
+}
+
+/// [`silu_backward_slice`] overwriting `g` (dy in, dx out).
+pub(crate) fn silu_backward_in_place<A: Float>(x: &[A], g: &mut [A]) {
+    par_exp_map2_in_place(x, g, |v| -v, silu_grad)
+}
+
+const GELU_C: f64 = 0.797_884_560_802_865_4; // sqrt(2 / pi)
+const GELU_K: f64 = 0.044715;
+
+/// `-2u` for tanh-GELU's `u = c (v + k v^3)`: `0.5 (1 + tanh u) = sigmoid(2u)`, so
+/// `gelu(v) = v * sigmoid(2u)` needs one `exp` and has no cancellation near 0.
+#[inline(always)]
+fn gelu_arg<A: Float>(v: A, c2: A, k: A) -> A {
+    -(c2 * (v + k * v * v * v))
 }
 
 /// `gelu(x)` with PyTorch's `approximate="tanh"`.
 pub(crate) fn gelu_slice<A: Float>(x: &[A]) -> Vec<A> {
-    let c: A = cast(0.797_884_560_802_865_4); // sqrt(2 / pi)
-    let k: A = cast(0.044715);
-    let half: A = cast(0.5);
-    map(x, move |v| {
-        half * v * (A::one() + (c * (v + k * v * v * v)).tanh())
-    })
+    let (c2, k): (A, A) = (cast(2.0 * GELU_C), cast(GELU_K));
+    par_exp_map(x, move |v| gelu_arg(v, c2, k), |v, e| v * sigmoid_of_exp(e))
+}
+
+/// tanh-GELU in place (parallel over fixed chunks).
+pub(crate) fn gelu_in_place<A: Float>(x: &mut [A]) {
+    x.par_chunks_mut(CHUNK).for_each(gelu_in_place_seq);
+}
+
+fn gelu_in_place_seq<A: Float>(x: &mut [A]) {
+    let (c2, k): (A, A) = (cast(2.0 * GELU_C), cast(GELU_K));
+    let mut buf = [A::zero(); BLOCK];
+    for xb in x.chunks_mut(BLOCK) {
+        let e = &mut buf[..xb.len()];
+        for (e, &v) in e.iter_mut().zip(xb.iter()) {
+            *e = gelu_arg(v, c2, k);
+        }
+        A::exp_in_place(e);
+        for (v, &e) in xb.iter_mut().zip(e.iter()) {
+            *v = *v * sigmoid_of_exp(e);
+        }
+    }
+}
+
+/// The argument and gradient closures of tanh-GELU's backward:
+/// `dx = g (s + 2 v s (1 - s) c (1 + 3 k v^2))` with `s = sigmoid(2u)`.
+fn gelu_backward_parts<A: Float>() -> (impl Fn(A) -> A + Sync, impl Fn(A, A, A) -> A + Sync) {
+    let (c, c2, k, k3, two): (A, A, A, A, A) = (
+        cast(GELU_C),
+        cast(2.0 * GELU_C),
+        cast(GELU_K),
+        cast(3.0 * GELU_K),
+        cast(2.0),
+    );
+    (
+        move |v| gelu_arg(v, c2, k),
+        move |v, e, g| {
+            let s = sigmoid_of_exp(e);
+            g * (s + two * v * s * (A::one() - s) * c * (A::one() + k3 * v * v))
+        },
+    )
 }
 
 /// dL/dx of tanh-GELU.
 pub(crate) fn gelu_backward_slice<A: Float>(x: &[A], dy: &[A]) -> Vec<A> {
-    let c: A = cast(0.797_884_560_802_865_4);
-    let k: A = cast(0.044715);
-    let k3: A = cast(3.0 * 0.044715);
-    let half: A = cast(0.5);
-    map2(x, dy, move |v, g| {
-        let th = (c * (v + k * v * v * v)).tanh();
-        let d = half * (A::one() + th) + half * v * (A::one() - th * th) * c * (A::one() + k3 * v * v);
-        g * d
-    })
+    let (arg, grad) = gelu_backward_parts::<A>();
+    par_exp_map2(x, dy, arg, grad)
+}
+
+/// [`gelu_backward_slice`] overwriting `g` (dy in, dx out).
+pub(crate) fn gelu_backward_in_place<A: Float>(x: &[A], g: &mut [A]) {
+    let (arg, grad) = gelu_backward_parts::<A>();
+    par_exp_map2_in_place(x, g, arg, grad)
 }
 
 macro_rules! activation {

@@ -293,11 +293,11 @@ impl<A: Float> MultiheadAttention<A> {
 pub(crate) fn softmax_rows<A: Float>(s: &mut [A], n: usize, scale: A) {
     for row in s.chunks_mut(n) {
         let m = row.iter().fold(A::neg_infinity(), |m, &v| m.max(v));
-        let mut sum = A::zero();
         for v in row.iter_mut() {
-            *v = ((*v - m) * scale).exp();
-            sum = sum + *v;
+            *v = (*v - m) * scale;
         }
+        A::exp_in_place(row);
+        let sum = row.iter().fold(A::zero(), |a, &v| a + v);
         let inv = A::one() / sum;
         for v in row.iter_mut() {
             *v = *v * inv;

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::{array, par_items_with_grads, std_slice, uniform_array};
 use crate::error::{NnError, Result, check_shape};
-use crate::gemm::{MatMut, MatRef, matmul};
+use crate::gemm::{MatMut, MatRef, matmul, matmul_serial};
 use crate::param::{Float, Param, Parameters};
 
 /// Sizes of one convolution call, all as 3-d.
@@ -71,11 +71,19 @@ fn im2col<A: Float>(x: &[A], g: &Geom, cols: &mut [A]) {
                                 continue;
                             };
                             let base = ((c * id + iz) * ih + iy) * iw;
-                            for (xo, o) in orow.iter_mut().enumerate() {
-                                *o = match src(xo, kx, g.stride[2], g.pad[2], iw) {
-                                    Some(ix) => x[base + ix],
-                                    None => A::zero(),
-                                };
+                            let (lo, hi) = valid_range(kx, g.stride[2], g.pad[2], iw, ow);
+                            orow[..lo].fill(A::zero());
+                            orow[hi..].fill(A::zero());
+                            if lo == hi {
+                                continue;
+                            }
+                            let first = lo * g.stride[2] + kx - g.pad[2];
+                            if g.stride[2] == 1 {
+                                orow[lo..hi].copy_from_slice(&x[base + first..base + first + hi - lo]);
+                            } else {
+                                for (j, o) in orow[lo..hi].iter_mut().enumerate() {
+                                    *o = x[base + first + j * g.stride[2]];
+                                }
                             }
                         }
                     }
@@ -83,6 +91,16 @@ fn im2col<A: Float>(x: &[A], g: &Geom, cols: &mut [A]) {
             }
         }
     }
+}
+
+/// The output indices `lo..hi` along an axis whose input index `o * stride + k - pad` is
+/// inside `0..size` (a contiguous range, so the inner loops need no per-element checks).
+#[inline]
+fn valid_range(k: usize, stride: usize, pad: usize, size: usize, out: usize) -> (usize, usize) {
+    // o * stride + k >= pad  and  o * stride + k < size + pad
+    let lo = pad.saturating_sub(k).div_ceil(stride).min(out);
+    let hi = (size + pad).saturating_sub(k).div_ceil(stride).clamp(lo, out);
+    (lo, hi)
 }
 
 /// The adjoint of [`im2col`]: `dx[c, iz, iy, ix] += dcols[...]`.
@@ -108,9 +126,20 @@ fn col2im<A: Float>(dcols: &[A], g: &Geom, dx: &mut [A]) {
                             };
                             let base = ((c * id + iz) * ih + iy) * iw;
                             let crow = &col[(z * oh + y) * ow..(z * oh + y + 1) * ow];
-                            for (xo, &v) in crow.iter().enumerate() {
-                                if let Some(ix) = src(xo, kx, g.stride[2], g.pad[2], iw) {
-                                    dx[base + ix] = dx[base + ix] + v;
+                            let (lo, hi) = valid_range(kx, g.stride[2], g.pad[2], iw, ow);
+                            if lo == hi {
+                                continue;
+                            }
+                            let first = lo * g.stride[2] + kx - g.pad[2];
+                            if g.stride[2] == 1 {
+                                let dst = &mut dx[base + first..base + first + hi - lo];
+                                for (d, &v) in dst.iter_mut().zip(&crow[lo..hi]) {
+                                    *d = *d + v;
+                                }
+                            } else {
+                                for (j, &v) in crow[lo..hi].iter().enumerate() {
+                                    let i = base + first + j * g.stride[2];
+                                    dx[i] = dx[i] + v;
                                 }
                             }
                         }
@@ -118,6 +147,20 @@ fn col2im<A: Float>(dcols: &[A], g: &Geom, dx: &mut [A]) {
                 }
             }
         }
+    }
+}
+
+/// Batches at least this large keep every thread busy with whole items, so the per-item
+/// products run serially; smaller batches let each product parallelise itself. (A rule on
+/// the batch size alone, so results stay independent of the thread count.)
+const SERIAL_ITEMS: usize = 4;
+
+/// One per-item product, serial when the batch loop already runs in parallel.
+fn gemm_item<A: Float>(serial: bool, c: MatMut<'_, A>, a: MatRef<'_, A>, b: MatRef<'_, A>, acc: bool) {
+    if serial {
+        matmul_serial(c, a, b, acc)
+    } else {
+        matmul(c, a, b, acc)
     }
 }
 
@@ -275,8 +318,8 @@ impl<A: Float> Conv<A> {
         s
     }
 
-    /// Forward of one item: `y = W cols + b` per group.
-    fn forward_item(&self, x: &[A], g: &Geom, y: &mut [A]) {
+    /// Forward of one item: `y = W cols + b` per group; `buf` holds the im2col columns.
+    fn forward_item(&self, x: &[A], g: &Geom, y: &mut [A], buf: &mut Vec<A>, serial: bool) {
         let (cout, l) = (self.out_channels(), g.out_len());
         let (cin_g, cout_g) = (g.cin / self.groups, cout / self.groups);
         let kk = cin_g * g.k_len();
@@ -285,17 +328,17 @@ impl<A: Float> Conv<A> {
                 row.fill(bv);
             }
         }
-        let owned;
         let cols: &[A] = if g.is_pointwise() {
             x
         } else {
-            let mut c = vec![A::zero(); g.cin * g.k_len() * l];
-            im2col(x, g, &mut c);
-            owned = c;
-            &owned
+            // Every element is written by im2col, so the buffer is only grown, never cleared.
+            buf.resize(g.cin * g.k_len() * l, A::zero());
+            im2col(x, g, buf);
+            buf
         };
         for gi in 0..self.groups {
-            matmul(
+            gemm_item(
+                serial,
                 MatMut::row_major(y, gi * cout_g * l, cout_g, l),
                 MatRef::row_major(self.weight.v(), gi * cout_g * kk, cout_g, kk),
                 MatRef::row_major(cols, gi * kk * l, kk, l),
@@ -309,10 +352,13 @@ impl<A: Float> Conv<A> {
         let out_shape = self.out_shape(batch, &g);
         let (per_in, per_out) = (g.cin * g.in_len(), self.out_channels() * g.out_len());
         let mut y = vec![A::zero(); batch * per_out];
+        let serial = batch >= SERIAL_ITEMS;
         if per_out > 0 {
             y.par_chunks_mut(per_out)
                 .enumerate()
-                .for_each(|(b, yb)| self.forward_item(&x[b * per_in..(b + 1) * per_in], &g, yb));
+                .for_each_init(Vec::new, |buf, (b, yb)| {
+                    self.forward_item(&x[b * per_in..(b + 1) * per_in], &g, yb, buf, serial)
+                });
         }
         Ok((y, out_shape))
     }
@@ -344,22 +390,28 @@ impl<A: Float> Conv<A> {
         let mut dx = vec![A::zero(); batch * per_in];
         let weight = self.weight.v();
         let groups = self.groups;
-        let grads = par_items_with_grads(&mut dx, batch, glen, |b, dxb, grad| {
+        let serial = batch >= SERIAL_ITEMS;
+        let grads = par_items_with_grads(&mut dx, batch, glen, |b, dxb, grad, scratch| {
             let xb = &x[b * per_in..(b + 1) * per_in];
             let dyb = &dy[b * per_out..(b + 1) * per_out];
-            let owned;
+            let ncols = if g.is_pointwise() {
+                0
+            } else {
+                g.cin * g.k_len() * l
+            };
+            // Both buffers are fully overwritten (im2col / a non-accumulating GEMM).
+            let (cbuf, dcols) = scratch.get(ncols, if need_dx { ncols } else { 0 });
             let cols: &[A] = if g.is_pointwise() {
                 xb
             } else {
-                let mut c = vec![A::zero(); g.cin * g.k_len() * l];
-                im2col(xb, &g, &mut c);
-                owned = c;
-                &owned
+                im2col(xb, &g, cbuf);
+                cbuf
             };
             let (gw, gb) = grad.split_at_mut(wlen);
             for gi in 0..groups {
                 // dW_g += dy_g cols_g^T
-                matmul(
+                gemm_item(
+                    serial,
                     MatMut::row_major(gw, gi * cout_g * kk, cout_g, kk),
                     MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
                     MatRef::row_major(cols, gi * kk * l, kk, l).t(),
@@ -376,7 +428,8 @@ impl<A: Float> Conv<A> {
             }
             if g.is_pointwise() {
                 for gi in 0..groups {
-                    matmul(
+                    gemm_item(
+                        serial,
                         MatMut::row_major(dxb, gi * kk * l, kk, l),
                         MatRef::row_major(weight, gi * cout_g * kk, cout_g, kk).t(),
                         MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
@@ -384,16 +437,16 @@ impl<A: Float> Conv<A> {
                     );
                 }
             } else {
-                let mut dcols = vec![A::zero(); g.cin * g.k_len() * l];
                 for gi in 0..groups {
-                    matmul(
-                        MatMut::row_major(&mut dcols, gi * kk * l, kk, l),
+                    gemm_item(
+                        serial,
+                        MatMut::row_major(dcols, gi * kk * l, kk, l),
                         MatRef::row_major(weight, gi * cout_g * kk, cout_g, kk).t(),
                         MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
                         false,
                     );
                 }
-                col2im(&dcols, &g, dxb);
+                col2im(dcols, &g, dxb);
             }
         });
         super::add_into(self.weight.g(), &grads[..wlen]);

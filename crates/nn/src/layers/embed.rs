@@ -2,6 +2,7 @@
 
 use diffusion_core::Rng;
 use ndarray::ArrayD;
+use rayon::prelude::*;
 
 use super::{array, std_slice};
 use crate::error::{NnError, Result};
@@ -14,14 +15,30 @@ use crate::param::{Float, Param, Parameters, cast, wide};
 /// (t up to 1000 makes an f32 argument lose ~1e-4 absolute otherwise).
 pub fn timestep_embedding<A: Float>(t: &[A], dim: usize, max_period: f64) -> ArrayD<A> {
     let half = dim / 2;
+    let freqs: Vec<f64> = (0..half)
+        .map(|i| (-max_period.ln() * i as f64 / half as f64).exp())
+        .collect();
+    // A batch holds few distinct timesteps (one while sampling, at most the number of
+    // training steps while training): compute each distinct row once and copy it.
+    let mut rows: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut table: Vec<A> = Vec::new();
     let mut out = Vec::with_capacity(t.len() * 2 * half);
     for &tv in t {
         let tv = wide(tv);
-        let args: Vec<f64> = (0..half)
-            .map(|i| tv * (-max_period.ln() * i as f64 / half as f64).exp())
-            .collect();
-        out.extend(args.iter().map(|a| cast::<A>(a.cos())));
-        out.extend(args.iter().map(|a| cast::<A>(a.sin())));
+        let r = *rows.entry(tv.to_bits()).or_insert_with(|| {
+            let at = table.len() / (2 * half).max(1);
+            let (cos, sin): (Vec<A>, Vec<A>) = freqs
+                .iter()
+                .map(|&f| {
+                    let (s, c) = (tv * f).sin_cos();
+                    (cast::<A>(c), cast::<A>(s))
+                })
+                .unzip();
+            table.extend(cos);
+            table.extend(sin);
+            at
+        });
+        out.extend_from_slice(&table[r * 2 * half..(r + 1) * 2 * half]);
     }
     array(&[t.len(), 2 * half], out)
 }
@@ -68,7 +85,7 @@ impl<A> Parameters<A> for FourierFeatures<A> {
 
 /// adaLN modulation `y = x * (1 + scale) + shift` for `x: [batch, tokens, dim]` and
 /// per-item `shift`, `scale: [batch, dim]` (rows of stride `ms` starting at column
-/// `shift_at` / `scale_at` of a packed modulation matrix).
+/// `shift_at` / `scale_at` of a packed modulation matrix). Parallel over batch items.
 pub(crate) fn modulate<A: Float>(
     x: &[A],
     m: &[A],
@@ -79,19 +96,24 @@ pub(crate) fn modulate<A: Float>(
     dim: usize,
 ) -> Vec<A> {
     let mut y = vec![A::zero(); x.len()];
-    for (b, (yb, xb)) in y.chunks_mut(tokens * dim).zip(x.chunks(tokens * dim)).enumerate() {
-        let shift = &m[b * ms + shift_at..b * ms + shift_at + dim];
-        let scale = &m[b * ms + scale_at..b * ms + scale_at + dim];
-        for (yr, xr) in yb.chunks_mut(dim).zip(xb.chunks(dim)) {
-            for i in 0..dim {
-                yr[i] = xr[i] * (A::one() + scale[i]) + shift[i];
+    let item = (tokens * dim).max(1);
+    y.par_chunks_mut(item)
+        .zip(x.par_chunks(item))
+        .zip(m.par_chunks(ms.max(1)))
+        .for_each(|((yb, xb), mb)| {
+            let shift = &mb[shift_at..shift_at + dim];
+            let scale = &mb[scale_at..scale_at + dim];
+            for (yr, xr) in yb.chunks_mut(dim).zip(xb.chunks(dim)) {
+                for i in 0..dim {
+                    yr[i] = xr[i] * (A::one() + scale[i]) + shift[i];
+                }
             }
-        }
-    }
+        });
     y
 }
 
 /// Backward of [`modulate`]: returns dx and adds d(shift), d(scale) into `dm` (same packing).
+/// Parallel over batch items: each item owns its row of `dm`, so sums keep a fixed order.
 pub(crate) fn modulate_backward<A: Float>(
     x: &[A],
     dy: &[A],
@@ -104,21 +126,20 @@ pub(crate) fn modulate_backward<A: Float>(
     dim: usize,
 ) -> Vec<A> {
     let mut dx = vec![A::zero(); x.len()];
-    for (b, ((dxb, xb), dyb)) in dx
-        .chunks_mut(tokens * dim)
-        .zip(x.chunks(tokens * dim))
-        .zip(dy.chunks(tokens * dim))
-        .enumerate()
-    {
-        let scale = &m[b * ms + scale_at..b * ms + scale_at + dim];
-        for ((dxr, xr), dyr) in dxb.chunks_mut(dim).zip(xb.chunks(dim)).zip(dyb.chunks(dim)) {
-            for i in 0..dim {
-                dxr[i] = dyr[i] * (A::one() + scale[i]);
-                dm[b * ms + shift_at + i] = dm[b * ms + shift_at + i] + dyr[i];
-                dm[b * ms + scale_at + i] = dm[b * ms + scale_at + i] + dyr[i] * xr[i];
+    let item = (tokens * dim).max(1);
+    dx.par_chunks_mut(item)
+        .zip(x.par_chunks(item).zip(dy.par_chunks(item)))
+        .zip(m.par_chunks(ms.max(1)).zip(dm.par_chunks_mut(ms.max(1))))
+        .for_each(|((dxb, (xb, dyb)), (mb, dmb))| {
+            let scale = &mb[scale_at..scale_at + dim];
+            for ((dxr, xr), dyr) in dxb.chunks_mut(dim).zip(xb.chunks(dim)).zip(dyb.chunks(dim)) {
+                for i in 0..dim {
+                    dxr[i] = dyr[i] * (A::one() + scale[i]);
+                    dmb[shift_at + i] = dmb[shift_at + i] + dyr[i];
+                    dmb[scale_at + i] = dmb[scale_at + i] + dyr[i] * xr[i];
+                }
             }
-        }
-    }
+        });
     dx
 }
 
@@ -132,14 +153,18 @@ pub(crate) fn gate_add<A: Float>(
     tokens: usize,
     dim: usize,
 ) {
-    for (b, (xb, fb)) in x.chunks_mut(tokens * dim).zip(f.chunks(tokens * dim)).enumerate() {
-        let g = &m[b * ms + gate_at..b * ms + gate_at + dim];
-        for (xr, fr) in xb.chunks_mut(dim).zip(fb.chunks(dim)) {
-            for i in 0..dim {
-                xr[i] = xr[i] + g[i] * fr[i];
+    let item = (tokens * dim).max(1);
+    x.par_chunks_mut(item)
+        .zip(f.par_chunks(item))
+        .zip(m.par_chunks(ms.max(1)))
+        .for_each(|((xb, fb), mb)| {
+            let g = &mb[gate_at..gate_at + dim];
+            for (xr, fr) in xb.chunks_mut(dim).zip(fb.chunks(dim)) {
+                for i in 0..dim {
+                    xr[i] = xr[i] + g[i] * fr[i];
+                }
             }
-        }
-    }
+        });
 }
 
 /// Backward of [`gate_add`] for the gated branch: returns df, adds d(gate) into `dm`.
@@ -154,20 +179,19 @@ pub(crate) fn gate_backward<A: Float>(
     dim: usize,
 ) -> Vec<A> {
     let mut df = vec![A::zero(); dy.len()];
-    for (b, ((dfb, fb), dyb)) in df
-        .chunks_mut(tokens * dim)
-        .zip(f.chunks(tokens * dim))
-        .zip(dy.chunks(tokens * dim))
-        .enumerate()
-    {
-        let g = &m[b * ms + gate_at..b * ms + gate_at + dim];
-        for ((dfr, fr), dyr) in dfb.chunks_mut(dim).zip(fb.chunks(dim)).zip(dyb.chunks(dim)) {
-            for i in 0..dim {
-                dfr[i] = dyr[i] * g[i];
-                dm[b * ms + gate_at + i] = dm[b * ms + gate_at + i] + dyr[i] * fr[i];
+    let item = (tokens * dim).max(1);
+    df.par_chunks_mut(item)
+        .zip(f.par_chunks(item).zip(dy.par_chunks(item)))
+        .zip(m.par_chunks(ms.max(1)).zip(dm.par_chunks_mut(ms.max(1))))
+        .for_each(|((dfb, (fb, dyb)), (mb, dmb))| {
+            let g = &mb[gate_at..gate_at + dim];
+            for ((dfr, fr), dyr) in dfb.chunks_mut(dim).zip(fb.chunks(dim)).zip(dyb.chunks(dim)) {
+                for i in 0..dim {
+                    dfr[i] = dyr[i] * g[i];
+                    dmb[gate_at + i] = dmb[gate_at + i] + dyr[i] * fr[i];
+                }
             }
-        }
-    }
+        });
     df
 }
 

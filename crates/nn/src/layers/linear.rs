@@ -55,11 +55,11 @@ impl<A: Float> Linear<A> {
     /// `y = x W^T + b` on rows of a slice (`x.len() = rows * in`).
     pub(crate) fn forward_slice(&self, x: &[A], rows: usize) -> Vec<A> {
         let (inp, out) = (self.in_features(), self.out_features());
-        let mut y = vec![A::zero(); rows * out];
-        if let Some(b) = &self.bias {
-            for row in y.chunks_mut(out) {
-                row.copy_from_slice(b.v());
-            }
+        // Start from the bias rows (written once, not zeroed first) and accumulate x W^T.
+        let mut y = Vec::with_capacity(rows * out);
+        match &self.bias {
+            Some(b) => (0..rows).for_each(|_| y.extend_from_slice(b.v())),
+            None => y.resize(rows * out, A::zero()),
         }
         matmul(
             MatMut::row_major(&mut y, 0, rows, out),

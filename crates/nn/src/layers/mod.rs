@@ -49,13 +49,14 @@ pub(crate) fn array<A>(shape: &[usize], data: Vec<A>) -> ArrayD<A> {
 /// so sums are identical for any number of threads.
 const GRAD_GROUPS: usize = 8;
 
-/// Runs `f(item, dx_item, grad_partial)` over batch items in parallel. `dx` is split into
-/// `batch` equal items; items are processed in fixed contiguous groups, each accumulating
-/// into its own zeroed buffer of `grad_len`; the group buffers are then summed in order.
+/// Runs `f(item, dx_item, grad_partial, scratch)` over batch items in parallel. `dx` is
+/// split into `batch` equal items; items are processed in fixed contiguous groups, each
+/// accumulating into its own zeroed buffer of `grad_len`; the group buffers are then summed
+/// in order. `scratch` is reused by the items of a group (its contents are unspecified).
 pub(crate) fn par_items_with_grads<A, F>(dx: &mut [A], batch: usize, grad_len: usize, f: F) -> Vec<A>
 where
     A: Float,
-    F: Fn(usize, &mut [A], &mut [A]) + Sync,
+    F: Fn(usize, &mut [A], &mut [A], &mut Scratch<A>) + Sync,
 {
     if batch == 0 {
         return vec![A::zero(); grad_len];
@@ -69,11 +70,12 @@ where
         .enumerate()
         .map(|(gi, dxg)| {
             let mut g = vec![A::zero(); grad_len];
+            let mut scratch = Scratch::default();
             let first = gi * items_per;
             let n_items = dxg.len().checked_div(per).unwrap_or(items_per.min(batch - first));
             for j in 0..n_items {
                 let item = &mut dxg[j * per..(j + 1) * per];
-                f(first + j, item, &mut g);
+                f(first + j, item, &mut g, &mut scratch);
             }
             g
         })
@@ -85,6 +87,36 @@ where
         }
     }
     total
+}
+
+/// Two reusable work buffers (e.g. im2col columns and their gradient), so per-item loops
+/// do not allocate (and page-fault in) fresh memory for every item.
+#[derive(Debug)]
+pub(crate) struct Scratch<A> {
+    a: Vec<A>,
+    b: Vec<A>,
+}
+
+impl<A> Default for Scratch<A> {
+    fn default() -> Self {
+        Self {
+            a: Vec::new(),
+            b: Vec::new(),
+        }
+    }
+}
+
+impl<A: Float> Scratch<A> {
+    /// Two buffers of at least `len_a` and `len_b` elements (contents unspecified).
+    pub(crate) fn get(&mut self, len_a: usize, len_b: usize) -> (&mut [A], &mut [A]) {
+        if self.a.len() < len_a {
+            self.a.resize(len_a, A::zero());
+        }
+        if self.b.len() < len_b {
+            self.b.resize(len_b, A::zero());
+        }
+        (&mut self.a[..len_a], &mut self.b[..len_b])
+    }
 }
 
 /// `acc += v` elementwise.

@@ -70,6 +70,13 @@ pub struct LayerNorm<A> {
     affine: Option<Affine<A>>,
 }
 
+impl<A> NormCache<A> {
+    /// The normalised input (before any affine transform).
+    pub(crate) fn xhat(&self) -> &[A] {
+        &self.xhat
+    }
+}
+
 impl<A: Float> LayerNorm<A> {
     /// `elementwise_affine` adds `weight` (ones) and `bias` (zeros).
     pub fn new(dim: usize, eps: f64, elementwise_affine: bool) -> Self {
@@ -80,6 +87,17 @@ impl<A: Float> LayerNorm<A> {
                 weight: Param::new(ArrayD::ones(ndarray::IxDyn(&[dim]))),
                 bias: Param::zeros(&[dim]),
             }),
+        }
+    }
+
+    /// The normalised rows `xhat` (the output when there is no affine part) kept only in
+    /// the cache, saving the copy [`LayerNorm::forward_slice`] makes.
+    pub(crate) fn normalize(&self, x: &[A]) -> NormCache<A> {
+        let (xhat, rstd) = normalize_blocks(x, self.dim, self.eps);
+        NormCache {
+            xhat,
+            rstd,
+            shape: vec![x.len()],
         }
     }
 

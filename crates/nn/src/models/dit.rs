@@ -4,7 +4,9 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 
 use crate::error::{NnError, Result, check_shape};
-use crate::layers::activation::{gelu_backward_slice, gelu_slice, silu_backward_slice, silu_slice};
+use crate::layers::activation::{
+    gelu_backward_in_place, gelu_in_place, gelu_slice, silu_backward_slice, silu_slice,
+};
 use crate::layers::attention::AttentionCache;
 use crate::layers::embed::{gate_add, gate_backward, modulate, modulate_backward, patchify, unpatchify};
 use crate::layers::norm::NormCache;
@@ -59,11 +61,9 @@ pub struct DitBlock<A> {
 #[derive(Clone, Debug)]
 struct BlockCache<A> {
     m: Vec<A>,
-    n1: Vec<A>,
     n1c: NormCache<A>,
     attn: AttentionCache<A>,
     a: Vec<A>,
-    n2: Vec<A>,
     n2c: NormCache<A>,
     v: Vec<A>,
     f1: Vec<A>,
@@ -71,23 +71,35 @@ struct BlockCache<A> {
     f2: Vec<A>,
 }
 
-/// What [`Dit::forward`] keeps for the backward pass.
+/// What the shared DiT stem (patch + time/class embedding) keeps for the backward pass.
 #[derive(Clone, Debug)]
-pub struct DitCache<A> {
-    batch: usize,
+pub(crate) struct StemCache<A> {
+    pub batch: usize,
     x: Vec<A>,
     x_shape: Vec<usize>,
     temb: Vec<A>,
     z1: Vec<A>,
     s1: Vec<A>,
     c: Vec<A>,
-    sc: Vec<A>,
+    /// `silu(c)`: the input of every adaLN projection.
+    pub sc: Vec<A>,
     labels: Option<Vec<usize>>,
-    blocks: Vec<BlockCache<A>>,
+}
+
+/// What the shared DiT head (final adaLN + projection) keeps for the backward pass.
+#[derive(Clone, Debug)]
+pub(crate) struct HeadCache<A> {
     mf: Vec<A>,
-    nf: Vec<A>,
     nfc: NormCache<A>,
     w: Vec<A>,
+}
+
+/// What [`Dit::forward`] keeps for the backward pass.
+#[derive(Clone, Debug)]
+pub struct DitCache<A> {
+    stem: StemCache<A>,
+    blocks: Vec<BlockCache<A>>,
+    head: HeadCache<A>,
 }
 
 /// Diffusion transformer over `[in_ch, size, size]` images.
@@ -190,11 +202,17 @@ impl<A: Float> Dit<A> {
         self.cfg
     }
 
-    fn tokens(&self) -> usize {
+    pub(crate) fn tokens(&self) -> usize {
         (self.cfg.size / self.cfg.patch).pow(2)
     }
 
-    fn run(&self, x: &ArrayD<A>, t: &[A], cond: Option<&[usize]>) -> Result<(Vec<A>, DitCache<A>)> {
+    /// Patch embedding + positions (tokens `h: [B, T, D]`) and the conditioning vector.
+    pub(crate) fn stem(
+        &self,
+        x: &ArrayD<A>,
+        t: &[A],
+        cond: Option<&[usize]>,
+    ) -> Result<(Vec<A>, StemCache<A>)> {
         let cfg = self.cfg;
         let batch = check_input(x, &[cfg.in_ch, cfg.size, cfg.size], t, "Dit input")?;
         let (d, tok) = (cfg.hidden, self.tokens());
@@ -233,40 +251,9 @@ impl<A: Float> Dit<A> {
             }
         }
         let sc = silu_slice(&c);
-        let mut caches = Vec::with_capacity(self.blocks.len());
-        for blk in &self.blocks {
-            let m = blk.ada.forward_slice(&sc, batch);
-            let (n1, n1c) = blk.norm.forward_slice(&h);
-            let u = modulate(&n1, &m, 6 * d, 0, d, tok, d);
-            let (a, attn) = blk.attn.forward_slice(u, batch, tok, None);
-            gate_add(&mut h, &a, &m, 6 * d, 2 * d, tok, d);
-            let (n2, n2c) = blk.norm.forward_slice(&h);
-            let v = modulate(&n2, &m, 6 * d, 3 * d, 4 * d, tok, d);
-            let f1 = blk.mlp0.forward_slice(&v, batch * tok);
-            let gl = gelu_slice(&f1);
-            let f2 = blk.mlp2.forward_slice(&gl, batch * tok);
-            gate_add(&mut h, &f2, &m, 6 * d, 5 * d, tok, d);
-            caches.push(BlockCache {
-                m,
-                n1,
-                n1c,
-                attn,
-                a,
-                n2,
-                n2c,
-                v,
-                f1,
-                gl,
-                f2,
-            });
-        }
-        let mf = self.ada_f.forward_slice(&sc, batch);
-        let (nf, nfc) = self.norm_f.forward_slice(&h);
-        let w = modulate(&nf, &mf, 2 * d, 0, d, tok, d);
-        let o = self.out.forward_slice(&w, batch * tok);
         Ok((
-            o,
-            DitCache {
+            h,
+            StemCache {
                 batch,
                 x: xs,
                 x_shape: x.shape().to_vec(),
@@ -276,23 +263,129 @@ impl<A: Float> Dit<A> {
                 c,
                 sc,
                 labels,
-                blocks: caches,
-                mf,
-                nf,
-                nfc,
-                w,
             },
         ))
     }
 
-    fn unpatch(&self, o: Vec<A>, batch: usize) -> Result<ArrayD<A>> {
+    /// Final adaLN modulation and projection to patches `[B, T, p*p*C]`.
+    pub(crate) fn head(&self, h: &[A], sc: &[A], batch: usize) -> (Vec<A>, HeadCache<A>) {
+        let (d, tok) = (self.cfg.hidden, self.tokens());
+        let mf = self.ada_f.forward_slice(sc, batch);
+        let nfc = self.norm_f.normalize(h);
+        let w = modulate(nfc.xhat(), &mf, 2 * d, 0, d, tok, d);
+        let o = self.out.forward_slice(&w, batch * tok);
+        (o, HeadCache { mf, nfc, w })
+    }
+
+    /// Backward of [`Dit::head`] from the output gradient `dy` (image layout): returns
+    /// `(dh, dsc)`.
+    pub(crate) fn head_backward(
+        &mut self,
+        c: &HeadCache<A>,
+        sc: &[A],
+        dy: &ArrayD<A>,
+        batch: usize,
+    ) -> Result<(Vec<A>, Vec<A>)> {
+        let (d, tok) = (self.cfg.hidden, self.tokens());
+        let dout = std_slice(&patchify(dy, self.cfg.patch)?).into_owned();
+        let dw = self.out.backward_slice(&c.w, &dout, batch * tok, true);
+        let mut dmf = vec![A::zero(); batch * 2 * d];
+        let dnf = modulate_backward(c.nfc.xhat(), &dw, &c.mf, &mut dmf, 2 * d, 0, d, tok, d);
+        let dh = self.norm_f.backward_slice(&c.nfc, &dnf);
+        let dsc = self.ada_f.backward_slice(sc, &dmf, batch, true);
+        Ok((dh, dsc))
+    }
+
+    /// Backward of [`Dit::stem`] given the token and `silu(c)` gradients; returns dL/dx.
+    pub(crate) fn stem_backward(&mut self, c: &StemCache<A>, dh: &[A], dsc: &[A]) -> Result<ArrayD<A>> {
+        let (batch, d, tok) = (c.batch, self.cfg.hidden, self.tokens());
+        let dc = silu_backward_slice(&c.c, dsc);
+        if let (Some(table), Some(l)) = (&mut self.y_embed, &c.labels) {
+            let g = table.g();
+            for (b, &lab) in l.iter().enumerate() {
+                add_into(&mut g[lab * d..(lab + 1) * d], &dc[b * d..(b + 1) * d]);
+            }
+        }
+        let ds1 = self.t_embed2.backward_slice(&c.s1, &dc, batch, true);
+        let dz1 = silu_backward_slice(&c.z1, &ds1);
+        self.t_embed0.backward_slice(&c.temb, &dz1, batch, false);
+        // Tokens [B, T, D] back to the conv output layout [B, D, T].
+        let mut dxe = vec![A::zero(); batch * d * tok];
+        for b in 0..batch {
+            for p in 0..tok {
+                for ch in 0..d {
+                    dxe[(b * d + ch) * tok + p] = dh[(b * tok + p) * d + ch];
+                }
+            }
+        }
+        let dx = self.x_embed.backward_slice(&c.x, &c.x_shape, &dxe, true)?;
+        Ok(array(&c.x_shape, dx))
+    }
+
+    /// The forward pass; `keep = false` (inference) keeps no block caches and applies
+    /// GELU in place.
+    fn run(
+        &self,
+        x: &ArrayD<A>,
+        t: &[A],
+        cond: Option<&[usize]>,
+        keep: bool,
+    ) -> Result<(Vec<A>, DitCache<A>)> {
+        let (d, tok) = (self.cfg.hidden, self.tokens());
+        let (mut h, stem) = self.stem(x, t, cond)?;
+        let (batch, sc) = (stem.batch, &stem.sc);
+        let mut caches = Vec::with_capacity(self.blocks.len());
+        for blk in &self.blocks {
+            let m = blk.ada.forward_slice(sc, batch);
+            let n1c = blk.norm.normalize(&h);
+            let u = modulate(n1c.xhat(), &m, 6 * d, 0, d, tok, d);
+            let (a, attn) = blk.attn.forward_slice(u, batch, tok, None);
+            gate_add(&mut h, &a, &m, 6 * d, 2 * d, tok, d);
+            let n2c = blk.norm.normalize(&h);
+            let v = modulate(n2c.xhat(), &m, 6 * d, 3 * d, 4 * d, tok, d);
+            let mut f1 = blk.mlp0.forward_slice(&v, batch * tok);
+            if !keep {
+                gelu_in_place(&mut f1);
+                let f2 = blk.mlp2.forward_slice(&f1, batch * tok);
+                gate_add(&mut h, &f2, &m, 6 * d, 5 * d, tok, d);
+                continue;
+            }
+            let gl = gelu_slice(&f1);
+            let f2 = blk.mlp2.forward_slice(&gl, batch * tok);
+            gate_add(&mut h, &f2, &m, 6 * d, 5 * d, tok, d);
+            caches.push(BlockCache {
+                m,
+                n1c,
+                attn,
+                a,
+                n2c,
+                v,
+                f1,
+                gl,
+                f2,
+            });
+        }
+        let (o, head) = self.head(&h, sc, batch);
+        Ok((
+            o,
+            DitCache {
+                stem,
+                blocks: caches,
+                head,
+            },
+        ))
+    }
+
+    /// Patches `[B, T, p*p*C]` back to images.
+    pub(crate) fn unpatch(&self, o: Vec<A>, batch: usize) -> Result<ArrayD<A>> {
         let cfg = self.cfg;
         let tokens = array(&[batch, self.tokens(), cfg.patch * cfg.patch * cfg.in_ch], o);
         unpatchify(&tokens, cfg.patch, cfg.in_ch, cfg.size, cfg.size)
     }
 }
 
-fn zero<A: Float>(l: &mut Linear<A>) {
+/// Zero weight and bias (adaLN-Zero initialisation).
+pub(crate) fn zero<A: Float>(l: &mut Linear<A>) {
     l.weight.value.fill(A::zero());
     if let Some(b) = &mut l.bias {
         b.value.fill(A::zero());
@@ -303,62 +396,35 @@ impl<A: Float> Network<A> for Dit<A> {
     type Cache = DitCache<A>;
 
     fn forward(&self, x: &ArrayD<A>, t: &[A], cond: Option<&[usize]>) -> Result<(ArrayD<A>, DitCache<A>)> {
-        let (o, cache) = self.run(x, t, cond)?;
-        Ok((self.unpatch(o, cache.batch)?, cache))
+        let (o, cache) = self.run(x, t, cond, true)?;
+        Ok((self.unpatch(o, cache.stem.batch)?, cache))
     }
 
     fn infer(&self, x: &ArrayD<A>, t: &[A], cond: Option<&[usize]>) -> Result<ArrayD<A>> {
-        let (o, cache) = self.run(x, t, cond)?;
-        self.unpatch(o, cache.batch)
+        let (o, cache) = self.run(x, t, cond, false)?;
+        self.unpatch(o, cache.stem.batch)
     }
 
     fn backward(&mut self, cache: &DitCache<A>, dy: &ArrayD<A>) -> Result<ArrayD<A>> {
-        let cfg = self.cfg;
-        check_shape("Dit backward dy", &cache.x_shape, dy.shape())?;
-        let (batch, d, tok) = (cache.batch, cfg.hidden, self.tokens());
-        let dout = std_slice(&patchify(dy, cfg.patch)?).into_owned();
-        let dw = self.out.backward_slice(&cache.w, &dout, batch * tok, true);
-        let mut dmf = vec![A::zero(); batch * 2 * d];
-        let dnf = modulate_backward(&cache.nf, &dw, &cache.mf, &mut dmf, 2 * d, 0, d, tok, d);
-        let mut dh = self.norm_f.backward_slice(&cache.nfc, &dnf);
-        let mut dsc = self.ada_f.backward_slice(&cache.sc, &dmf, batch, true);
+        check_shape("Dit backward dy", &cache.stem.x_shape, dy.shape())?;
+        let (batch, d, tok) = (cache.stem.batch, self.cfg.hidden, self.tokens());
+        let sc = &cache.stem.sc;
+        let (mut dh, mut dsc) = self.head_backward(&cache.head, sc, dy, batch)?;
         for (blk, bc) in self.blocks.iter_mut().zip(&cache.blocks).rev() {
             let mut dm = vec![A::zero(); batch * 6 * d];
             let df2 = gate_backward(&dh, &bc.f2, &bc.m, &mut dm, 6 * d, 5 * d, tok, d);
-            let dgl = blk.mlp2.backward_slice(&bc.gl, &df2, batch * tok, true);
-            let df1 = gelu_backward_slice(&bc.f1, &dgl);
+            let mut df1 = blk.mlp2.backward_slice(&bc.gl, &df2, batch * tok, true);
+            gelu_backward_in_place(&bc.f1, &mut df1);
             let dv = blk.mlp0.backward_slice(&bc.v, &df1, batch * tok, true);
-            let dn2 = modulate_backward(&bc.n2, &dv, &bc.m, &mut dm, 6 * d, 3 * d, 4 * d, tok, d);
+            let dn2 = modulate_backward(bc.n2c.xhat(), &dv, &bc.m, &mut dm, 6 * d, 3 * d, 4 * d, tok, d);
             add_into(&mut dh, &blk.norm.backward_slice(&bc.n2c, &dn2));
             let da = gate_backward(&dh, &bc.a, &bc.m, &mut dm, 6 * d, 2 * d, tok, d);
             let (du, _) = blk.attn.backward_slice(&bc.attn, &da);
-            let dn1 = modulate_backward(&bc.n1, &du, &bc.m, &mut dm, 6 * d, 0, d, tok, d);
+            let dn1 = modulate_backward(bc.n1c.xhat(), &du, &bc.m, &mut dm, 6 * d, 0, d, tok, d);
             add_into(&mut dh, &blk.norm.backward_slice(&bc.n1c, &dn1));
-            add_into(&mut dsc, &blk.ada.backward_slice(&cache.sc, &dm, batch, true));
+            add_into(&mut dsc, &blk.ada.backward_slice(sc, &dm, batch, true));
         }
-        let dc = silu_backward_slice(&cache.c, &dsc);
-        if let (Some(table), Some(l)) = (&mut self.y_embed, &cache.labels) {
-            let g = table.g();
-            for (b, &lab) in l.iter().enumerate() {
-                add_into(&mut g[lab * d..(lab + 1) * d], &dc[b * d..(b + 1) * d]);
-            }
-        }
-        let ds1 = self.t_embed2.backward_slice(&cache.s1, &dc, batch, true);
-        let dz1 = silu_backward_slice(&cache.z1, &ds1);
-        self.t_embed0.backward_slice(&cache.temb, &dz1, batch, false);
-        // Tokens [B, T, D] back to the conv output layout [B, D, T].
-        let mut dxe = vec![A::zero(); batch * d * tok];
-        for b in 0..batch {
-            for p in 0..tok {
-                for c in 0..d {
-                    dxe[(b * d + c) * tok + p] = dh[(b * tok + p) * d + c];
-                }
-            }
-        }
-        let dx = self
-            .x_embed
-            .backward_slice(&cache.x, &cache.x_shape, &dxe, true)?;
-        Ok(array(&cache.x_shape, dx))
+        self.stem_backward(&cache.stem, &dh, &dsc)
     }
 
     fn input_shape(&self) -> Vec<usize> {
@@ -366,14 +432,38 @@ impl<A: Float> Network<A> for Dit<A> {
     }
 }
 
-impl<A> Parameters<A> for Dit<A> {
-    fn visit(&self, f: &mut dyn FnMut(&str, &Param<A>)) {
+impl<A> Dit<A> {
+    /// The stem's parameters (PyTorch order: they come before the blocks).
+    pub(crate) fn visit_stem(&self, f: &mut dyn FnMut(&str, &Param<A>)) {
         crate::param::visit_child("x_embed", &self.x_embed, f);
         crate::param::visit_child("t_embed.0", &self.t_embed0, f);
         crate::param::visit_child("t_embed.2", &self.t_embed2, f);
         if let Some(y) = &self.y_embed {
             f("y_embed.weight", y);
         }
+    }
+    pub(crate) fn visit_stem_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<A>)) {
+        crate::param::visit_child_mut("x_embed", &mut self.x_embed, f);
+        crate::param::visit_child_mut("t_embed.0", &mut self.t_embed0, f);
+        crate::param::visit_child_mut("t_embed.2", &mut self.t_embed2, f);
+        if let Some(y) = &mut self.y_embed {
+            f("y_embed.weight", y);
+        }
+    }
+    /// The head's parameters (after the blocks).
+    pub(crate) fn visit_head(&self, f: &mut dyn FnMut(&str, &Param<A>)) {
+        crate::param::visit_child("ada_f.1", &self.ada_f, f);
+        crate::param::visit_child("out", &self.out, f);
+    }
+    pub(crate) fn visit_head_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<A>)) {
+        crate::param::visit_child_mut("ada_f.1", &mut self.ada_f, f);
+        crate::param::visit_child_mut("out", &mut self.out, f);
+    }
+}
+
+impl<A> Parameters<A> for Dit<A> {
+    fn visit(&self, f: &mut dyn FnMut(&str, &Param<A>)) {
+        self.visit_stem(f);
         for (i, b) in self.blocks.iter().enumerate() {
             let p = format!("blocks.{i}");
             crate::param::visit_child(&join_name(&p, "attn"), &b.attn, f);
@@ -381,16 +471,10 @@ impl<A> Parameters<A> for Dit<A> {
             crate::param::visit_child(&join_name(&p, "mlp.2"), &b.mlp2, f);
             crate::param::visit_child(&join_name(&p, "ada.1"), &b.ada, f);
         }
-        crate::param::visit_child("ada_f.1", &self.ada_f, f);
-        crate::param::visit_child("out", &self.out, f);
+        self.visit_head(f);
     }
     fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<A>)) {
-        crate::param::visit_child_mut("x_embed", &mut self.x_embed, f);
-        crate::param::visit_child_mut("t_embed.0", &mut self.t_embed0, f);
-        crate::param::visit_child_mut("t_embed.2", &mut self.t_embed2, f);
-        if let Some(y) = &mut self.y_embed {
-            f("y_embed.weight", y);
-        }
+        self.visit_stem_mut(f);
         for (i, b) in self.blocks.iter_mut().enumerate() {
             let p = format!("blocks.{i}");
             crate::param::visit_child_mut(&join_name(&p, "attn"), &mut b.attn, f);
@@ -398,8 +482,7 @@ impl<A> Parameters<A> for Dit<A> {
             crate::param::visit_child_mut(&join_name(&p, "mlp.2"), &mut b.mlp2, f);
             crate::param::visit_child_mut(&join_name(&p, "ada.1"), &mut b.ada, f);
         }
-        crate::param::visit_child_mut("ada_f.1", &mut self.ada_f, f);
-        crate::param::visit_child_mut("out", &mut self.out, f);
+        self.visit_head_mut(f);
     }
     fn visit_buffers(&self, f: &mut dyn FnMut(&str, &ArrayD<A>)) {
         f("pos", &self.pos);

@@ -4,7 +4,7 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 
 use crate::error::{NnError, Result};
-use crate::layers::activation::{silu_backward_slice, silu_slice};
+use crate::layers::activation::{silu_backward_in_place, silu_in_place, silu_slice};
 use crate::layers::{Linear, array, std_slice, timestep_embedding};
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, join_name};
@@ -112,7 +112,7 @@ impl<A: Float> Network<A> for MlpDenoiser<A> {
         let last = self.layers.len() - 1;
         for i in (0..=last).rev() {
             if i < last {
-                g = silu_backward_slice(&cache.pre[i], &g);
+                silu_backward_in_place(&cache.pre[i], &mut g);
             }
             g = self.layers[i].backward_slice(&cache.inputs[i], &g, cache.batch, true);
         }
@@ -132,8 +132,10 @@ impl<A: Float> Network<A> for MlpDenoiser<A> {
         let (batch, mut h) = self.input(x, t)?;
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            let z = layer.forward_slice(&h, batch);
-            h = if i < last { silu_slice(&z) } else { z };
+            h = layer.forward_slice(&h, batch);
+            if i < last {
+                silu_in_place(&mut h);
+            }
         }
         Ok(array(&[batch, self.cfg.dim], h))
     }
