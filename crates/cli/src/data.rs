@@ -1,4 +1,5 @@
-//! Training data: built-in toy distributions, samples of a mixture spec, or a `.npy` file.
+//! Training data: built-in toy distributions, samples of a mixture spec, procedurally drawn
+//! small images, or a `.npy` file.
 
 use std::path::Path;
 
@@ -16,9 +17,16 @@ pub struct Data {
     pub exact: Option<GaussianMixture>,
 }
 
-/// `rings | moons | swiss_roll | checkerboard | gmm:SPEC.json | npy:FILE.npy`.
+/// `rings | moons | swiss_roll | checkerboard | gmm:SPEC.json | shapes[:SIZE] |
+/// shapes_rgb[:SIZE] | npy:FILE.npy`.
 pub fn load(name: &str, count: usize, seed: u64) -> Result<Data> {
     let mut rng = Rng::with_stream(seed, 3);
+    if let Some((channels, size)) = parse_shapes(name)? {
+        return Ok(Data {
+            samples: crate::shapes::generate(count, channels, size, &mut rng)?,
+            exact: None,
+        });
+    }
     if let Some(spec) = name.strip_prefix("gmm:") {
         let gmm = GaussianMixture::from_spec(&GmmSpec::from_file(spec)?)?;
         let samples = gmm.sample(count, &mut rng).into_dyn();
@@ -41,10 +49,34 @@ pub fn load(name: &str, count: usize, seed: u64) -> Result<Data> {
         });
     }
     let toy = ToyDataset::from_name(name).with_context(|| {
-        format!("unknown dataset {name:?} (rings, moons, swiss_roll, checkerboard, gmm:SPEC, npy:FILE)")
+        format!(
+            "unknown dataset {name:?} (rings, moons, swiss_roll, checkerboard, gmm:SPEC, shapes[:SIZE], \
+             shapes_rgb[:SIZE], npy:FILE)"
+        )
     })?;
     Ok(Data {
         samples: toy.sample(count, &mut rng)?.into_dyn(),
         exact: toy.gmm().transpose()?,
     })
+}
+
+/// `shapes[:SIZE]` (grey) or `shapes_rgb[:SIZE]` (colour): `(channels, size)`; `None` for
+/// other names.
+fn parse_shapes(name: &str) -> Result<Option<(usize, usize)>> {
+    let (base, size) = match name.split_once(':') {
+        Some((b, s)) => (b, Some(s)),
+        None => (name, None),
+    };
+    let channels = match base {
+        "shapes" => 1,
+        "shapes_rgb" => 3,
+        _ => return Ok(None),
+    };
+    let size = match size {
+        None => crate::shapes::DEFAULT_SIZE,
+        Some(s) => s
+            .parse()
+            .with_context(|| format!("{name:?}: the image size after ':' must be a whole number"))?,
+    };
+    Ok(Some((channels, size)))
 }

@@ -11,6 +11,7 @@ mod plot;
 mod presets;
 mod reference;
 mod sample;
+mod shapes;
 mod train;
 mod trained;
 
@@ -33,7 +34,7 @@ enum Command {
     Demo(demo::Args),
     /// Generate samples from a model with a scheduler.
     Sample(sample::Args),
-    /// Train the MLP denoiser on a dataset (checkpoints, resume).
+    /// Train an MLP, UNet or DiT denoiser on a dataset (checkpoints, resume).
     Train(train::Args),
     /// Compare two sample sets (.npy) with the testbed metrics.
     Eval(eval::Args),
@@ -46,7 +47,22 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line, like every other error: clap's message up to its usage block.
+            let text = e.render().to_string();
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:"))
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect();
+            eprintln!("{} (see --help)", lines.join(" "));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Sample(a) => sample::run(a),

@@ -347,6 +347,55 @@ pub fn error_chart_png(path: &Path, title: &str, series: &[(String, Vec<[f64; 2]
     Ok(())
 }
 
+/// Pixels between the tiles of an image grid.
+const TILE_GAP: usize = 2;
+
+/// Images `[n, channels, height, width]` (1 grey or 3 RGB channels, values in [-1, 1],
+/// clamped; NaN shows black) tiled in a near-square grid on white, each pixel drawn as a
+/// `zoom` x `zoom` block.
+pub fn image_grid(images: &ndarray::ArrayD<f64>, zoom: usize) -> anyhow::Result<Canvas> {
+    let &[n, c, h, w] = images.shape() else {
+        anyhow::bail!(
+            "an image grid needs images [samples, channels, height, width], got {:?}",
+            images.shape()
+        );
+    };
+    if c != 1 && c != 3 {
+        anyhow::bail!("an image grid needs 1 or 3 channels, got {c}");
+    }
+    if n == 0 || h == 0 || w == 0 || zoom == 0 {
+        anyhow::bail!("an image grid needs at least one non-empty image");
+    }
+    let cols = (1..=n).find(|k| k * k >= n).unwrap_or(n);
+    let rows = n.div_ceil(cols);
+    let (tw, th) = (w * zoom + TILE_GAP, h * zoom + TILE_GAP);
+    let mut canvas = Canvas::new(cols * tw + TILE_GAP, rows * th + TILE_GAP, [255, 255, 255]);
+    // `as u8` saturates and sends NaN to 0.
+    let byte = |v: f64| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+    for (k, img) in images.outer_iter().enumerate() {
+        let (x0, y0) = ((k % cols) * tw + TILE_GAP, (k / cols) * th + TILE_GAP);
+        for y in 0..h {
+            for x in 0..w {
+                let rgb: Rgb = std::array::from_fn(|ch| byte(img[[if c == 1 { 0 } else { ch }, y, x]]));
+                for dy in 0..zoom {
+                    for dx in 0..zoom {
+                        canvas.set((x0 + x * zoom + dx) as i64, (y0 + y * zoom + dy) as i64, rgb);
+                    }
+                }
+            }
+        }
+    }
+    Ok(canvas)
+}
+
+/// [`image_grid`] as a PNG (written atomically), zoomed so small images are at least 64
+/// pixels high.
+pub fn image_grid_png(path: &Path, images: &ndarray::ArrayD<f64>) -> anyhow::Result<()> {
+    let height = images.shape().get(2).copied().unwrap_or(1).max(1);
+    image_grid(images, (64 / height).max(1))?.save_png(path)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,5 +431,50 @@ mod tests {
         );
         assert_eq!(c.px(0.0, 1.0), (70.0, 260.0));
         assert_eq!(c.px(1.0, 100.0), (380.0, 30.0));
+    }
+
+    /// Oracle: pixel (x, y) of image k sits at a hand-computed offset with value
+    /// round((v + 1) * 127.5) after clamping.
+    #[test]
+    fn image_grid_places_and_scales_pixels() {
+        // Five 2x3 grey images: a 3x2 grid; image k has pixel (x, y) = v(k, x, y).
+        let v = |k: usize, x: usize, y: usize| -1.5 + 0.3 * k as f64 + 0.2 * x as f64 + 0.7 * y as f64;
+        let images = ndarray::Array4::from_shape_fn((5, 1, 2, 3), |(k, _, y, x)| v(k, x, y)).into_dyn();
+        let zoom = 2;
+        let g = image_grid(&images, zoom).unwrap();
+        let (tw, th) = (3 * zoom + TILE_GAP, 2 * zoom + TILE_GAP);
+        assert_eq!((g.width, g.height), (3 * tw + TILE_GAP, 2 * th + TILE_GAP));
+        let at = |x: usize, y: usize| {
+            let i = (y * g.width + x) * 3;
+            [g.pixels[i], g.pixels[i + 1], g.pixels[i + 2]]
+        };
+        for k in 0..5 {
+            for (x, y) in [(0, 0), (2, 1), (1, 0)] {
+                let expected = (((v(k, x, y)).clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+                let (px, py) = (
+                    (k % 3) * tw + TILE_GAP + x * zoom + 1,
+                    (k / 3) * th + TILE_GAP + y * zoom + 1,
+                );
+                assert_eq!(at(px, py), [expected; 3], "image {k} pixel ({x}, {y})");
+            }
+        }
+        // Clamping: image 0's (0, 0) is -1.5 -> black; image 4's (2, 1) is 0.8 + 0.4 + 0.7 -> white.
+        assert_eq!(at(TILE_GAP, TILE_GAP), [0; 3]);
+        // The sixth cell is empty (background) and so are the gaps.
+        assert_eq!(at(2 * tw + TILE_GAP + 1, th + TILE_GAP + 1), [255; 3]);
+        assert_eq!(at(0, 0), [255; 3]);
+    }
+
+    #[test]
+    fn image_grid_uses_rgb_channels_and_rejects_other_shapes() {
+        let mut images = ndarray::Array4::<f64>::zeros((1, 3, 1, 1));
+        images[[0, 0, 0, 0]] = 1.0;
+        images[[0, 1, 0, 0]] = -1.0;
+        images[[0, 2, 0, 0]] = f64::NAN;
+        let g = image_grid(&images.into_dyn(), 1).unwrap();
+        let i = (TILE_GAP * g.width + TILE_GAP) * 3;
+        assert_eq!(&g.pixels[i..i + 3], &[255, 0, 0]);
+        assert!(image_grid(&ndarray::Array2::<f64>::zeros((2, 2)).into_dyn(), 1).is_err());
+        assert!(image_grid(&ndarray::Array4::<f64>::zeros((1, 2, 4, 4)).into_dyn(), 1).is_err());
     }
 }

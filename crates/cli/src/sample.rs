@@ -39,7 +39,7 @@ pub struct Args {
     /// Number of inference steps.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
-    /// Initial noise x_T [samples, dim] (float32 or float64 .npy); the output has its dtype.
+    /// Initial noise x_T [samples, ...sample shape] (float32 or float64 .npy); the output has its dtype.
     #[arg(long, value_name = "X_T.npy")]
     pub noise: Option<PathBuf>,
     /// Seed for the initial noise (when --noise is absent) and for stochastic schedulers.
@@ -51,7 +51,7 @@ pub struct Args {
     /// Where to write the final samples (.npy).
     #[arg(long, value_name = "X0.npy")]
     pub out: Option<PathBuf>,
-    /// Where to write a scatter plot of the samples (2-D data).
+    /// Where to write a picture of the samples: a scatter plot (2-D data) or an image grid (images).
     #[arg(long, value_name = "FILE.png")]
     pub png: Option<PathBuf>,
     /// Print a JSON summary instead of text.
@@ -147,7 +147,7 @@ enum Source {
     Gmm(GmmProblem),
     Trained(
         crate::trained::ModelSpec,
-        diffusion_nn::NetworkDenoiser<diffusion_nn::models::MlpDenoiser<f64>>,
+        diffusion_nn::NetworkDenoiser<crate::trained::AnyNet>,
     ),
 }
 
@@ -160,21 +160,28 @@ pub fn run(args: Args) -> Result<()> {
         }
         (None, None) => bail!("give --gmm SPEC.json or --checkpoint DIR"),
     };
-    let (dim, base) = match &source {
-        Source::Gmm(p) => (p.dim(), p.schedule_config()),
-        Source::Trained(spec, _) => (spec.dim, spec.scheduler_base()),
+    let (item, base) = match &source {
+        Source::Gmm(p) => (vec![p.dim()], p.schedule_config()),
+        Source::Trained(spec, _) => (spec.model.sample_shape(), spec.scheduler_base()),
     };
     let config = read_config(args.config.as_ref())?;
     let noise = match &args.noise {
         Some(p) => NpyArray::read(p).with_context(|| format!("cannot use {} as noise", p.display()))?,
-        None => NpyArray::F64(standard_normal(&[args.num_samples, dim], args.seed)),
+        None => {
+            let shape: Vec<usize> = std::iter::once(args.num_samples)
+                .chain(item.iter().copied())
+                .collect();
+            NpyArray::F64(standard_normal(&shape, args.seed))
+        }
     };
-    if noise.shape().len() != 2 || noise.shape()[1] != dim {
+    if noise.shape().len() != item.len() + 1 || noise.shape()[1..] != item[..] {
         bail!(
-            "the noise must have shape [samples, {dim}] for this {dim}-D model, got {:?}",
+            "the noise must have shape [samples, {}] for this model, got {:?}",
+            item.iter().map(usize::to_string).collect::<Vec<_>>().join(", "),
             noise.shape()
         );
     }
+    let images = item.len() == 3;
     let start = Instant::now();
     let f32_out = matches!(noise, NpyArray::F32(_));
     let (samples, nfe) = match (&source, &noise) {
@@ -189,7 +196,6 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(out) = &args.out {
         write_npy(out, &samples, f32_out)?;
     }
-    let x2 = crate::io::as_2d(&samples, "samples")?;
     let exact = match &source {
         Source::Gmm(p) => Some(&p.mixture),
         Source::Trained(..) => None,
@@ -204,6 +210,8 @@ pub fn run(args: Args) -> Result<()> {
         "png": args.png,
     });
     if let Some(gmm) = exact {
+        let x2 = crate::io::as_2d(&samples, "samples")?;
+        let dim = gmm.dim();
         let proj = diffusion_testbed::Projections::random(128, dim, &mut Rng::with_stream(args.seed, 2))?;
         summary["nll"] = json!(diffusion_testbed::metrics::gmm_nll(x2.view(), gmm)?);
         summary["sliced_w2_to_data"] = json!(diffusion_testbed::metrics::sliced_w2_to_gmm(
@@ -212,13 +220,15 @@ pub fn run(args: Args) -> Result<()> {
             &proj
         )?);
     }
-    if let Some(png) = &args.png {
-        crate::plot::scatter_png(
+    match &args.png {
+        Some(png) if images => crate::plot::image_grid_png(png, &samples)?,
+        Some(png) => crate::plot::scatter_png(
             png,
             &format!("{} steps, NFE {nfe}", args.steps),
-            &[(&x2, 0)],
+            &[(&crate::io::as_2d(&samples, "samples")?, 0)],
             exact,
-        )?;
+        )?,
+        None => {}
     }
     if args.json {
         println!("{summary}");

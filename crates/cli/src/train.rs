@@ -1,22 +1,64 @@
-//! `diffuse train`: train the MLP denoiser on a dataset, with checkpoints and resume.
+//! `diffuse train`: train an MLP, UNet or DiT denoiser on a dataset, with checkpoints and resume.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use diffusion_nn::models::MlpDenoiser;
+use anyhow::{Result, bail};
+use diffusion_core::Parameterization;
 use diffusion_schedules::BetaSchedule;
-use diffusion_train::{Dataset, EmaConfig, LevelSampler, LrSchedule, TrainConfig, Trainer};
+use diffusion_train::{
+    Dataset, EmaConfig, LevelSampler, LrSchedule, Objective, TrainConfig, Trainer, Weighting,
+};
 use serde_json::json;
 
-use crate::trained::ModelSpec;
+use crate::trained::{AnyNet, Architecture, ModelSpec};
+
+/// The network to train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelKind {
+    /// MLP on vectors [samples, dim] (--hidden, --depth).
+    Mlp,
+    /// UNet on square images [samples, channels, size, size] (--channels).
+    Unet,
+    /// DiT on square images [samples, channels, size, size] (--hidden, --depth, --patch).
+    Dit,
+}
+
+/// What the network predicts (the regression target of the loss).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Prediction {
+    /// The noise (DDPM).
+    Epsilon,
+    /// v = alpha * eps - sigma * x0.
+    V,
+    /// The clean sample x0.
+    Sample,
+}
+
+impl Prediction {
+    pub fn parameterization(self) -> Parameterization {
+        match self {
+            Self::Epsilon => Parameterization::Epsilon,
+            Self::V => Parameterization::V,
+            Self::Sample => Parameterization::Sample,
+        }
+    }
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// rings, moons, swiss_roll, checkerboard, gmm:SPEC.json or npy:FILE.npy ([samples, dim]).
+    /// rings, moons, swiss_roll, checkerboard, gmm:SPEC.json (vectors); shapes[:SIZE],
+    /// shapes_rgb[:SIZE] (1 or 3 x SIZE x SIZE images, SIZE 16 by default); npy:FILE.npy
+    /// ([samples, dim] for the MLP, [samples, channels, size, size] for UNet and DiT).
     #[arg(long, default_value = "rings")]
     pub dataset: String,
-    /// Samples drawn from a built-in or mixture dataset.
+    /// The network.
+    #[arg(long, value_enum, default_value_t = ModelKind::Mlp)]
+    pub model: ModelKind,
+    /// What the network predicts (recorded in the checkpoint, declared to the samplers).
+    #[arg(long, value_enum, default_value_t = Prediction::Epsilon)]
+    pub prediction: Prediction,
+    /// Samples drawn from a built-in, mixture or shapes dataset.
     #[arg(long, default_value_t = 8192)]
     pub num_data: usize,
     /// Training noise schedule (diffusers beta_schedule).
@@ -30,10 +72,18 @@ pub struct Args {
     /// Peak learning rate (linear warm-up over 2% of the steps, cosine decay to 5%).
     #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
+    /// Width of the MLP or DiT.
     #[arg(long, default_value_t = 128)]
     pub hidden: usize,
+    /// Hidden layers of the MLP, blocks of the DiT.
     #[arg(long, default_value_t = 3)]
     pub depth: usize,
+    /// Channels of the UNet's first level (the second has twice as many).
+    #[arg(long, default_value_t = 32)]
+    pub channels: usize,
+    /// DiT patch size (must divide the image size).
+    #[arg(long, default_value_t = 2)]
+    pub patch: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Checkpoint directory (model.safetensors, ema.safetensors, optimizer state, config).
@@ -52,20 +102,12 @@ pub struct Args {
 /// Trains (or resumes) and returns the final checkpoint's spec and mean loss of the last 100 steps.
 pub fn train(args: &Args, progress: bool) -> Result<(ModelSpec, f64)> {
     let data = crate::data::load(&args.dataset, args.num_data, args.seed)?;
-    let dim: usize = data.samples.shape()[1..].iter().product();
-    if data.samples.ndim() != 2 {
-        bail!(
-            "the MLP trains on vectors [samples, dim]; got {:?}",
-            data.samples.shape()
-        );
-    }
+    let architecture = architecture(args, data.samples.shape())?;
     let schedule = BetaSchedule::from_name(&args.schedule)?;
-    let spec = ModelSpec::mlp(dim, args.hidden, args.depth, schedule);
+    let spec = ModelSpec::new(architecture, args.prediction.parameterization(), schedule);
     let sampler = LevelSampler::discrete(spec.alphas_cumprod()?)?;
-    let mut trainer: Trainer<f64, MlpDenoiser<f64>> = if args.resume {
-        let saved: ModelSpec =
-            serde_json::from_value(diffusion_train::checkpoint::read_model_config(&args.out)?)
-                .context("the checkpoint's model config")?;
+    let mut trainer: Trainer<f64, AnyNet> = if args.resume {
+        let saved = crate::trained::read_spec(&args.out)?;
         if saved != spec {
             bail!("--resume with different model or schedule options than the saved run: {saved:?}");
         }
@@ -77,6 +119,10 @@ pub fn train(args: &Args, progress: bool) -> Result<(ModelSpec, f64)> {
             warmup_steps: (args.steps / 50).max(1),
             total_steps: args.steps,
             min_lr: args.lr * 0.05,
+        };
+        config.objective = Objective::Predict {
+            target: spec.prediction_type,
+            weighting: Weighting::Uniform,
         };
         config.clip_grad_norm = Some(1.0);
         config.ema = Some(EmaConfig {
@@ -128,6 +174,34 @@ pub fn train(args: &Args, progress: bool) -> Result<(ModelSpec, f64)> {
     Ok((spec, loss))
 }
 
+/// The network `args` ask for, sized for data of `shape` ([samples, ...]).
+fn architecture(args: &Args, shape: &[usize]) -> Result<Architecture> {
+    if args.hidden == 0 || args.channels < 2 || args.patch == 0 {
+        bail!("--hidden and --patch must be at least 1, --channels at least 2");
+    }
+    match (args.model, shape) {
+        (ModelKind::Mlp, &[_, dim]) => Ok(Architecture::mlp(dim, args.hidden, args.depth)),
+        (ModelKind::Mlp, _) => bail!(
+            "--model mlp trains on vectors [samples, dim]; the dataset has shape {shape:?} \
+             (use --model unet or dit for images)"
+        ),
+        (ModelKind::Unet | ModelKind::Dit, &[_, c, h, w]) if h == w => Ok(if args.model == ModelKind::Unet {
+            Architecture::small_unet(c, h, args.channels)
+        } else {
+            Architecture::small_dit(c, h, args.hidden, args.depth, args.patch)
+        }),
+        (ModelKind::Unet | ModelKind::Dit, _) => bail!(
+            "--model {} trains on square images [samples, channels, size, size]; the dataset has \
+             shape {shape:?}",
+            if args.model == ModelKind::Unet {
+                "unet"
+            } else {
+                "dit"
+            }
+        ),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let (spec, loss) = train(&args, !args.json)?;
@@ -139,7 +213,9 @@ pub fn run(args: Args) -> Result<()> {
         );
     } else {
         println!(
-            "trained {} steps in {seconds:.1} s; mean loss of the last 100 steps {loss:.4}; checkpoint in {}",
+            "trained the {} for {} steps in {seconds:.1} s; mean loss of the last 100 steps {loss:.4}; \
+             checkpoint in {}",
+            spec.model.kind(),
             args.steps,
             args.out.display()
         );

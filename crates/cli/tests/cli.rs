@@ -341,3 +341,200 @@ fn edict_inversion_round_trips_exactly() {
         assert_eq!(noise.shape(), &[32, 2]);
     }
 }
+
+/// Train a tiny UNet on `shapes`, resume, sample the checkpoint as .npy and an image grid.
+#[test]
+fn train_a_unet_on_shapes_resume_and_sample_a_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("unet");
+    let c = ckpt.to_str().unwrap();
+    let train = |steps: &str, resume: bool| {
+        let mut args = vec![
+            "train",
+            "--dataset",
+            "shapes:8",
+            "--model",
+            "unet",
+            "--channels",
+            "8",
+            "--prediction",
+            "v",
+            "--num-data",
+            "64",
+            "--batch",
+            "8",
+            "--steps",
+            steps,
+            "--save-every",
+            "4",
+            "--out",
+            c,
+            "--json",
+        ];
+        if resume {
+            args.push("--resume");
+        }
+        diffuse(&args)
+    };
+    let o = train("6", false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = train("10", true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["steps"], 10);
+    assert_eq!(json["model"]["model"]["kind"], "unet");
+    assert_eq!(json["model"]["prediction_type"], "v");
+    // The checkpoint records the model and the objective for `sample` to rebuild.
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"], json["model"]);
+    // Resuming as another prediction type is refused.
+    let o = diffuse(&[
+        "train",
+        "--dataset",
+        "shapes:8",
+        "--model",
+        "unet",
+        "--channels",
+        "8",
+        "--steps",
+        "20",
+        "--out",
+        c,
+        "--resume",
+    ]);
+    assert!(!o.status.success());
+
+    let (out, png) = (dir.path().join("x0.npy"), dir.path().join("grid.png"));
+    let o = diffuse(&[
+        "sample",
+        "--checkpoint",
+        c,
+        "--scheduler",
+        "dpm_solver_multistep",
+        "--steps",
+        "3",
+        "--num-samples",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "--png",
+        png.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let x0: ArrayD<f64> = diffusion_testbed::io::read_npy(&out).unwrap();
+    assert_eq!(x0.shape(), &[5, 1, 8, 8]);
+    assert!(x0.iter().all(|v| v.is_finite()));
+    // Five 8x8 tiles zoomed 8x with 2-pixel gaps: a 3x2 grid of 66-pixel cells.
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let info = decoder.read_info().unwrap();
+    assert_eq!((info.info().width, info.info().height), (3 * 66 + 2, 2 * 66 + 2));
+}
+
+/// A tiny DiT on colour shapes, sampled from its EMA weights.
+#[test]
+fn train_and_sample_a_dit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("dit");
+    let c = ckpt.to_str().unwrap();
+    let o = diffuse(&[
+        "train",
+        "--dataset",
+        "shapes_rgb:8",
+        "--model",
+        "dit",
+        "--hidden",
+        "16",
+        "--depth",
+        "1",
+        "--prediction",
+        "sample",
+        "--num-data",
+        "32",
+        "--batch",
+        "8",
+        "--steps",
+        "4",
+        "--out",
+        c,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = dir.path().join("x0.npy");
+    let o = diffuse(&[
+        "sample",
+        "--checkpoint",
+        c,
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "3",
+        "--num-samples",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let x0: ArrayD<f64> = diffusion_testbed::io::read_npy(&out).unwrap();
+    assert_eq!(x0.shape(), &[2, 3, 8, 8]);
+}
+
+/// Data that does not fit the chosen model, unknown models: one line, non-zero exit.
+#[test]
+fn train_rejects_data_the_model_cannot_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    diffusion_testbed::io::write_npy(p("vectors.npy"), &noise(16, 0)).unwrap();
+    diffusion_testbed::io::write_npy(p("images.npy"), &ArrayD::<f64>::zeros(IxDyn(&[4, 1, 8, 8]))).unwrap();
+    diffusion_testbed::io::write_npy(p("oblong.npy"), &ArrayD::<f64>::zeros(IxDyn(&[4, 1, 8, 4]))).unwrap();
+    let out = p("ckpt");
+    let vectors = format!("npy:{}", p("vectors.npy"));
+    let images = format!("npy:{}", p("images.npy"));
+    let oblong = format!("npy:{}", p("oblong.npy"));
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "vectors for a unet",
+            vec!["--dataset", &vectors, "--model", "unet"],
+        ),
+        ("vectors for a dit", vec!["--dataset", &vectors, "--model", "dit"]),
+        ("images for the mlp", vec!["--dataset", &images, "--model", "mlp"]),
+        ("non-square images", vec!["--dataset", &oblong, "--model", "unet"]),
+        (
+            "unknown model",
+            vec!["--dataset", "shapes:8", "--model", "resnet"],
+        ),
+        (
+            "unknown prediction",
+            vec!["--dataset", "shapes:8", "--prediction", "score"],
+        ),
+        (
+            "bad shapes size",
+            vec!["--dataset", "shapes:x", "--model", "unet"],
+        ),
+        (
+            "patch not dividing",
+            vec!["--dataset", "shapes:8", "--model", "dit", "--patch", "3"],
+        ),
+    ];
+    for (what, extra) in cases {
+        let mut args = vec![
+            "train",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--num-data",
+            "4",
+            "--out",
+            &out,
+        ];
+        args.extend(extra);
+        let o = diffuse(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{what}: should fail");
+        assert!(!err.contains("panicked"), "{what}: panicked: {err}");
+        assert!(err.starts_with("error"), "{what}: {err}");
+        eprintln!("{what}: {}", err.trim());
+    }
+}
