@@ -7,6 +7,7 @@
 //! override with native versions).
 
 use std::fmt::Debug;
+use std::mem::MaybeUninit;
 
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -163,6 +164,102 @@ const CHUNK: usize = 4096;
 /// Below this size the pass runs on the calling thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
+/// Terms fused into one sweep of a chunk. Up to this many streams (plus the output)
+/// stay well inside the load ports and registers; longer sums run in several groups.
+const FUSED: usize = 4;
+
+/// `keep * x + c_0 t_0[i] + ... + c_{N-1} t_{N-1}[i]` (without the `keep` product when
+/// `READ` is false: `x` is then never read), summed left to right, so the result has the
+/// same bits as adding the terms one pass at a time.
+#[inline(always)]
+fn fused_value<A: Element, const N: usize, const READ: bool>(
+    keep: A,
+    x: A,
+    c: &[A; N],
+    t: &[&[A]; N],
+    i: usize,
+) -> A {
+    let mut acc = if READ { keep * x } else { A::default() };
+    for j in 0..N {
+        // The first term of a non-reading sweep is assigned, not added to zero, so
+        // `-0.0` survives as in the unfused formula.
+        acc = if !READ && j == 0 {
+            c[0] * t[0][i]
+        } else {
+            acc + c[j] * t[j][i]
+        };
+    }
+    acc
+}
+
+/// One in-place sweep of `fused_value` over a chunk. Monomorphised per term count so the
+/// loop vectorises without bounds checks.
+#[inline(always)]
+fn fused_chunk<A: Element, const N: usize, const READ: bool>(
+    out: &mut [A],
+    keep: A,
+    c: [A; N],
+    t: [&[A]; N],
+) {
+    let len = out.len();
+    let t = t.map(|s| &s[..len]);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = fused_value::<A, N, READ>(keep, *o, &c, &t, i);
+    }
+}
+
+/// `fused_value` over a chunk of `x`, written to fresh storage `out` (of the same length):
+/// every slot is initialised.
+#[inline(always)]
+fn fused_chunk_from<A: Element, const N: usize, const READ: bool>(
+    out: &mut [MaybeUninit<A>],
+    x: &[A],
+    keep: A,
+    c: [A; N],
+    t: [&[A]; N],
+) {
+    let len = out.len();
+    let (x, t) = (&x[..len], t.map(|s| &s[..len]));
+    for (i, o) in out.iter_mut().enumerate() {
+        o.write(fused_value::<A, N, READ>(keep, x[i], &c, &t, i));
+    }
+}
+
+/// Expands to a `match` on the group length that calls `$kernel::<A, N, READ>` with the
+/// group's coefficients and term slices (from element `$start` on): `READ` is true when
+/// `$keep` is `Some`. `$pre` are the kernel's leading arguments.
+macro_rules! sweep_group {
+    ($kernel:ident, ($($pre:expr),*), $start:expr, $keep:expr, $group:expr) => {{
+        let (group, start): (&[(f64, &[A])], usize) = ($group, $start);
+        let c = |j: usize| A::from_f64(group[j].0);
+        let t = |j: usize| &group[j].1[start..];
+        match ($keep, group.len()) {
+            (Some(k), 1) => $kernel::<A, 1, true>($($pre,)* A::from_f64(k), [c(0)], [t(0)]),
+            (Some(k), 2) => $kernel::<A, 2, true>($($pre,)* A::from_f64(k), [c(0), c(1)], [t(0), t(1)]),
+            (Some(k), 3) => {
+                $kernel::<A, 3, true>($($pre,)* A::from_f64(k), [c(0), c(1), c(2)], [t(0), t(1), t(2)])
+            }
+            (Some(k), _) => $kernel::<A, 4, true>(
+                $($pre,)*
+                A::from_f64(k),
+                [c(0), c(1), c(2), c(3)],
+                [t(0), t(1), t(2), t(3)],
+            ),
+            (None, 1) => $kernel::<A, 1, false>($($pre,)* A::default(), [c(0)], [t(0)]),
+            (None, 2) => $kernel::<A, 2, false>($($pre,)* A::default(), [c(0), c(1)], [t(0), t(1)]),
+            (None, 3) => {
+                $kernel::<A, 3, false>($($pre,)* A::default(), [c(0), c(1), c(2)], [t(0), t(1), t(2)])
+            }
+            (None, _) => $kernel::<A, 4, false>(
+                $($pre,)*
+                A::default(),
+                [c(0), c(1), c(2), c(3)],
+                [t(0), t(1), t(2), t(3)],
+            ),
+        }
+    }};
+}
+
 fn combine_chunk<A: Element>(
     out: &mut [A],
     start: usize,
@@ -171,39 +268,24 @@ fn combine_chunk<A: Element>(
     noise: Option<(f64, NormalBlock)>,
 ) {
     let len = out.len();
-    let range = start..start + len;
-    // The first pass reads `out` only when `keep != 0`, so an uninitialised buffer
-    // never leaks into the result.
-    let rest = match (keep != 0.0, terms.split_first()) {
-        (true, Some((&(c, t), rest))) => {
-            let (k, c) = (A::from_f64(keep), A::from_f64(c));
-            out.iter_mut()
-                .zip(&t[range.clone()])
-                .for_each(|(o, &v)| *o = k * *o + c * v);
-            rest
-        }
-        (true, None) => {
+    // The first sweep reads `out` only when `keep != 0`, so an uninitialised buffer
+    // never leaks into the result. Later groups add to the partial sum (`1 * o` is
+    // exact, so this equals adding term by term).
+    if terms.is_empty() {
+        if keep != 0.0 {
             let k = A::from_f64(keep);
             out.iter_mut().for_each(|o| *o = k * *o);
-            terms
-        }
-        (false, Some((&(c, t), rest))) => {
-            let c = A::from_f64(c);
-            out.iter_mut()
-                .zip(&t[range.clone()])
-                .for_each(|(o, &v)| *o = c * v);
-            rest
-        }
-        (false, None) => {
+        } else {
             out.fill(A::default());
-            terms
         }
-    };
-    for &(c, t) in rest {
-        let c = A::from_f64(c);
-        out.iter_mut()
-            .zip(&t[range.clone()])
-            .for_each(|(o, &v)| *o = *o + c * v);
+    }
+    for (g, group) in terms.chunks(FUSED).enumerate() {
+        let keep = match (g, keep != 0.0) {
+            (0, true) => Some(keep),
+            (0, false) => None,
+            _ => Some(1.0),
+        };
+        sweep_group!(fused_chunk, (&mut *out), start, keep, group);
     }
     if let Some((scale, block)) = noise {
         let mut z = [0.0f64; CHUNK];
@@ -230,6 +312,53 @@ pub fn lincomb_slices<A: Element>(out: &mut [A], keep: f64, terms: &[(f64, &[A])
     }
 }
 
+/// Terms gathered on the stack by [`with_term_slices`]; longer sums take a `Vec`.
+const STACK_TERMS: usize = 8;
+
+fn check_term_shapes<A: Element>(
+    context: &'static str,
+    out: &ArrayD<A>,
+    terms: &[(f64, &ArrayD<A>)],
+) -> Result<()> {
+    let want = ndarray::ArrayBase::shape(out);
+    for (_, t) in terms {
+        check_same_shape(context, want, ndarray::ArrayBase::shape(*t))?;
+    }
+    Ok(())
+}
+
+/// Calls `f` with the terms as contiguous row-major slices: on the stack, without any
+/// allocation, in the usual case (at most [`STACK_TERMS`] terms, all contiguous); terms
+/// in another memory order are copied once (solver buffers never are).
+fn with_term_slices<A: Element, R>(terms: &[(f64, &ArrayD<A>)], f: impl FnOnce(&[(f64, &[A])]) -> R) -> R {
+    if terms.len() <= STACK_TERMS {
+        let mut stack: [(f64, &[A]); STACK_TERMS] = [(0.0, &[]); STACK_TERMS];
+        let all_contiguous = stack
+            .iter_mut()
+            .zip(terms)
+            .all(|(slot, (c, t))| match t.as_slice() {
+                Some(s) => {
+                    *slot = (*c, s);
+                    true
+                }
+                None => false,
+            });
+        if all_contiguous {
+            return f(&stack[..terms.len()]);
+        }
+    }
+    let owned: Vec<Option<ArrayD<A>>> = terms
+        .iter()
+        .map(|(_, t)| (!t.is_standard_layout()).then(|| t.as_standard_layout().into_owned()))
+        .collect();
+    let slices: Vec<(f64, &[A])> = terms
+        .iter()
+        .zip(&owned)
+        .map(|((c, t), o)| (*c, o.as_ref().unwrap_or(t).as_slice().expect("standard layout")))
+        .collect();
+    f(&slices)
+}
+
 impl<A: Element> Tensor for ArrayD<A> {
     fn shape(&self) -> &[usize] {
         ndarray::ArrayBase::shape(self)
@@ -240,82 +369,60 @@ impl<A: Element> Tensor for ArrayD<A> {
     }
 
     fn lincomb(&mut self, keep: f64, terms: &[(f64, &Self)], noise: Option<Noise<'_>>) -> Result<()> {
-        for (_, t) in terms {
-            check_same_shape(
-                "lincomb",
-                ndarray::ArrayBase::shape(self),
-                ndarray::ArrayBase::shape(*t),
-            )?;
-        }
+        check_term_shapes("lincomb", self, terms)?;
         if !self.is_standard_layout() {
             *self = self.as_standard_layout().into_owned();
         }
-        // Terms in another memory order are copied once; solver buffers never are.
-        let owned: Vec<Option<ArrayD<A>>> = terms
-            .iter()
-            .map(|(_, t)| (!t.is_standard_layout()).then(|| t.as_standard_layout().into_owned()))
-            .collect();
-        let slices: Vec<(f64, &[A])> = terms
-            .iter()
-            .zip(&owned)
-            .map(|((c, t), o)| {
-                let s = o.as_ref().unwrap_or(t).as_slice().expect("standard layout");
-                (*c, s)
-            })
-            .collect();
         let out = self.as_slice_mut().expect("standard layout");
-        lincomb_slices(out, keep, &slices, noise);
+        with_term_slices(terms, |slices| lincomb_slices(out, keep, slices, noise));
         Ok(())
     }
 
-    /// One fused pass into a new buffer (no copy, no zeroing) for small contiguous
-    /// tensors with a non-zero `keep`; otherwise copy plus update.
+    /// One fused pass into fresh storage (no copy of `self`) for contiguous tensors
+    /// below the parallel size; otherwise copy plus update.
     fn lincomb_to_new(&self, keep: f64, terms: &[(f64, &Self)], noise: Option<Noise<'_>>) -> Result<Self> {
-        let fused = keep != 0.0
-            && self.len() < PARALLEL_MIN
-            && self.is_standard_layout()
-            && terms.iter().all(|(_, t)| t.is_standard_layout());
-        if !fused {
-            let mut out = self.clone();
-            out.lincomb(keep, terms, noise)?;
-            return Ok(out);
-        }
-        for (_, t) in terms {
-            check_same_shape(
-                "lincomb_to_new",
-                ndarray::ArrayBase::shape(self),
-                ndarray::ArrayBase::shape(*t),
-            )?;
-        }
-        let x = self.as_slice().expect("standard layout");
-        let slices: Vec<(f64, &[A])> = terms
-            .iter()
-            .map(|(c, t)| (*c, t.as_slice().expect("standard layout")))
-            .collect();
-        let noise = noise.map(|n| (n.scale, n.rng.reserve_normals(x.len())));
-        let k = A::from_f64(keep);
-        let mut out: Vec<A> = Vec::with_capacity(x.len());
-        for (i, xc) in x.chunks(CHUNK).enumerate() {
-            let start = i * CHUNK;
-            let range = start..start + xc.len();
-            // The first term is fused with `keep * x` exactly as `combine_chunk` does it
-            // in place; the rest (and the noise) are added to the chunk just written.
-            let rest = match slices.split_first() {
-                Some((&(c, t), rest)) => {
-                    let c = A::from_f64(c);
-                    out.extend(xc.iter().zip(&t[range]).map(|(&v, &u)| k * v + c * u));
-                    rest
-                }
-                None => {
-                    out.extend(xc.iter().map(|&v| k * v));
-                    &[]
-                }
-            };
-            if !rest.is_empty() || noise.is_some() {
-                // keep = 1 multiplies exactly, so this matches the in-place sum.
-                combine_chunk(&mut out[start..], start, 1.0, rest, noise);
+        let x = match self.as_slice() {
+            Some(x) if x.len() < PARALLEL_MIN => x,
+            _ => {
+                let mut out = self.clone();
+                out.lincomb(keep, terms, noise)?;
+                return Ok(out);
             }
-        }
+        };
+        check_term_shapes("lincomb_to_new", self, terms)?;
+        let noise = noise.map(|n| (n.scale, n.rng.reserve_normals(x.len())));
+        let mut out: Vec<A> = Vec::with_capacity(x.len());
+        with_term_slices(terms, |slices| {
+            let (first, rest) = slices.split_at(slices.len().min(FUSED));
+            let read = (keep != 0.0).then_some(keep);
+            for (i, xc) in x.chunks(CHUNK).enumerate() {
+                let start = i * CHUNK;
+                // The first group (and `keep * x`) is written straight into the new
+                // storage exactly as `combine_chunk` would compute it in place; further
+                // terms and the noise are added to the chunk just written.
+                let end = start + xc.len();
+                let chunk = &mut out.spare_capacity_mut()[..xc.len()];
+                match (read, first.is_empty()) {
+                    (Some(k), true) => {
+                        let k = A::from_f64(k);
+                        chunk.iter_mut().zip(xc).for_each(|(o, &v)| {
+                            o.write(k * v);
+                        });
+                    }
+                    (None, true) => chunk.iter_mut().for_each(|o| {
+                        o.write(A::default());
+                    }),
+                    _ => sweep_group!(fused_chunk_from, (chunk, xc), start, read, first),
+                }
+                // SAFETY: each arm above initialised all `xc.len()` slots after the
+                // current length, and the capacity is `x.len() >= end`.
+                unsafe { out.set_len(end) };
+                if !rest.is_empty() || noise.is_some() {
+                    // keep = 1 multiplies exactly, so this matches the in-place sum.
+                    combine_chunk(&mut out[start..], start, 1.0, rest, noise);
+                }
+            }
+        });
         Ok(ArrayD::from_shape_vec(self.raw_dim(), out).expect("length matches"))
     }
 
@@ -402,6 +509,58 @@ mod tests {
         }
         let bad = ArrayD::<f32>::zeros(IxDyn(&[2]));
         assert!(x.lincomb_to_new(1.0, &[(1.0, &bad)], None).is_err());
+    }
+
+    /// Every term count (fused groups of up to four, several groups, the heap path past
+    /// eight terms), with and without `keep`, in place and into a new tensor, against
+    /// the term-by-term f32 sum written out here: identical bits.
+    #[test]
+    fn fused_terms_equal_term_by_term_sums() {
+        let n = CHUNK + 37;
+        let x = ramp(n, 0.013).mapv(|v| v as f32);
+        let ts: Vec<ArrayD<f32>> = (0..11)
+            .map(|j| ramp(n, 0.05 + 0.11 * j as f64).mapv(|v| v as f32))
+            .collect();
+        for count in 0..=ts.len() {
+            for keep in [0.0, 0.7] {
+                let terms: Vec<(f64, &ArrayD<f32>)> = ts[..count]
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| (0.3 - 0.17 * j as f64, t))
+                    .collect();
+                let want: Vec<f32> = (0..n)
+                    .map(|i| {
+                        let mut acc = if keep != 0.0 { keep as f32 * x[i] } else { 0.0 };
+                        for (j, (c, t)) in terms.iter().enumerate() {
+                            let p = *c as f32 * t[i];
+                            acc = if keep == 0.0 && j == 0 { p } else { acc + p };
+                        }
+                        acc
+                    })
+                    .collect();
+                let mut in_place = x.clone();
+                in_place.lincomb(keep, &terms, None).unwrap();
+                let fresh = x.lincomb_to_new(keep, &terms, None).unwrap();
+                for (name, got) in [("lincomb", &in_place), ("lincomb_to_new", &fresh)] {
+                    let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{name}: {count} terms, keep {keep}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lincomb_to_new_with_keep_zero_ignores_nan_input() {
+        let x = ArrayD::from_elem(IxDyn(&[5]), f32::NAN);
+        let a = ArrayD::from_elem(IxDyn(&[5]), 2.0f32);
+        assert!(
+            x.lincomb_to_new(0.0, &[], None)
+                .unwrap()
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+        let got = x.lincomb_to_new(0.0, &[(1.5, &a)], None).unwrap();
+        assert!(got.iter().all(|&v| v == 3.0));
     }
 
     #[test]

@@ -50,6 +50,9 @@ fn bench(c: &mut Criterion) {
             ("dpmpp_2m", "DPMSolverMultistepScheduler"),
             ("unipc", "UniPCMultistepScheduler"),
             ("lms", "LMSDiscreteScheduler"),
+            ("deis", "DEISMultistepScheduler"),
+            ("pndm", "PNDMScheduler"),
+            ("dpm_single", "DPMSolverSinglestepScheduler"),
         ] {
             let (mut s, ts) = warmed(class, &x, &m);
             // Cycle over steps 4..900 of a 1000-step schedule, restarting when done.

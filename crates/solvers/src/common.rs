@@ -359,6 +359,28 @@ impl<T: Tensor> Target<'_, T> {
         }
     }
 
+    /// Moves the current sample into `slot`, reusing the buffer already there: in place
+    /// the storage is swapped (no copy), while a `New` target copies its input. The
+    /// target's contents are then unspecified until a `lincomb` with `keep = 0`
+    /// overwrites them.
+    pub fn move_sample_to(&mut self, slot: &mut Option<T>) -> Result<()> {
+        let like = self.sample();
+        let buf = slot
+            .take()
+            .filter(|b| b.shape() == like.shape())
+            .unwrap_or_else(|| like.zeros_like());
+        *slot = Some(match self {
+            Self::InPlace(x) => std::mem::replace(*x, buf),
+            Self::New(_, Some(r)) => std::mem::replace(r, buf),
+            Self::New(x, None) => {
+                let mut buf = buf;
+                buf.lincomb(0.0, &[(1.0, *x)], None)?;
+                buf
+            }
+        });
+        Ok(())
+    }
+
     /// The result of a `New` target.
     pub fn into_new(self) -> T {
         match self {

@@ -8,7 +8,7 @@ use diffusion_schedules::{DiscreteScheduleConfig, TimestepSpacing};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::{Cursor, Table, Thresholding, clip, threshold};
+use crate::common::{Cursor, Table, Target, Thresholding, clip, threshold};
 use crate::config::{self, prediction};
 use crate::error::{Result, invalid};
 use crate::scheduler::{Scheduler, need_rng};
@@ -153,6 +153,62 @@ impl Ddim {
     fn name_(&self) -> &'static str {
         if self.inverse { "ddim_inverse" } else { Self::NAME }
     }
+
+    /// One step, written to `x` (in place or as a new tensor).
+    fn advance<T: Tensor>(
+        &mut self,
+        m: &T,
+        t: f64,
+        x: &mut Target<'_, T>,
+        rng: Option<&mut Rng>,
+    ) -> Result<()> {
+        let index = self.cursor.index_for_step(self.name_(), t)?;
+        let ti = t as i64;
+        // The step's source and target levels. The inverse steps from `t - ratio` up to
+        // `t`, and (as diffusers) converts the model output with the source level.
+        let (a_t, a_prev) = if self.inverse {
+            let src = (ti - self.step_ratio).min(self.table.len() as i64 - 1);
+            (self.abar_at(src), self.abar_at(ti))
+        } else {
+            (self.abar_at(ti), self.abar_at(ti - self.step_ratio))
+        };
+        let (alpha, sigma) = (a_t.sqrt(), (1.0 - a_t).sqrt());
+        let eta = if self.inverse { 0.0 } else { self.config.eta };
+        let variance = (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev);
+        let std = eta * variance.max(0.0).sqrt();
+        let dir = (1.0 - a_prev - std * std).max(0.0).sqrt();
+        let noise = if std > 0.0 {
+            Some(Noise::new(std, need_rng(self.name_(), rng)?))
+        } else {
+            None
+        };
+        let (cx0, cm0) = conversion(self.pred, Parameterization::Sample, alpha, sigma)?;
+        let clipping = self.config.clip_sample || self.thresholding.enabled;
+        if self.inverse && clipping {
+            // diffusers' inverse clips x0 but keeps the model's epsilon.
+            let x0 = m.lincomb_to_new(0.0, &[(cx0, x.sample()), (cm0, m)], None)?;
+            let x0 = clip(&x0, self.config.clip_sample_range)?;
+            let (cxe, cme) = conversion(self.pred, Parameterization::Epsilon, alpha, sigma)?;
+            x.lincomb(dir * cxe, &[(a_prev.sqrt(), &x0), (dir * cme, m)], None)?;
+        } else if clipping {
+            // x0 is clipped, then epsilon recomputed from the clipped x0 (diffusers).
+            let mut x0 = m.lincomb_to_new(0.0, &[(cx0, x.sample()), (cm0, m)], None)?;
+            x0 = if self.thresholding.enabled {
+                threshold(&x0, self.thresholding.ratio, self.thresholding.max_value)?
+            } else {
+                clip(&x0, self.config.clip_sample_range)?
+            };
+            // prev = sqrt(a_prev) x0 + dir (x - alpha x0) / sigma + std z
+            x.lincomb(dir / sigma, &[(a_prev.sqrt() - dir * alpha / sigma, &x0)], noise)?;
+        } else {
+            let (cxe, cme) = conversion(self.pred, Parameterization::Epsilon, alpha, sigma)?;
+            let keep = a_prev.sqrt() * cx0 + dir * cxe;
+            let cm = a_prev.sqrt() * cm0 + dir * cme;
+            x.lincomb(keep, &[(cm, m)], noise)?;
+        }
+        self.cursor.advance(index);
+        Ok(())
+    }
 }
 
 impl<T: Tensor> Scheduler<T> for Ddim {
@@ -196,54 +252,13 @@ impl<T: Tensor> Scheduler<T> for Ddim {
     }
 
     fn step_in_place(&mut self, m: &T, t: f64, x: &mut T, rng: Option<&mut Rng>) -> Result<()> {
-        let index = self.cursor.index_for_step(self.name_(), t)?;
-        let ti = t as i64;
-        // The step's source and target levels. The inverse steps from `t - ratio` up to
-        // `t`, and (as diffusers) converts the model output with the source level.
-        let (a_t, a_prev) = if self.inverse {
-            let src = (ti - self.step_ratio).min(self.table.len() as i64 - 1);
-            (self.abar_at(src), self.abar_at(ti))
-        } else {
-            (self.abar_at(ti), self.abar_at(ti - self.step_ratio))
-        };
-        let (alpha, sigma) = (a_t.sqrt(), (1.0 - a_t).sqrt());
-        let eta = if self.inverse { 0.0 } else { self.config.eta };
-        let variance = (1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev);
-        let std = eta * variance.max(0.0).sqrt();
-        let dir = (1.0 - a_prev - std * std).max(0.0).sqrt();
-        let noise = if std > 0.0 {
-            Some(Noise::new(std, need_rng(self.name_(), rng)?))
-        } else {
-            None
-        };
-        let (cx0, cm0) = conversion(self.pred, Parameterization::Sample, alpha, sigma)?;
-        let clipping = self.config.clip_sample || self.thresholding.enabled;
-        if self.inverse && clipping {
-            // diffusers' inverse clips x0 but keeps the model's epsilon.
-            let mut x0 = m.zeros_like();
-            x0.lincomb(0.0, &[(cx0, x), (cm0, m)], None)?;
-            let x0 = clip(&x0, self.config.clip_sample_range)?;
-            let (cxe, cme) = conversion(self.pred, Parameterization::Epsilon, alpha, sigma)?;
-            x.lincomb(dir * cxe, &[(a_prev.sqrt(), &x0), (dir * cme, m)], None)?;
-        } else if clipping {
-            // x0 is clipped, then epsilon recomputed from the clipped x0 (diffusers).
-            let mut x0 = m.zeros_like();
-            x0.lincomb(0.0, &[(cx0, x), (cm0, m)], None)?;
-            x0 = if self.thresholding.enabled {
-                threshold(&x0, self.thresholding.ratio, self.thresholding.max_value)?
-            } else {
-                clip(&x0, self.config.clip_sample_range)?
-            };
-            // prev = sqrt(a_prev) x0 + dir (x - alpha x0) / sigma + std z
-            x.lincomb(dir / sigma, &[(a_prev.sqrt() - dir * alpha / sigma, &x0)], noise)?;
-        } else {
-            let (cxe, cme) = conversion(self.pred, Parameterization::Epsilon, alpha, sigma)?;
-            let keep = a_prev.sqrt() * cx0 + dir * cxe;
-            let cm = a_prev.sqrt() * cm0 + dir * cme;
-            x.lincomb(keep, &[(cm, m)], noise)?;
-        }
-        self.cursor.advance(index);
-        Ok(())
+        self.advance(m, t, &mut Target::InPlace(x), rng)
+    }
+
+    fn step(&mut self, m: &T, t: f64, x: &T, rng: Option<&mut Rng>) -> Result<T> {
+        let mut out = Target::New(x, None);
+        self.advance(m, t, &mut out, rng)?;
+        Ok(out.into_new())
     }
 
     fn add_noise(&self, x0: &T, noise: &T, t: f64) -> Result<T> {

@@ -10,7 +10,7 @@ use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, TimestepSpacing};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::Thresholding;
+use crate::common::{Target, Thresholding};
 use crate::config::{self, prediction};
 use crate::error::{Result, SolverError, invalid};
 use crate::scheduler::Scheduler;
@@ -189,25 +189,40 @@ impl<T: Tensor> Scheduler<T> for Deis<T> {
     }
 
     fn step_in_place(&mut self, m: &T, t: f64, x: &mut T, _rng: Option<&mut Rng>) -> Result<()> {
+        self.advance(m, t, &mut Target::InPlace(x))
+    }
+
+    fn step(&mut self, m: &T, t: f64, x: &T, _rng: Option<&mut Rng>) -> Result<T> {
+        let mut out = Target::New(x, None);
+        self.advance(m, t, &mut out)?;
+        Ok(out.into_new())
+    }
+}
+
+impl<T: Tensor> Deis<T> {
+    /// One step, written to `x` (in place or as a new tensor).
+    fn advance(&mut self, m: &T, t: f64, x: &mut Target<'_, T>) -> Result<()> {
         let i = self.core.cursor.index_for_step(Self::NAME, t)?;
         let n = self.core.cursor.len();
         let lof = self.config.lower_order_final && n < 15;
         // The noise prediction (through a thresholded x0 if enabled).
-        self.core.push_converted(m, x, i, false)?;
+        self.core.push_converted(m, x.sample(), i, false)?;
         let order = multistep_order(
             self.config.solver_order,
             self.core.lower_order_nums,
             i == n - 1 && lof,
             i + 2 == n && lof,
         );
-        let nodes: Vec<f64> = (0..order).map(|k| self.rho(i - k)).collect();
-        let w = deis_weights(self.rho(i + 1), &nodes);
+        // Fixed arrays (entries past `order` repeat the last node and are unused): no
+        // per-step allocation.
+        let nodes = [0, 1, 2].map(|k| self.rho(i - k.min(order - 1)));
+        let w = deis_weights(self.rho(i + 1), &nodes[..order]);
         let s = &self.core.sched;
         let (alpha_t, alpha_s) = (s.alpha_sigma(i + 1).0, s.alpha_sigma(i).0);
         // x_t = alpha_t (x_s / alpha_s + sum_j w_j eps_j)
         let history = &self.core.history;
-        let terms: Vec<(f64, &T)> = (0..order).map(|k| (alpha_t * w[k], history.get(k))).collect();
-        x.lincomb(alpha_t / alpha_s, &terms, None)?;
+        let terms = [0, 1, 2].map(|k| (alpha_t * w[k], history.get(k.min(order - 1))));
+        x.lincomb(alpha_t / alpha_s, &terms[..order], None)?;
         self.core.count_step();
         self.core.cursor.advance(i);
         Ok(())

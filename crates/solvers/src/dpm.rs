@@ -344,9 +344,9 @@ impl<T: Tensor> DpmSolverMultistep<T> {
         };
         let w = multistep_weights(order, co.cd, r0, r1);
         let history = &self.core.history;
-        let terms: Vec<(f64, &T)> = (0..order).map(|k| (w[k], history.get(k))).collect();
+        let terms = [0, 1, 2].map(|k| (w[k], history.get(k.min(order - 1))));
         let noise = noise_rng.map(|r| Noise::new(co.noise, r));
-        x.lincomb(co.cx, &terms, noise)?;
+        x.lincomb(co.cx, &terms[..order], noise)?;
         self.core.count_step();
         self.core.cursor.advance(i);
         Ok(())

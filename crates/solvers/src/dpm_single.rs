@@ -10,7 +10,7 @@ use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, TimestepSpacing};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::Thresholding;
+use crate::common::{Target, Thresholding};
 use crate::config::{self, prediction};
 use crate::dpm::{Algorithm, check_dpm_keys, coefficients};
 use crate::error::{Result, invalid};
@@ -253,19 +253,32 @@ impl<T: Tensor> Scheduler<T> for DpmSolverSinglestep<T> {
     }
 
     fn step_in_place(&mut self, m: &T, t: f64, x: &mut T, rng: Option<&mut Rng>) -> Result<()> {
+        self.advance(m, t, &mut Target::InPlace(x), rng)
+    }
+
+    fn step(&mut self, m: &T, t: f64, x: &T, rng: Option<&mut Rng>) -> Result<T> {
+        let mut out = Target::New(x, None);
+        self.advance(m, t, &mut out, rng)?;
+        Ok(out.into_new())
+    }
+}
+
+impl<T: Tensor> DpmSolverSinglestep<T> {
+    /// One step, written to `x` (in place or as a new tensor).
+    fn advance(&mut self, m: &T, t: f64, x: &mut Target<'_, T>, rng: Option<&mut Rng>) -> Result<()> {
         let i = self.core.cursor.index_for_step(Self::NAME, t)?;
         let noise_rng = if self.alg.stochastic() {
             Some(need_rng(Self::NAME, rng)?)
         } else {
             None
         };
-        self.core.push_converted(m, x, i, self.alg.data_prediction())?;
+        self.core
+            .push_converted(m, x.sample(), i, self.alg.data_prediction())?;
         // Starting part-way (img2img) can leave too few outputs for the listed order.
         let order = self.orders[i].min(self.core.history.len()).max(1);
         if order == 1 {
-            let mut start = self.start.take().unwrap_or_else(|| x.zeros_like());
-            start.lincomb(0.0, &[(1.0, &*x)], None)?;
-            self.start = Some(start);
+            // The group's start sample; the update below overwrites `x` (keep = 0).
+            x.move_sample_to(&mut self.start)?;
         }
         let s = &self.core.sched;
         let first = i + 1 - order; // the group's start index
@@ -288,11 +301,14 @@ impl<T: Tensor> Scheduler<T> for DpmSolverSinglestep<T> {
         let w = singlestep_weights(order, self.heun, co.cd, r0, r1);
         let history = &self.core.history;
         let start = self.start.as_ref().expect("a group starts with an order-1 step");
-        let terms: Vec<(f64, &T)> = std::iter::once((co.cx, start))
-            .chain((0..order).map(|k| (w[k], history.get(k))))
-            .collect();
+        let terms = [
+            (co.cx, start),
+            (w[0], history.get(0)),
+            (w[1], history.get(1.min(order - 1))),
+            (w[2], history.get(2.min(order - 1))),
+        ];
         let noise = noise_rng.map(|r| Noise::new(co.noise, r));
-        x.lincomb(0.0, &terms, noise)?;
+        x.lincomb(0.0, &terms[..order + 1], noise)?;
         self.core.cursor.advance(i);
         Ok(())
     }

@@ -123,7 +123,7 @@ impl<T: Tensor> KSampler<T> {
             "continuous" => pred == V,
             other => return Err(invalid(name, "timestep_type", format!("{other:?}"))),
         };
-        if !(1..=4).contains(&config.order) {
+        if !(1..=MAX_LMS_ORDER).contains(&config.order) {
             return Err(invalid(name, "order", "LMS order must be 1..=4"));
         }
         if !(config.s_churn >= 0.0 && config.s_noise >= 0.0) {
@@ -225,6 +225,9 @@ impl<T: Tensor> KSampler<T> {
 }
 
 /// `int_{s0}^{s1} prod_{k != j} (tau - x_k) / (x_j - x_k) d tau`: an LMS weight, by
+/// The highest LMS order (the Gauss rule below integrates its weights exactly).
+const MAX_LMS_ORDER: usize = 4;
+
 /// 4-point Gauss-Legendre (exact for the degree <= 3 polynomials of order <= 4).
 fn lagrange_integral(nodes: &[f64], j: usize, s0: f64, s1: f64) -> f64 {
     const X: [f64; 4] = [
@@ -459,14 +462,21 @@ impl<T: Tensor> KSampler<T> {
                 self.history
                     .push_lincomb(&[(-b / sigma, m), ((1.0 - a) / sigma, x.sample())])?;
                 let order = (i + 1).min(self.config.order);
-                let nodes: Vec<f64> = (0..order).map(|k| self.sigmas[i - k]).collect();
-                let terms: Vec<(f64, &T)> = (0..order)
-                    .map(|j| {
-                        let w = lagrange_integral(&nodes, j, sigma, self.sigmas[i + 1]);
-                        (w, self.history.get(j))
-                    })
-                    .collect();
-                x.lincomb(1.0, &terms, None)?;
+                // Fixed arrays (LMS order is at most MAX_LMS_ORDER): no per-step allocation.
+                let mut nodes = [0.0; MAX_LMS_ORDER];
+                for (k, node) in nodes.iter_mut().enumerate().take(order) {
+                    *node = self.sigmas[i - k];
+                }
+                let nodes = &nodes[..order];
+                let history = &self.history;
+                let terms: [(f64, &T); MAX_LMS_ORDER] = std::array::from_fn(|j| {
+                    let j = j.min(order - 1);
+                    (
+                        lagrange_integral(nodes, j, sigma, self.sigmas[i + 1]),
+                        history.get(j),
+                    )
+                });
+                x.lincomb(1.0, &terms[..order], None)?;
             }
         }
         self.cursor.advance(i);

@@ -12,7 +12,7 @@ use diffusion_schedules::{DiscreteScheduleConfig, TimestepSpacing};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::{History, Table, table_index};
+use crate::common::{History, Table, Target, table_index};
 use crate::config::{self, prediction};
 use crate::error::{Result, SolverError, invalid};
 use crate::scheduler::Scheduler;
@@ -109,9 +109,10 @@ impl<T: Tensor> Pndm<T> {
         }
     }
 
-    /// `x` moved from `t` to `prev` with model output `m` (in the configured type;
-    /// v is converted with `x` and `t`, as diffusers does).
-    fn transfer(&self, x: &mut T, t: i64, prev: i64, m: &T) -> Result<()> {
+    /// `(keep, c)` with `x_prev = keep x + c m` for a move from `t` to `prev` with model
+    /// output `m` (in the configured type; v is converted with `x` and `t`, as diffusers
+    /// does). Linear in `m`, so a weighted sum of outputs folds into the same pass.
+    fn transfer_coeffs(&self, t: i64, prev: i64) -> (f64, f64) {
         let (a_t, a_prev) = (self.abar_at(t), self.abar_at(prev));
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
         let x_coeff = (a_prev / a_t).sqrt();
@@ -119,14 +120,9 @@ impl<T: Tensor> Pndm<T> {
         let eps_coeff = -(a_prev - a_t) / denom;
         match self.pred {
             // eps = sqrt(a_t) v + sqrt(b_t) x
-            Parameterization::V => x.lincomb(
-                x_coeff + eps_coeff * b_t.sqrt(),
-                &[(eps_coeff * a_t.sqrt(), m)],
-                None,
-            )?,
-            _ => x.lincomb(x_coeff, &[(eps_coeff, m)], None)?,
+            Parameterization::V => (x_coeff + eps_coeff * b_t.sqrt(), eps_coeff * a_t.sqrt()),
+            _ => (x_coeff, eps_coeff),
         }
-        Ok(())
     }
 
     fn copy_into(slot: &mut Option<T>, x: &T) -> Result<()> {
@@ -136,7 +132,7 @@ impl<T: Tensor> Pndm<T> {
         Ok(())
     }
 
-    fn step_prk(&mut self, m: &T, t: i64, x: &mut T) -> Result<()> {
+    fn step_prk(&mut self, m: &T, t: i64, x: &mut Target<'_, T>) -> Result<()> {
         let c = self.counter;
         let half = self.step_ratio / 2;
         let prev = if c % 2 == 1 { t } else { t - half };
@@ -147,7 +143,7 @@ impl<T: Tensor> Pndm<T> {
                 sum.lincomb(0.0, &[(1.0 / 6.0, m)], None)?;
                 self.rk_sum = Some(sum);
                 self.ets.push_lincomb(&[(1.0, m)])?;
-                Self::copy_into(&mut self.start, x)?;
+                Self::copy_into(&mut self.start, x.sample())?;
             }
             1 | 2 => {
                 let sum = self.rk_sum.as_mut().expect("group sum");
@@ -155,21 +151,19 @@ impl<T: Tensor> Pndm<T> {
             }
             _ => {}
         }
+        let (keep, cm) = self.transfer_coeffs(group_t, prev);
         let start = self.start.as_ref().expect("group start");
-        let mut out = start.clone();
         if c % 4 == 3 {
-            let mut eps = self.rk_sum.take().expect("group sum");
-            eps.lincomb(1.0, &[(1.0 / 6.0, m)], None)?;
-            self.transfer(&mut out, group_t, prev, &eps)?;
-            self.rk_sum = Some(eps);
+            // eps = rk_sum + m / 6, folded into the update.
+            let sum = self.rk_sum.as_ref().expect("group sum");
+            x.lincomb(0.0, &[(keep, start), (cm, sum), (cm / 6.0, m)], None)?;
         } else {
-            self.transfer(&mut out, group_t, prev, m)?;
+            x.lincomb(0.0, &[(keep, start), (cm, m)], None)?;
         }
-        *x = out;
         Ok(())
     }
 
-    fn step_plms(&mut self, m: &T, t: i64, x: &mut T) -> Result<()> {
+    fn step_plms(&mut self, m: &T, t: i64, x: &mut Target<'_, T>) -> Result<()> {
         let c = self.counter;
         let (mut t_from, mut prev) = (t, t - self.step_ratio);
         if c != 1 {
@@ -179,31 +173,60 @@ impl<T: Tensor> Pndm<T> {
             prev = t;
             t_from = t + self.step_ratio;
         }
+        let (keep, cm) = self.transfer_coeffs(t_from, prev);
         let e = |k: usize| self.ets.get(k);
         match (self.ets.len(), c) {
             (1, 0) => {
-                Self::copy_into(&mut self.start, x)?;
-                self.transfer(x, t_from, prev, m)?;
+                Self::copy_into(&mut self.start, x.sample())?;
+                x.lincomb(keep, &[(cm, m)], None)?;
             }
             (1, 1) => {
-                let mut out = self.start.take().expect("warm-up start");
-                let mut eps = m.zeros_like();
-                eps.lincomb(0.0, &[(0.5, m), (0.5, e(0))], None)?;
-                self.transfer(&mut out, t_from, prev, &eps)?;
-                *x = out;
+                let start = self.start.take().expect("warm-up start");
+                x.lincomb(0.0, &[(keep, &start), (0.5 * cm, m), (0.5 * cm, e(0))], None)?;
             }
             (n, _) => {
-                let weights: &[f64] = match n {
-                    2 => &[3.0 / 2.0, -1.0 / 2.0],
-                    3 => &[23.0 / 12.0, -16.0 / 12.0, 5.0 / 12.0],
-                    _ => &[55.0 / 24.0, -59.0 / 24.0, 37.0 / 24.0, -9.0 / 24.0],
+                // The Adams-Bashforth combination of the outputs, folded into the update.
+                let weights: [f64; 4] = match n {
+                    2 => [3.0 / 2.0, -1.0 / 2.0, 0.0, 0.0],
+                    3 => [23.0 / 12.0, -16.0 / 12.0, 5.0 / 12.0, 0.0],
+                    _ => [55.0 / 24.0, -59.0 / 24.0, 37.0 / 24.0, -9.0 / 24.0],
                 };
-                let terms: Vec<(f64, &T)> = weights.iter().enumerate().map(|(k, &w)| (w, e(k))).collect();
-                let mut eps = m.zeros_like();
-                eps.lincomb(0.0, &terms, None)?;
-                self.transfer(x, t_from, prev, &eps)?;
+                let order = n.min(4);
+                let terms = [0, 1, 2, 3].map(|k| (cm * weights[k], e(k.min(order - 1))));
+                x.lincomb(keep, &terms[..order], None)?;
             }
         }
+        Ok(())
+    }
+
+    /// One step, written to `x` (in place or as a new tensor).
+    fn advance(&mut self, m: &T, t: f64, x: &mut Target<'_, T>) -> Result<()> {
+        if !self.ready {
+            return Err(SolverError::NotInitialized {
+                scheduler: Self::NAME,
+                what: "step",
+            });
+        }
+        let c = self.counter;
+        if c >= self.timesteps.len() {
+            return Err(SolverError::Finished {
+                scheduler: Self::NAME,
+                steps: self.timesteps.len(),
+            });
+        }
+        if self.timesteps[c] != t {
+            return Err(SolverError::OutOfOrder {
+                scheduler: Self::NAME,
+                expected: self.timesteps[c],
+                got: t,
+            });
+        }
+        if c < self.prk_len {
+            self.step_prk(m, t as i64, x)?;
+        } else {
+            self.step_plms(m, t as i64, x)?;
+        }
+        self.counter += 1;
         Ok(())
     }
 }
@@ -290,33 +313,13 @@ impl<T: Tensor> Scheduler<T> for Pndm<T> {
     }
 
     fn step_in_place(&mut self, m: &T, t: f64, x: &mut T, _rng: Option<&mut Rng>) -> Result<()> {
-        if !self.ready {
-            return Err(SolverError::NotInitialized {
-                scheduler: Self::NAME,
-                what: "step",
-            });
-        }
-        let c = self.counter;
-        if c >= self.timesteps.len() {
-            return Err(SolverError::Finished {
-                scheduler: Self::NAME,
-                steps: self.timesteps.len(),
-            });
-        }
-        if self.timesteps[c] != t {
-            return Err(SolverError::OutOfOrder {
-                scheduler: Self::NAME,
-                expected: self.timesteps[c],
-                got: t,
-            });
-        }
-        if c < self.prk_len {
-            self.step_prk(m, t as i64, x)?;
-        } else {
-            self.step_plms(m, t as i64, x)?;
-        }
-        self.counter += 1;
-        Ok(())
+        self.advance(m, t, &mut Target::InPlace(x))
+    }
+
+    fn step(&mut self, m: &T, t: f64, x: &T, _rng: Option<&mut Rng>) -> Result<T> {
+        let mut out = Target::New(x, None);
+        self.advance(m, t, &mut out)?;
+        Ok(out.into_new())
     }
 
     fn add_noise(&self, x0: &T, noise: &T, t: f64) -> Result<T> {

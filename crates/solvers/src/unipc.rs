@@ -6,7 +6,7 @@ use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, TimestepSpacing};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::common::Thresholding;
+use crate::common::{Target, Thresholding};
 use crate::config::{self, prediction};
 use crate::error::{Result, SolverError, invalid};
 use crate::scheduler::Scheduler;
@@ -234,6 +234,23 @@ impl<T: Tensor> Scheduler<T> for UniPc<T> {
     }
 
     fn step_in_place(&mut self, m: &T, t: f64, x: &mut T, _rng: Option<&mut Rng>) -> Result<()> {
+        self.advance(m, t, &mut Target::InPlace(x))
+    }
+
+    fn step(&mut self, m: &T, t: f64, x: &T, _rng: Option<&mut Rng>) -> Result<T> {
+        let mut out = Target::New(x, None);
+        self.advance(m, t, &mut out)?;
+        Ok(out.into_new())
+    }
+}
+
+impl<T: Tensor> UniPc<T> {
+    /// One step, written to `x` (in place or as a new tensor).
+    ///
+    /// The corrected sample is written into the buffer that keeps it for the next
+    /// corrector (`last_sample`), and the predictor reads it from there: no separate
+    /// copy of the sample.
+    fn advance(&mut self, m: &T, t: f64, x: &mut Target<'_, T>) -> Result<()> {
         let i = self.core.cursor.index_for_step(Self::NAME, t)?;
         let n = self.core.cursor.len();
         let predict_x0 = self.config.predict_x0;
@@ -245,21 +262,27 @@ impl<T: Tensor> Scheduler<T> for UniPc<T> {
         }
         // Convert the output at sigma_i (x0 for predict_x0, else epsilon).
         let mut conv = self.spare.take().unwrap_or_else(|| m.zeros_like());
-        self.core.convert_output(&mut conv, m, x, i, predict_x0)?;
-        // UniC: correct the sample that the previous predictor produced.
+        self.core
+            .convert_output(&mut conv, m, x.sample(), i, predict_x0)?;
+        // UniC: correct the sample that the previous predictor produced, into `last`.
         let use_corrector =
             i > 0 && !self.config.disable_corrector.contains(&(i - 1)) && self.last_sample.is_some();
+        let mut last = self.last_sample.take().unwrap_or_else(|| m.zeros_like());
         if use_corrector {
             let order = self.this_order;
-            let past: Vec<usize> = (1..order).map(|k| i - (k + 1)).collect();
-            let (cx, c_m0, c_past, c_new) = self.unified(i, i - 1, &past, true);
-            let last = self.last_sample.as_ref().expect("checked");
-            let history = &self.core.history;
-            let mut terms: Vec<(f64, &T)> = vec![(cx, last), (c_m0, history.get(0)), (c_new, &conv)];
-            for (k, c) in c_past.iter().enumerate() {
-                terms.push((*c, history.get(k + 1)));
+            let mut past = [0usize; 3];
+            for (k, p) in past.iter_mut().enumerate().take(order - 1) {
+                *p = i - (k + 2);
             }
-            x.lincomb(0.0, &terms, None)?;
+            let (cx, c_m0, c_past, c_new) = self.unified(i, i - 1, &past[..order - 1], true);
+            let history = &self.core.history;
+            let mut terms = [(c_m0, history.get(0)), (c_new, &conv), (0.0, &conv), (0.0, &conv)];
+            for (k, c) in c_past.iter().enumerate() {
+                terms[2 + k] = (*c, history.get(k + 1));
+            }
+            last.lincomb(cx, &terms[..2 + c_past.len()], None)?;
+        } else {
+            last.lincomb(0.0, &[(1.0, x.sample())], None)?;
         }
         self.spare = self.core.history.push_owned(conv);
         let this_order = if self.config.lower_order_final {
@@ -268,18 +291,19 @@ impl<T: Tensor> Scheduler<T> for UniPc<T> {
             self.config.solver_order
         };
         self.this_order = this_order.min(self.core.lower_order_nums + 1);
-        let mut last = self.last_sample.take().unwrap_or_else(|| x.zeros_like());
-        last.lincomb(0.0, &[(1.0, &*x)], None)?;
-        self.last_sample = Some(last);
-        // UniP: predict the next sample.
-        let past: Vec<usize> = (1..self.this_order).map(|k| i - k).collect();
-        let (cx, c_m0, c_past, _) = self.unified(i + 1, i, &past, false);
-        let history = &self.core.history;
-        let mut terms: Vec<(f64, &T)> = vec![(c_m0, history.get(0))];
-        for (k, c) in c_past.iter().enumerate() {
-            terms.push((*c, history.get(k + 1)));
+        // UniP: predict the next sample from the (corrected) current one.
+        let mut past = [0usize; 3];
+        for (k, p) in past.iter_mut().enumerate().take(self.this_order - 1) {
+            *p = i - (k + 1);
         }
-        x.lincomb(cx, &terms, None)?;
+        let (cx, c_m0, c_past, _) = self.unified(i + 1, i, &past[..self.this_order - 1], false);
+        let history = &self.core.history;
+        let mut terms = [(cx, &last), (c_m0, history.get(0)), (0.0, &last), (0.0, &last)];
+        for (k, c) in c_past.iter().enumerate() {
+            terms[2 + k] = (*c, history.get(k + 1));
+        }
+        x.lincomb(0.0, &terms[..2 + c_past.len()], None)?;
+        self.last_sample = Some(last);
         self.core.count_step();
         self.core.cursor.advance(i);
         Ok(())
