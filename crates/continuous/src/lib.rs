@@ -26,5 +26,5 @@ pub use grid::{GridKind, TimeGrid};
 pub use interpolant::{InterpolantDiffusion, InterpolantSchedule};
 pub use likelihood::{LikelihoodOptions, log_likelihood};
 pub use multistep::{Method, MultistepOptions, UniPcVariant};
-pub use pfgm::{edm_heun, sample_pfgm};
+pub use pfgm::{EdmChurn, edm_heun, edm_heun_churn, sample_pfgm};
 pub use sde::{LangevinOptions, SdeOptions, sample_sde};

@@ -8,7 +8,7 @@
 //! from the heavy-tailed kernel at `r_max = sigma_max sqrt(D)` instead of a Gaussian. As
 //! `D -> infinity` the kernel becomes Gaussian and PFGM++ becomes EDM.
 
-use diffusion_core::{Denoiser, NoiseSchedule, Rng, Tensor};
+use diffusion_core::{Denoiser, Noise, NoiseSchedule, Rng, Tensor};
 use diffusion_schedules::continuous::PfgmPlusPlus;
 
 use crate::error::{Result, invalid};
@@ -35,6 +35,49 @@ fn validate_sigmas(sigmas: &[f64]) -> Result<()> {
     Ok(())
 }
 
+/// EDM's stochastic "churn" (Karras et al. 2022, Algorithm 2): before each step at
+/// `sigma_i` in `[s_tmin, s_tmax]` the sample is noised up to
+/// `sigma_hat = (1 + gamma) sigma_i`, `gamma = min(s_churn / N, sqrt 2 - 1)`, with noise of
+/// standard deviation `s_noise sqrt(sigma_hat^2 - sigma_i^2)`. `s_churn = 0` is Algorithm 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EdmChurn {
+    pub s_churn: f64,
+    pub s_tmin: f64,
+    pub s_tmax: f64,
+    pub s_noise: f64,
+}
+
+impl Default for EdmChurn {
+    /// No churn: the deterministic sampler.
+    fn default() -> Self {
+        Self {
+            s_churn: 0.0,
+            s_tmin: 0.0,
+            s_tmax: f64::INFINITY,
+            s_noise: 1.0,
+        }
+    }
+}
+
+impl EdmChurn {
+    fn validate(&self) -> Result<()> {
+        let ok = self.s_churn.is_finite()
+            && self.s_churn >= 0.0
+            && self.s_noise.is_finite()
+            && self.s_noise >= 0.0
+            && self.s_tmin >= 0.0
+            && self.s_tmin <= self.s_tmax;
+        if ok {
+            Ok(())
+        } else {
+            Err(invalid(
+                "churn",
+                format!("need s_churn >= 0, s_noise >= 0 and 0 <= s_tmin <= s_tmax, got {self:?}"),
+            ))
+        }
+    }
+}
+
 /// EDM's deterministic Heun sampler (Karras et al. 2022, Algorithm 1) from `x` at
 /// `sigmas[0]` through `sigmas` (decreasing; a final 0 takes an Euler step). The
 /// evaluator's schedule must have time = sigma and alpha = 1 (`Edm`). Model calls:
@@ -45,7 +88,25 @@ where
     D: Denoiser<T> + ?Sized,
     S: NoiseSchedule + ?Sized,
 {
+    edm_heun_churn(eval, x, sigmas, &EdmChurn::default(), None)
+}
+
+/// EDM's stochastic Heun sampler (Algorithm 2): [`edm_heun`] with [`EdmChurn`] noise
+/// drawn from `rng` (required when churn is on).
+pub fn edm_heun_churn<T, D, S>(
+    eval: &Evaluator<'_, D, S>,
+    x: &T,
+    sigmas: &[f64],
+    churn: &EdmChurn,
+    mut rng: Option<&mut Rng>,
+) -> Result<T>
+where
+    T: Tensor,
+    D: Denoiser<T> + ?Sized,
+    S: NoiseSchedule + ?Sized,
+{
     validate_sigmas(sigmas)?;
+    churn.validate()?;
     let probe = sigmas[0];
     let (a, s) = (eval.schedule.alpha(probe), eval.schedule.sigma(probe));
     if (a - 1.0).abs() > 1e-12 || (s - probe).abs() > 1e-12 * probe.max(1.0) {
@@ -54,9 +115,24 @@ where
             format!("EDM Heun needs alpha = 1 and sigma(t) = t, got alpha {a}, sigma {s} at t = {probe}"),
         ));
     }
+    let steps = (sigmas.len() - 1) as f64;
     let mut x = x.clone();
     for w in sigmas.windows(2) {
-        let (s0, s1) = (w[0], w[1]);
+        let (mut s0, s1) = (w[0], w[1]);
+        let gamma = if churn.s_churn > 0.0 && (churn.s_tmin..=churn.s_tmax).contains(&s0) {
+            (churn.s_churn / steps).min(std::f64::consts::SQRT_2 - 1.0)
+        } else {
+            0.0
+        };
+        if gamma > 0.0 {
+            let s_hat = s0 * (1.0 + gamma);
+            let rng = rng
+                .as_deref_mut()
+                .ok_or_else(|| invalid("rng", "EDM churn draws noise: pass an Rng"))?;
+            let scale = churn.s_noise * (s_hat * s_hat - s0 * s0).sqrt();
+            x.lincomb(1.0, &[], Some(Noise::new(scale, rng)))?;
+            s0 = s_hat;
+        }
         let h = s1 - s0;
         let d0 = eval.data(&x, s0)?;
         // Euler: x' = x + h (x - D) / s0.

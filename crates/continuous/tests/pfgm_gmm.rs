@@ -166,3 +166,36 @@ fn bad_pfgm_input_is_an_error() {
     let vp_eval = Evaluator::new(&gmm, &vp, ModelTime::Identity);
     assert!(edm_heun(&vp_eval, &x, &[0.9, 0.1]).is_err());
 }
+
+/// EDM Algorithm 2: churn 0 is Algorithm 1 bit for bit; with churn the samples still
+/// follow the exact mixture; churn without an Rng or with bad settings is an error.
+#[test]
+fn edm_stochastic_heun_samples_the_exact_mixture() {
+    use diffusion_continuous::{EdmChurn, edm_heun_churn};
+    let gmm = common::mixture();
+    let model = diffusion_testbed::GmmDenoiser::epsilon(gmm.clone());
+    let sched = edm();
+    let eval = Evaluator::new(&model, &sched, ModelTime::Identity);
+    let sigmas = edm().sampling_sigmas(32);
+    let x = common::normals(2000, 2, 21).mapv(|v| v * sigmas[0]);
+    let plain = edm_heun(&eval, &x, &sigmas).unwrap();
+    let none = edm_heun_churn(&eval, &x, &sigmas, &EdmChurn::default(), None).unwrap();
+    assert_eq!(plain, none);
+    let churn = EdmChurn {
+        s_churn: 40.0,
+        s_tmin: 0.05,
+        s_tmax: 50.0,
+        s_noise: 1.003,
+    };
+    let out = edm_heun_churn(&eval, &x, &sigmas, &churn, Some(&mut Rng::new(3))).unwrap();
+    assert_ne!(out, plain);
+    let check = common::StatCheck::run(&out, &gmm, 6);
+    println!("EDM Algorithm 2, churn 40, 63 NFE: {check}");
+    assert!(check.passes(), "{check}");
+    assert!(edm_heun_churn(&eval, &x, &sigmas, &churn, None).is_err());
+    let bad = EdmChurn {
+        s_churn: -1.0,
+        ..churn
+    };
+    assert!(edm_heun_churn(&eval, &x, &sigmas, &bad, Some(&mut Rng::new(3))).is_err());
+}
