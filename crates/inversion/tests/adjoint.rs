@@ -6,36 +6,10 @@
 
 mod common;
 
-use common::{gmm3, normal_rows, vp_grid};
+use common::{gmm3, loss, loss_grad, normal_rows, vec_rel, vp_grid};
 use diffusion_inversion::adjoint::{Gradients, adjoint, sample, unrolled_gradients};
 use diffusion_inversion::{Grid, grid::relative_rms};
 use ndarray::ArrayD;
-
-/// `L(x) = sum w_i x_i + 0.5 sum x_i^2`: gradient `w + x`.
-fn weights(like: &ArrayD<f64>) -> ArrayD<f64> {
-    ArrayD::from_shape_fn(like.raw_dim(), |i| {
-        0.3 + 0.1 * (i[0] as f64) - 0.7 * (i[1] as f64)
-    })
-}
-
-fn loss(x: &ArrayD<f64>) -> f64 {
-    let w = weights(x);
-    x.iter().zip(w.iter()).map(|(v, w)| w * v + 0.5 * v * v).sum()
-}
-
-fn loss_grad(x: &ArrayD<f64>) -> ArrayD<f64> {
-    weights(x) + x
-}
-
-fn vec_rel(a: &[f64], b: &[f64]) -> f64 {
-    let d: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(p, q)| (p - q) * (p - q))
-        .sum::<f64>()
-        .sqrt();
-    d / b.iter().map(|q| q * q).sum::<f64>().sqrt()
-}
 
 fn adjoint_grads(grid: &Grid, x_t: &ArrayD<f64>) -> Gradients<ArrayD<f64>> {
     let model = gmm3();

@@ -46,3 +46,29 @@ pub fn rows(data: Vec<f64>, dim: usize) -> ArrayD<f64> {
     let n = data.len() / dim;
     ArrayD::from_shape_vec(IxDyn(&[n, dim]), data).unwrap()
 }
+
+/// `L(x) = sum w_i x_i + 0.5 sum x_i^2`: gradient `w + x`.
+pub fn weights(like: &ArrayD<f64>) -> ArrayD<f64> {
+    ArrayD::from_shape_fn(like.raw_dim(), |i| {
+        0.3 + 0.1 * (i[0] as f64) - 0.7 * (i[1] as f64)
+    })
+}
+
+pub fn loss(x: &ArrayD<f64>) -> f64 {
+    let w = weights(x);
+    x.iter().zip(w.iter()).map(|(v, w)| w * v + 0.5 * v * v).sum()
+}
+
+pub fn loss_grad(x: &ArrayD<f64>) -> ArrayD<f64> {
+    weights(x) + x
+}
+
+pub fn vec_rel(a: &[f64], b: &[f64]) -> f64 {
+    let d: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(p, q)| (p - q) * (p - q))
+        .sum::<f64>()
+        .sqrt();
+    d / b.iter().map(|q| q * q).sum::<f64>().sqrt()
+}
