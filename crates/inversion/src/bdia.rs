@@ -15,6 +15,26 @@
 //! Heun step, Euler on the last step to `sigma = 0`; backward `Phi` = an Euler step), as
 //! in the paper's BDIA-EDM.
 //!
+//! # Mixed precision: the state is f64, only the model runs in `T`
+//!
+//! The sampler's state is carried in f64 host vectors whatever the tensor type `T`; only
+//! the model's inputs are rounded to `T` (and its outputs widened back). Inversion
+//! recomputes the states of sampling to f64 rounding (~1e-16 relative, far below half
+//! an f32 ulp), so an f32 model sees bit-identical inputs in both directions and returns
+//! bit-identical outputs: its own output noise cancels exactly in the round trip instead
+//! of being amplified by BDIA's two-step mode. (With the state in f32, an epsilon model's
+//! `x0 = x - sigma eps` at sigma = 80 carries ~1e-7 sigma of rounding noise that differed
+//! between inversion and sampling and limited BDIA-EDM's f32 round trip to 1.6e-5 ..
+//! 5e-5; now it is ~1e-14, see the crate README.) The latent ([`BdiaLatent`]) and the
+//! final state ([`BdiaState`]) carry the f64 state across invert -> sample; the
+//! user-facing tensors are its rounding to `T`. A host round trip per model call is the
+//! price; the arithmetic is a few streams per call, small beside any real model.
+//!
+//! For `gamma = 1` the pair form `x_{k+1} = x_{k-1} + G(x_k)` is an additive coupling and
+//! could be made bit-exact with a fixed-point state; that was not done because
+//! `gamma < 1` (volume-contracting) needs the floating-point path anyway and the f64
+//! state already meets the bounds with orders of magnitude to spare.
+//!
 //! # How the state is carried (why not the pair `(x_{k-1}, x_k)`)
 //!
 //! Written as a recurrence in `x`, BDIA is a three-term recurrence
@@ -24,16 +44,15 @@
 //! three-term recurrence in its unstable direction. Any rounding of the stored pair
 //! that is not along the wanted solution, about `ulp(x) ~ 1e-7 * sigma_max` in f32, is
 //! amplified by `sigma_max / sigma_data`, and each step rounds `x_{k+1}` from the
-//! cancellation of two `O(sigma_{k-1})` terms. On EDM's sigma = 80 grid this is the
-//! 1e-4 .. 3e-4 f32 round-trip error (f64: 5e-13) of the pair form.
+//! cancellation of two `O(sigma_{k-1})` terms. On EDM's sigma = 80 grid this was the
+//! 1e-4 .. 3e-4 f32 round-trip error (f64: 5e-13) of the pair form kept in `T`.
 //!
 //! Both bases are therefore written in denoiser form,
 //! `Phi_{k->j}(x) = (sigma_j / sigma_k) x + sum_i c_i D_i` (the `D_i` are model outputs,
 //! `O(data)`), and the state at level `k` is carried as
 //!
 //! - `y_k = x_k / sigma_k`, which every base step moves by `O(data) / sigma` with unit
-//!   coefficient (so the scale factors, rounded to the tensor's precision, never
-//!   multiply the state), and
+//!   coefficient (so the scale factors never multiply the state), and
 //! - the defect `p_k = x_{k-1} - Phi_{k->k-1}(x_k)`, for which BDIA reads
 //!   `x_{k+1} = Phi_{k->k+1}(x_k) + gamma p_k`.
 //!
@@ -42,12 +61,21 @@
 //! (the `x` terms cancel algebraically), so it is never formed by cancelling two
 //! `O(sigma)` numbers. Rounding then only perturbs `y` (which moves the state along the
 //! wanted, decaying solution) and the small defect. The map is algebraically the same as
-//! the pair form, and its inverse is again explicit.
+//! the pair form, and its inverse is again explicit. In f64 it keeps the recomputed
+//! states within 1e-13 .. 6e-15 of the sampled ones on EDM's grid (measured for an f32
+//! model, whose round trip is then bit-exact). With an f64 model the round trip is
+//! 3e-14 .. 1.4e-13 (gamma = 1) and 1e-15 .. 8e-15 (gamma = 0.9): there the model's
+//! inputs are the f64 states themselves, reproduced only to rounding, so its own
+//! rounding noise (~1e-16 sigma_max) does not cancel and the undamped gamma = 1 mode
+//! carries it.
 
-use diffusion_core::{Denoiser, NoiseLevel, Tensor};
+use std::borrow::Cow;
+
+use diffusion_core::{Denoiser, NoiseLevel, Parameterization, Tensor};
 
 use crate::error::{InversionError, Result, invalid_param};
-use crate::grid::{Grid, ddim_coefficients, denoised, epsilon};
+use crate::grid::{Grid, ddim_coefficients};
+use crate::mixed::{self, combine, scaled};
 
 /// The integrator BDIA is built on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,47 +95,154 @@ pub struct Bdia {
 
 /// Two consecutive states of a BDIA trajectory. `current` is at level `index` of the
 /// grid, `previous` at `index - 1` (one step noisier).
+///
+/// States returned by sampling also keep the f64 pair they were rounded from;
+/// [`Bdia::invert_state`] starts from it while `previous` and `current` still round from
+/// it (edit either and inversion starts from the edited `T` values instead).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BdiaState<T> {
     pub previous: T,
     pub current: T,
     pub index: usize,
+    exact: Option<ExactPair>,
 }
 
-/// An inverted latent on `grid` with `gamma` (sampling refuses others).
+/// A consecutive pair of states in f64.
+#[derive(Clone, Debug, PartialEq)]
+struct ExactPair {
+    previous: Vec<f64>,
+    current: Vec<f64>,
+}
+
+impl<T: Tensor> BdiaState<T> {
+    /// A state given in `T` only (for example a trajectory from elsewhere).
+    pub fn new(previous: T, current: T, index: usize) -> Self {
+        Self {
+            previous,
+            current,
+            index,
+            exact: None,
+        }
+    }
+
+    /// Whether the f64 state this was rounded from is kept and still matches.
+    pub fn has_exact_state(&self) -> bool {
+        matches!(self.exact_pair(), Ok(Cow::Borrowed(_)))
+    }
+
+    /// `current` in f64 before rounding to `T`, when this state came from sampling and
+    /// `previous` and `current` were not edited since.
+    pub fn exact_current(&self) -> Option<&[f64]> {
+        match self.exact_pair() {
+            Ok(Cow::Borrowed(e)) => Some(&e.current),
+            _ => None,
+        }
+    }
+
+    /// The f64 pair: the kept one while `previous` and `current` still round from it,
+    /// else the `T` values widened.
+    fn exact_pair(&self) -> Result<Cow<'_, ExactPair>> {
+        if let Some(e) = &self.exact
+            && rounds_to(&self.previous, &e.previous)?
+            && rounds_to(&self.current, &e.current)?
+        {
+            return Ok(Cow::Borrowed(e));
+        }
+        Ok(Cow::Owned(ExactPair {
+            previous: self.previous.to_f64_vec(),
+            current: self.current.to_f64_vec(),
+        }))
+    }
+}
+
+/// Whether `exact` rounded to `T` gives `t`, bit for bit.
+fn rounds_to<T: Tensor>(t: &T, exact: &[f64]) -> Result<bool> {
+    if t.len() != exact.len() {
+        return Ok(false);
+    }
+    Ok(t.from_f64_like(exact)?.to_f64_vec() == t.to_f64_vec())
+}
+
+/// An inverted latent on a grid with a gamma (sampling refuses others).
 ///
-/// Sampling continues from `(next, defect)`: `next` is `x` at the grid's second level
-/// and `defect = noise - Phi_{1->0}(next)`, the BDIA defect of the first level (kept
-/// instead of being recomputed from `noise`, which would cancel two `O(sigma_max)`
-/// numbers and lose the precision exact inversion needs). `noise`, `x` at the noisiest
-/// level, is the same state written out. With a one-step grid `defect` is unused (zero).
+/// [`Bdia::sample_from`] continues from the f64 state kept inside: `y` and the BDIA
+/// defect at the grid's second level, `p_1 = x_0 - Phi_{1->0}(x_1)` (kept instead of
+/// being recomputed from the noise, which would cancel two `O(sigma_max)` numbers).
+/// [`BdiaLatent::noise`], `x` at the noisiest level rounded to `T`, is the same state
+/// written out, e.g. for editing (sample from it alone with [`Bdia::sample`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BdiaLatent<T> {
-    pub grid: Grid,
-    pub gamma: f64,
-    /// `x` at the noisiest level.
-    pub noise: T,
-    /// `x` at the second level.
-    pub next: T,
-    /// `noise - Phi_{1->0}(next)`.
-    pub defect: T,
+    grid: Grid,
+    gamma: f64,
+    noise: T,
+    exact: LatentState,
 }
 
-/// The carried state at level `index >= 0`: `y = x / sigma`, the defect `p` (`None` at
-/// level 0, where there is no previous state) and the model's `D(x)` at this level,
-/// which the next step (either direction) reuses.
-struct Carried<T> {
-    y: T,
-    p: Option<T>,
-    d: T,
+#[derive(Clone, Debug, PartialEq)]
+enum LatentState {
+    /// `y` and the defect at level 1 (grids of two or more steps).
+    Level1 { y: Vec<f64>, p: Vec<f64> },
+    /// A one-step grid: the pair `(x_0, x_1)` itself.
+    OneStep(ExactPair),
+}
+
+impl<T> BdiaLatent<T> {
+    /// The grid it was inverted on.
+    pub fn grid(&self) -> &Grid {
+        &self.grid
+    }
+
+    /// The gamma it was inverted with.
+    pub fn gamma(&self) -> f64 {
+        self.gamma
+    }
+
+    /// `x` at the noisiest level, rounded to `T`.
+    pub fn noise(&self) -> &T {
+        &self.noise
+    }
+
+    /// The noise, dropping the exact state.
+    pub fn into_noise(self) -> T {
+        self.noise
+    }
+}
+
+/// The carried state at level `index >= 0`, in f64: `y = x / sigma`, the defect `p`
+/// (`None` at level 0, where there is no previous state) and the model's `D(x)` at this
+/// level, which the next step (either direction) reuses.
+struct Carried {
+    y: Vec<f64>,
+    p: Option<Vec<f64>>,
+    d: Vec<f64>,
     index: usize,
 }
 
-/// The model outputs and coefficients of the forward base step from level `k`:
+/// The model terms of the forward base step from level `k`:
 /// `Phi_{k->k+1}(x) = r x + c1 D1 + c2 D2` (`D2` only for a Heun step).
-struct ForwardTerms<T> {
+struct ForwardTerms {
     c1: f64,
-    second: Option<(f64, T)>,
+    second: Option<(f64, Vec<f64>)>,
+}
+
+/// What a forward step produced.
+enum Forward {
+    /// The carried state at the next level.
+    Level(Carried),
+    /// The final sample, on a `sigma = 0` level.
+    Sample(Vec<f64>),
+}
+
+/// `(1 / r, c_b)` of the backward (Euler / DDIM) estimate from level `k + 1` to `k`:
+/// `Phi_{k+1->k}(x) = (1 / r) x + c_b D`, `r = sigma_{k+1} / sigma_k`.
+fn backward_coefficients(from: NoiseLevel, to: NoiseLevel) -> (f64, f64) {
+    let inv_r = from.sigma / to.sigma;
+    (inv_r, from.alpha - inv_r * to.alpha)
+}
+
+/// `c2 * (d2 - d)` at element `i`, or 0 without a second model output.
+fn second_diff(second: &Option<(f64, Vec<f64>)>, d: &[f64], i: usize) -> f64 {
+    second.as_ref().map_or(0.0, |(c2, d2)| c2 * (d2[i] - d[i]))
 }
 
 impl Bdia {
@@ -136,21 +271,17 @@ impl Bdia {
         Ok(())
     }
 
-    /// `x = sigma_k y` in a fresh buffer.
-    fn x_of<T: Tensor>(y: &T, level: NoiseLevel) -> Result<T> {
-        crate::lincomb2((level.sigma, y), (0.0, y))
-    }
-
     /// The forward base step's model terms from `x` at level `k` with `D1 = d1`.
     /// `c1 + c2 = alpha_{k+1} - r alpha_k` (the map is exact for a constant denoiser).
     fn forward_terms<T: Tensor, D: Denoiser<T> + ?Sized>(
         &self,
         model: &D,
+        like: &T,
         grid: &Grid,
         k: usize,
-        x: &T,
-        d1: &T,
-    ) -> Result<ForwardTerms<T>> {
+        x: &[f64],
+        d1: &[f64],
+    ) -> Result<ForwardTerms> {
         let (from, to) = (grid.levels()[k], grid.levels()[k + 1]);
         let r = to.sigma / from.sigma;
         let total = to.alpha - r * from.alpha;
@@ -163,18 +294,13 @@ impl Bdia {
         }
         // Heun: Euler predictor, then the trapezoid of the two slopes. In denoiser form
         // the D2 coefficient is -h / (2 sigma_{k+1}), h = sigma_{k+1} - sigma_k.
-        let pred = crate::lincomb2((r, x), (total, d1))?;
-        let d2 = denoised(model, &pred, to, k)?;
+        let pred = combine(&[(r, x), (total, d1)]);
+        let d2 = mixed::denoised(model, like, &pred, to, k)?;
         let c2 = -0.5 * (to.sigma - from.sigma) / to.sigma;
         Ok(ForwardTerms {
             c1: total - c2,
             second: Some((c2, d2)),
         })
-    }
-
-    /// `a - b` in a fresh buffer (exact when the two are within a factor 2).
-    fn diff<T: Tensor>(a: &T, b: &T) -> Result<T> {
-        crate::lincomb2((1.0, a), (-1.0, b))
     }
 
     /// Level 0 from the noise: `y_0` and `D(x_0)`.
@@ -183,83 +309,72 @@ impl Bdia {
         model: &D,
         grid: &Grid,
         noise: &T,
-    ) -> Result<Carried<T>> {
+    ) -> Result<Carried> {
         let l0 = grid.levels()[0];
-        let d = denoised(model, noise, l0, 0)?;
-        let mut y = noise.clone();
-        y.lincomb(1.0 / l0.sigma, &[], None)?;
+        let x = noise.to_f64_vec();
+        let d = mixed::denoised(model, noise, &x, l0, 0)?;
         Ok(Carried {
-            y,
+            y: scaled(1.0 / l0.sigma, &x),
             p: None,
             d,
             index: 0,
         })
     }
 
-    /// One forward step from level `k = st.index`. Returns the new carried state, or the
-    /// final sample when the step lands on a `sigma = 0` level (the grid's last).
+    /// One forward step from level `k = st.index`.
     fn step_forward<T: Tensor, D: Denoiser<T> + ?Sized>(
         &self,
         model: &D,
+        like: &T,
         grid: &Grid,
-        st: Carried<T>,
-    ) -> Result<std::result::Result<Carried<T>, T>> {
+        st: Carried,
+    ) -> Result<Forward> {
         let k = st.index;
         let lv = grid.levels();
         let (from, to) = (lv[k], lv[k + 1]);
         let g = self.gamma;
-        let x = Self::x_of(&st.y, from)?;
-        let ft = self.forward_terms(model, grid, k, &x, &st.d)?;
+        let x = scaled(from.sigma, &st.y);
+        let ft = self.forward_terms(model, like, grid, k, &x, &st.d)?;
         drop(x);
         // inc = Phi_{k->k+1}(x_k) - r x_k + gamma p_k = x_{k+1} - r x_k (x-units).
-        let mut inc = st.d.clone();
-        {
-            let mut terms: Vec<(f64, &T)> = Vec::with_capacity(2);
-            if let Some((c2, d2)) = &ft.second {
-                terms.push((*c2, d2));
-            }
-            if let Some(p) = &st.p {
-                terms.push((g, p));
-            }
-            inc.lincomb(ft.c1, &terms, None)?;
-        }
+        let inc: Vec<f64> = (0..st.y.len())
+            .map(|i| {
+                let mut v = ft.c1 * st.d[i];
+                if let Some((c2, d2)) = &ft.second {
+                    v += c2 * d2[i];
+                }
+                if let Some(p) = &st.p {
+                    v += g * p[i];
+                }
+                v
+            })
+            .collect();
         if to.sigma == 0.0 {
-            return Ok(Err(inc));
+            return Ok(Forward::Sample(inc));
         }
         let mut y = st.y;
-        y.lincomb(1.0, &[(1.0 / to.sigma, &inc)], None)?;
+        mixed::accumulate(&mut y, 1.0, &[(1.0 / to.sigma, &inc)]);
         drop(inc);
         let index = k + 1;
-        let d_next = if index < grid.steps() {
-            denoised(model, &Self::x_of(&y, to)?, to, index)?
-        } else {
+        if index == grid.steps() {
             // The grid's last level: no further step reads D or the defect.
-            return Ok(Ok(Carried {
+            return Ok(Forward::Level(Carried {
                 y,
                 p: None,
                 d: st.d,
                 index,
             }));
-        };
-        // p_{k+1} = -(1/r) (c2 (D2 - D1) + gamma p_k) - c_b (D_{k+1} - D1).
-        let inv_r = from.sigma / to.sigma;
-        let c_b = from.alpha - inv_r * to.alpha;
-        let mut p = Self::diff(&d_next, &st.d)?;
-        {
-            let diff2 = match &ft.second {
-                Some((c2, d2)) => Some((*c2, Self::diff(d2, &st.d)?)),
-                None => None,
-            };
-            let mut terms: Vec<(f64, &T)> = Vec::with_capacity(2);
-            if let Some((c2, e2)) = &diff2 {
-                terms.push((-inv_r * c2, e2));
-            }
-            if let Some(pk) = &st.p {
-                terms.push((-inv_r * g, pk));
-            }
-            p.lincomb(-c_b, &terms, None)?;
         }
-        Ok(Ok(Carried {
+        let d_next = mixed::denoised(model, like, &scaled(to.sigma, &y), to, index)?;
+        // p_{k+1} = -(1/r) (c2 (D2 - D1) + gamma p_k) - c_b (D_{k+1} - D1).
+        let (inv_r, c_b) = backward_coefficients(from, to);
+        let p: Vec<f64> = (0..y.len())
+            .map(|i| {
+                let pk = st.p.as_ref().map_or(0.0, |p| g * p[i]);
+                -inv_r * (second_diff(&ft.second, &st.d, i) + pk) - c_b * (d_next[i] - st.d[i])
+            })
+            .collect();
+        Ok(Forward::Level(Carried {
             y,
             p: Some(p),
             d: d_next,
@@ -267,56 +382,51 @@ impl Bdia {
         }))
     }
 
-    /// One inverse step from level `k + 1 = st.index >= 1` (whose defect is known) to level
-    /// `k`; the defect at level `k` is computed only when `k >= 1`.
+    /// `y_k` from the carried state at level `k + 1 = st.index >= 1` and its defect:
+    /// `x_k = p_{k+1} + Phi_{k+1->k}(x_{k+1})  <=>  y_k = y_{k+1} + (p_{k+1} + c_b D_{k+1}) / sigma_k`.
+    fn y_back(grid: &Grid, st: &Carried, p_next: &[f64]) -> Vec<f64> {
+        let k = st.index - 1;
+        let (from, to) = (grid.levels()[k], grid.levels()[k + 1]);
+        let (_, c_b) = backward_coefficients(from, to);
+        combine(&[
+            (1.0, &st.y),
+            (1.0 / from.sigma, p_next),
+            (c_b / from.sigma, &st.d),
+        ])
+    }
+
+    /// The defect a carried state at level >= 1 must have.
+    fn defect(st: &Carried) -> Result<&[f64]> {
+        st.p.as_deref().ok_or_else(|| {
+            InversionError::InvalidGrid("BDIA: inverse step without a defect (internal)".into())
+        })
+    }
+
+    /// One inverse step from level `k + 1 = st.index >= 2` (whose defect is known) to
+    /// level `k >= 1`, with its defect.
     fn step_back<T: Tensor, D: Denoiser<T> + ?Sized>(
         &self,
         model: &D,
+        like: &T,
         grid: &Grid,
-        st: Carried<T>,
-    ) -> Result<Carried<T>> {
+        st: Carried,
+    ) -> Result<Carried> {
         let k = st.index - 1;
         let lv = grid.levels();
         let (from, to) = (lv[k], lv[k + 1]);
-        let p_next = st.p.as_ref().ok_or_else(|| {
-            InversionError::InvalidGrid("BDIA: inverse step without a defect (internal)".into())
-        })?;
-        let inv_r = from.sigma / to.sigma;
-        let c_b = from.alpha - inv_r * to.alpha;
-        // x_k = p_{k+1} + Phi_{k+1->k}(x_{k+1})  <=>  y_k = y_{k+1} + (p_{k+1} + c_b D_{k+1}) / sigma_k.
-        let mut y = st.y;
-        y.lincomb(
-            1.0,
-            &[(1.0 / from.sigma, p_next), (c_b / from.sigma, &st.d)],
-            None,
-        )?;
-        let x = Self::x_of(&y, from)?;
-        let d = denoised(model, &x, from, k)?;
-        if k == 0 {
-            return Ok(Carried {
-                y,
-                p: None,
-                d,
-                index: 0,
-            });
-        }
-        let ft = self.forward_terms(model, grid, k, &x, &d)?;
+        let p_next = Self::defect(&st)?;
+        let y = Self::y_back(grid, &st, p_next);
+        let x = scaled(from.sigma, &y);
+        let d = mixed::denoised(model, like, &x, from, k)?;
+        let ft = self.forward_terms(model, like, grid, k, &x, &d)?;
         drop(x);
         // gamma p_k = -r (p_{k+1} + c_b (D_{k+1} - D_k)) - c2 (D2 - D_k).
         let r = to.sigma / from.sigma;
+        let (_, c_b) = backward_coefficients(from, to);
         let inv_g = 1.0 / self.gamma;
-        let mut p = Self::diff(&st.d, &d)?;
-        {
-            let diff2 = match &ft.second {
-                Some((c2, d2)) => Some((*c2, Self::diff(d2, &d)?)),
-                None => None,
-            };
-            let mut terms: Vec<(f64, &T)> = vec![(-r * inv_g, p_next)];
-            if let Some((c2, e2)) = &diff2 {
-                terms.push((-c2 * inv_g, e2));
-            }
-            p.lincomb(-r * c_b * inv_g, &terms, None)?;
-        }
+        let p: Vec<f64> = (0..y.len())
+            .map(|i| inv_g * (-r * (p_next[i] + c_b * (st.d[i] - d[i])) - second_diff(&ft.second, &d, i)))
+            .collect();
         Ok(Carried {
             y,
             p: Some(p),
@@ -329,8 +439,9 @@ impl Bdia {
     fn run_forward<T: Tensor, D: Denoiser<T> + ?Sized>(
         &self,
         model: &D,
+        like: &T,
         grid: &Grid,
-        mut st: Carried<T>,
+        mut st: Carried,
     ) -> Result<BdiaState<T>> {
         let n = grid.steps();
         let lv = grid.levels();
@@ -341,28 +452,22 @@ impl Bdia {
         }
         loop {
             let k = st.index;
-            let previous = if k + 1 == n {
-                Some(Self::x_of(&st.y, lv[k])?)
-            } else {
-                None
+            let previous = (k + 1 == n).then(|| scaled(lv[k].sigma, &st.y));
+            let current = match self.step_forward(model, like, grid, st)? {
+                Forward::Level(next) if next.index < n => {
+                    st = next;
+                    continue;
+                }
+                Forward::Level(last) => scaled(lv[n].sigma, &last.y),
+                Forward::Sample(sample) => sample,
             };
-            match self.step_forward(model, grid, st)? {
-                Ok(next) if next.index < n => st = next,
-                Ok(last) => {
-                    return Ok(BdiaState {
-                        previous: previous.expect("set on the last step"),
-                        current: Self::x_of(&last.y, lv[n])?,
-                        index: n,
-                    });
-                }
-                Err(sample) => {
-                    return Ok(BdiaState {
-                        previous: previous.expect("set on the last step"),
-                        current: sample,
-                        index: n,
-                    });
-                }
-            }
+            let previous = previous.expect("set on the last step");
+            return Ok(BdiaState {
+                previous: like.from_f64_like(&previous)?,
+                current: like.from_f64_like(&current)?,
+                index: n,
+                exact: Some(ExactPair { previous, current }),
+            });
         }
     }
 
@@ -376,10 +481,11 @@ impl Bdia {
     ) -> Result<BdiaState<T>> {
         self.check_grid(grid)?;
         let st = self.start(model, grid, noise)?;
-        self.run_forward(model, grid, st)
+        self.run_forward(model, noise, grid, st)
     }
 
-    /// Samples from an inverted latent; fails if `grid` or gamma differ from the inversion's.
+    /// Samples from an inverted latent (continuing from its f64 state); fails if `grid`
+    /// or gamma differ from the inversion's.
     pub fn sample_from<T: Tensor, D: Denoiser<T> + ?Sized>(
         &self,
         model: &D,
@@ -387,26 +493,29 @@ impl Bdia {
         latent: &BdiaLatent<T>,
     ) -> Result<BdiaState<T>> {
         self.check_latent(grid, latent)?;
-        check_shapes(&latent.noise, &latent.next)?;
-        check_shapes(&latent.noise, &latent.defect)?;
-        if grid.steps() == 1 {
-            return Ok(BdiaState {
-                previous: latent.noise.clone(),
-                current: latent.next.clone(),
+        let like = &latent.noise;
+        match (&latent.exact, grid.steps()) {
+            (LatentState::OneStep(pair), 1) => Ok(BdiaState {
+                previous: like.from_f64_like(&pair.previous)?,
+                current: like.from_f64_like(&pair.current)?,
                 index: 1,
-            });
+                exact: Some(pair.clone()),
+            }),
+            (LatentState::Level1 { y, p }, n) if n >= 2 => {
+                let l1 = grid.levels()[1];
+                let d = mixed::denoised(model, like, &scaled(l1.sigma, y), l1, 1)?;
+                let st = Carried {
+                    y: y.clone(),
+                    p: Some(p.clone()),
+                    d,
+                    index: 1,
+                };
+                self.run_forward(model, like, grid, st)
+            }
+            _ => Err(InversionError::InvalidGrid(
+                "BDIA: latent state does not fit the grid (internal)".into(),
+            )),
         }
-        let l1 = grid.levels()[1];
-        let d = denoised(model, &latent.next, l1, 1)?;
-        let mut y = latent.next.clone();
-        y.lincomb(1.0 / l1.sigma, &[], None)?;
-        let st = Carried {
-            y,
-            p: Some(latent.defect.clone()),
-            d,
-            index: 1,
-        };
-        self.run_forward(model, grid, st)
     }
 
     fn check_latent<T>(&self, grid: &Grid, latent: &BdiaLatent<T>) -> Result<()> {
@@ -422,7 +531,8 @@ impl Bdia {
     }
 
     /// Exact inversion of a final state (`current` at the last level, `previous` one
-    /// level noisier) back to the latent at the top of `grid`.
+    /// level noisier) back to the latent at the top of `grid`. Starts from the state's
+    /// f64 pair when it has one (see [`BdiaState`]).
     pub fn invert_state<T: Tensor, D: Denoiser<T> + ?Sized>(
         &self,
         model: &D,
@@ -438,58 +548,56 @@ impl Bdia {
             });
         }
         check_shapes(&state.previous, &state.current)?;
+        let pair = state.exact_pair()?;
+        let like = &state.current;
         if n == 1 {
             return Ok(BdiaLatent {
                 grid: grid.clone(),
                 gamma: self.gamma,
-                noise: state.previous.clone(),
-                next: state.current.clone(),
-                defect: state.current.zeros_like(),
+                noise: like.from_f64_like(&pair.previous)?,
+                exact: LatentState::OneStep(pair.into_owned()),
             });
         }
         // The pair at the bottom -> (y, defect) at level n - 1:
-        // gamma p_{n-1} = x_n - Phi_{n-1->n}(x_{n-1}). Both are O(data) here.
+        // gamma p_{n-1} = x_n - Phi_{n-1->n}(x_{n-1}). Both are O(data) here. The model
+        // sees `x_{n-1}` itself, as sampling's last step did.
         let lv = grid.levels();
         let k = n - 1;
         let (from, to) = (lv[k], lv[n]);
-        let x = &state.previous;
-        let d = denoised(model, x, from, k)?;
-        let ft = self.forward_terms(model, grid, k, x, &d)?;
-        let inv_g = 1.0 / self.gamma;
-        let mut p = state.current.clone();
-        {
-            let mut terms: Vec<(f64, &T)> = vec![(-inv_g * to.sigma / from.sigma, x), (-inv_g * ft.c1, &d)];
-            if let Some((c2, d2)) = &ft.second {
-                terms.push((-inv_g * c2, d2));
-            }
-            p.lincomb(inv_g, &terms, None)?;
-        }
-        let mut y = x.clone();
-        y.lincomb(1.0 / from.sigma, &[], None)?;
+        let (x, x_end) = (&pair.previous, &pair.current);
+        let d = mixed::denoised(model, like, x, from, k)?;
+        let ft = self.forward_terms(model, like, grid, k, x, &d)?;
+        let (r, inv_g) = (to.sigma / from.sigma, 1.0 / self.gamma);
+        let p: Vec<f64> = (0..x.len())
+            .map(|i| {
+                let second = ft.second.as_ref().map_or(0.0, |(c2, d2)| c2 * d2[i]);
+                inv_g * (x_end[i] - r * x[i] - ft.c1 * d[i] - second)
+            })
+            .collect();
         let mut st = Carried {
-            y,
+            y: scaled(1.0 / from.sigma, x),
             p: Some(p),
             d,
             index: k,
         };
         while st.index > 1 {
-            st = self.step_back(model, grid, st)?;
+            st = self.step_back(model, like, grid, st)?;
         }
-        let next = Self::x_of(&st.y, lv[1])?;
-        let defect = st.p.clone().expect("level 1 carries its defect");
-        let top = self.step_back(model, grid, st)?;
+        // Level 0 needs only y (no model call): x_0 is the noise.
+        let p = Self::defect(&st)?;
+        let noise = like.from_f64_like(&scaled(lv[0].sigma, &Self::y_back(grid, &st, p)))?;
+        let p = p.to_vec();
         Ok(BdiaLatent {
             grid: grid.clone(),
             gamma: self.gamma,
-            noise: Self::x_of(&top.y, lv[0])?,
-            next,
-            defect,
+            noise,
+            exact: LatentState::Level1 { y: st.y, p },
         })
     }
 
     /// Inverts a data point: the state one level above it comes from a plain DDIM
-    /// inversion step (the paper's choice), after which inversion is exact, so sampling
-    /// from the latent reproduces `x` to rounding.
+    /// inversion step (the paper's choice, in f64 from the model's output), after which
+    /// inversion is exact, so sampling from the latent reproduces `x` to rounding.
     pub fn invert<T: Tensor, D: Denoiser<T> + ?Sized>(
         &self,
         model: &D,
@@ -501,15 +609,18 @@ impl Bdia {
         let n = grid.steps();
         let (clean, noisy) = (lv[n], lv[n - 1]);
         let (a, b) = ddim_coefficients(clean, noisy);
-        let mut previous = epsilon(model, x, if clean.sigma > 0.0 { clean } else { noisy }, n - 1)?;
-        previous.lincomb(b, &[(a, x)], None)?;
+        let current = x.to_f64_vec();
+        let eval = if clean.sigma > 0.0 { clean } else { noisy };
+        let eps = mixed::predict(model, x, &current, eval, n - 1, Parameterization::Epsilon)?;
+        let previous = combine(&[(b, &eps), (a, &current)]);
         self.invert_state(
             model,
             grid,
             &BdiaState {
-                previous,
+                previous: x.from_f64_like(&previous)?,
                 current: x.clone(),
                 index: n,
+                exact: Some(ExactPair { previous, current }),
             },
         )
     }

@@ -44,7 +44,7 @@ where
             // two-step (leapfrog) mode instead of moving the sample (measured: the edit
             // then barely moves, 0.02 vs the exact 0.14 RMS in whitened units).
             let latent = b.invert(&src, grid, x)?;
-            Ok(b.sample(&dst, grid, &latent.noise)?.current)
+            Ok(b.sample(&dst, grid, latent.noise())?.current)
         }
         EditMethod::Edict(e) => {
             let latent = e.invert(&src, grid, x)?;

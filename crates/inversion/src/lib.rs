@@ -5,7 +5,8 @@
 //! - [`ddim_inverse`] and [`dpm_inverse`]: diffusers' `DDIMInverseScheduler` and
 //!   `DPMSolverMultistepInverseScheduler` (same configs, same numbers), and plain
 //!   DDIM sampling / inversion on any [`Grid`] ([`grid::ddim_sample`], [`grid::ddim_invert`]).
-//! - [`bdia`]: BDIA-DDIM and BDIA-EDM, exactly invertible.
+//! - [`bdia`]: BDIA-DDIM and BDIA-EDM, exactly invertible; the sampler's state is
+//!   carried in f64 beside a model in any precision, so an f32 round trip is bit-exact.
 //! - [`edict`]: EDICT's coupled sequences, exactly invertible.
 //! - [`adjoint`]: AdjointDPM gradients of a loss on the sample w.r.t. the initial noise
 //!   and the model's differentiable parameters, in memory independent of the step count.
@@ -22,6 +23,7 @@ pub mod editing;
 pub mod error;
 pub mod gmm;
 pub mod grid;
+mod mixed;
 
 pub use bdia::{Bdia, BdiaBase, BdiaLatent, BdiaState};
 pub use ddim_inverse::{DdimInverseConfig, DdimInverseScheduler};

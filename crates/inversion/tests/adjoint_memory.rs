@@ -1,22 +1,28 @@
-//! Peak heap use of the adjoint pass does not grow with the number of steps. A counting
-//! global allocator (this test binary only, one test so nothing else allocates
-//! concurrently) records the high-water mark of live bytes during the backward pass.
+//! Peak heap use of the adjoint pass, and of BDIA's inversion and sampling, does not grow
+//! with the number of steps. A counting global allocator (this test binary only; the
+//! tests hold one lock so nothing else allocates concurrently) records the high-water
+//! mark of live bytes.
 
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{gmm3, normal_rows, vp_grid};
+use diffusion_core::NoiseLevel;
 use diffusion_inversion::adjoint::{
     adjoint, bdia_adjoint, bdia_unrolled_gradients, sample, unrolled_gradients,
 };
-use diffusion_inversion::{Bdia, BdiaBase};
+use diffusion_inversion::{Bdia, BdiaBase, Grid};
+use diffusion_schedules::sigmas::karras_sigmas;
 
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Held by every test of this binary, so their allocations never overlap.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 // SAFETY: forwards to the system allocator; only adds bookkeeping.
 unsafe impl GlobalAlloc for Counting {
@@ -49,6 +55,7 @@ fn peak_during(f: impl FnOnce()) -> usize {
 
 #[test]
 fn adjoint_memory_is_independent_of_step_count() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let model = gmm3();
     let x_t = normal_rows(64, 3);
     let bdia = Bdia::new(BdiaBase::Ddim, 1.0).unwrap();
@@ -83,4 +90,31 @@ fn adjoint_memory_is_independent_of_step_count() {
     let (first, last) = (exact_peaks[0], exact_peaks[exact_peaks.len() - 1]);
     assert_eq!(first.0, last.0, "exact BDIA adjoint peak grew: {exact_peaks:?}");
     assert!(last.1 > 10 * first.1, "{exact_peaks:?}");
+}
+
+/// BDIA-EDM inversion then sampling in f32 (state in f64): the peak grows only by the
+/// grid the latent records (`steps + 1` levels), never by a tensor per step.
+#[test]
+fn bdia_invert_and_sample_memory_is_independent_of_step_count() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let model = gmm3();
+    let x = normal_rows(4096, 5).mapv(|v| v as f32);
+    let tensor_bytes = x.len() * std::mem::size_of::<f64>();
+    println!("steps | BDIA-EDM invert + sample_from peak bytes (one f64 state vector: {tensor_bytes})");
+    let mut peaks = Vec::new();
+    for steps in [10, 100, 400] {
+        let mut s = karras_sigmas(0.002, 80.0, 7.0, steps);
+        s.push(0.0);
+        let grid = Grid::edm(&s).unwrap();
+        let b = Bdia::new(BdiaBase::EdmHeun, 1.0).unwrap();
+        let peak = peak_during(|| {
+            let latent = b.invert(&model, &grid, &x).unwrap();
+            b.sample_from(&model, &grid, &latent).unwrap();
+        });
+        println!("{steps:>5} | {peak:>10}");
+        peaks.push((steps, peak));
+    }
+    let ((s0, p0), (s1, p1)) = (peaks[0], peaks[peaks.len() - 1]);
+    let grid_growth = 2 * (s1 - s0) * std::mem::size_of::<NoiseLevel>();
+    assert!(p1 <= p0 + grid_growth, "{peaks:?}");
 }
