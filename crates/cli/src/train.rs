@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use diffusion_core::Parameterization;
 use diffusion_schedules::BetaSchedule;
 use diffusion_train::{
@@ -64,12 +64,15 @@ pub struct Args {
     /// Training noise schedule (diffusers beta_schedule).
     #[arg(long, default_value = "linear")]
     pub schedule: String,
-    /// Optimizer steps (in total, counting those of a resumed run).
+    /// Optimizer steps in total, counting those of a resumed run. With --resume the run
+    /// continues to this many steps and its cosine decay is re-targeted to end here (warm-up,
+    /// peak and final rate kept); the saved run's own length continues it bit-identically.
     #[arg(long, default_value_t = 3000)]
     pub steps: u64,
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
-    /// Peak learning rate (linear warm-up over 2% of the steps, cosine decay to 5%).
+    /// Peak learning rate (linear warm-up over 2% of the steps, cosine decay to 5%). Ignored
+    /// with --resume, which keeps the saved run's learning rates and batch size.
     #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
     /// Width of the MLP or DiT.
@@ -92,7 +95,9 @@ pub struct Args {
     /// Save a checkpoint every this many steps (and at the end).
     #[arg(long, default_value_t = 1000)]
     pub save_every: u64,
-    /// Continue the run saved in --out.
+    /// Continue the run saved in --out up to --steps steps in total (the learning-rate
+    /// schedule is stretched or shortened to end there). Model and schedule options must
+    /// match the saved run; its training options (--lr, --batch) are kept.
     #[arg(long)]
     pub resume: bool,
     #[arg(long)]
@@ -111,7 +116,24 @@ pub fn train(args: &Args, progress: bool) -> Result<(ModelSpec, f64)> {
         if saved != spec {
             bail!("--resume with different model or schedule options than the saved run: {saved:?}");
         }
-        Trainer::resume(&args.out, spec.build(args.seed)?, sampler)?
+        let mut trainer = Trainer::resume(&args.out, spec.build(args.seed)?, sampler)?;
+        let done = trainer.steps_done();
+        if done >= args.steps {
+            bail!(
+                "the run in {} already has {done} steps; ask for more with --steps",
+                args.out.display()
+            );
+        }
+        // --steps is the run's new length: the cosine decay ends there, not at the length
+        // the run was started with (a no-op when they agree, keeping resume bit-identical).
+        trainer.set_total_steps(args.steps).with_context(|| {
+            format!(
+                "cannot continue the run in {} to {} steps",
+                args.out.display(),
+                args.steps
+            )
+        })?;
+        trainer
     } else {
         let mut config = TrainConfig::new(args.batch, args.seed);
         config.lr = LrSchedule {
@@ -133,12 +155,6 @@ pub fn train(args: &Args, progress: bool) -> Result<(ModelSpec, f64)> {
     };
     let dataset = Dataset::new(&data.samples)?;
     let done = trainer.steps_done();
-    if done >= args.steps {
-        bail!(
-            "the run in {} already has {done} steps; ask for more with --steps",
-            args.out.display()
-        );
-    }
     let bar = if progress {
         let b = indicatif::ProgressBar::new(args.steps);
         b.set_style(
@@ -221,4 +237,93 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diffusion_nn::Parameters;
+    use diffusion_train::TensorFile;
+    use diffusion_train::checkpoint::{CONFIG_FILE, EMA_FILE, MODEL_FILE, TRAINER_FILE};
+    use serde_json::Value;
+
+    fn tiny_dit(out: PathBuf, steps: u64, resume: bool) -> Args {
+        Args {
+            dataset: "shapes_rgb:8".into(),
+            model: ModelKind::Dit,
+            prediction: Prediction::Epsilon,
+            num_data: 32,
+            schedule: "linear".into(),
+            steps,
+            batch: 8,
+            lr: 1e-2,
+            hidden: 16,
+            depth: 1,
+            channels: 4,
+            patch: 2,
+            seed: 3,
+            out,
+            save_every: 1000,
+            resume,
+            json: true,
+        }
+    }
+
+    fn read_json(path: PathBuf) -> Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn resume_to_more_steps_stretches_the_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("dit");
+        train(&tiny_dit(out.clone(), 4, false), false).unwrap();
+        let lr = |out: &PathBuf| read_json(out.join(CONFIG_FILE))["train"]["lr"].clone();
+        assert_eq!(lr(&out)["total_steps"], 4);
+        assert_eq!(lr(&out)["warmup_steps"], 1);
+
+        // --lr differs on resume: ignored, the saved run's rates are kept.
+        let mut more = tiny_dit(out.clone(), 10, true);
+        more.lr = 5.0;
+        train(&more, false).unwrap();
+        assert_eq!(read_json(out.join(TRAINER_FILE))["step"], 10);
+        assert_eq!(
+            lr(&out)["total_steps"],
+            10,
+            "the decay now ends at the new --steps"
+        );
+        assert_eq!(lr(&out)["warmup_steps"], 1, "warm-up kept");
+        assert_eq!(lr(&out)["peak"], 1e-2, "peak kept");
+
+        // Asking for no more steps than done is refused.
+        let err = train(&tiny_dit(out.clone(), 10, true), false).unwrap_err();
+        assert!(err.to_string().contains("already has 10 steps"), "{err}");
+    }
+
+    /// The sampler's model is the EMA file verbatim: averaged parameters and the buffers
+    /// (DiT's `pos`), with nothing laid over from model.safetensors.
+    #[test]
+    fn sampling_loads_the_complete_ema_state_dict() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("dit");
+        train(&tiny_dit(out.clone(), 6, false), false).unwrap();
+        let ema = TensorFile::open(out.join(EMA_FILE)).unwrap();
+        let raw = TensorFile::open(out.join(MODEL_FILE)).unwrap();
+        assert_eq!(ema.names(), raw.names());
+        assert!(ema.names().iter().any(|n| n == "pos"));
+
+        let (_, model) = crate::trained::load(&out).unwrap();
+        let (mut params, mut buffers, mut differs_from_raw) = (0, 0, false);
+        model.net.visit(&mut |name, p| {
+            let want = ema.get::<f64>(name, p.value.shape()).unwrap();
+            assert_eq!(p.value, want, "{name}");
+            differs_from_raw |= raw.get::<f64>(name, p.value.shape()).unwrap() != want;
+            params += 1;
+        });
+        model.net.visit_buffers(&mut |name, b| {
+            assert_eq!(*b, ema.get::<f64>(name, b.shape()).unwrap(), "{name}");
+            buffers += 1;
+        });
+        assert!(params > 0 && buffers == 1 && differs_from_raw);
+    }
 }

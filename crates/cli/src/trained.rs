@@ -370,19 +370,6 @@ impl Parameters<f64> for AnyNet {
     }
 }
 
-/// A network's trainable parameters without its buffers.
-struct ParamsOnly<'a, N>(&'a mut N);
-
-impl<N: Parameters<f64>> Parameters<f64> for ParamsOnly<'_, N> {
-    fn visit(&self, f: &mut dyn FnMut(&str, &Param<f64>)) {
-        self.0.visit(f);
-    }
-
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<f64>)) {
-        self.0.visit_mut(f);
-    }
-}
-
 /// Reads the model spec of the checkpoint in `dir`.
 pub fn read_spec(dir: &Path) -> Result<ModelSpec> {
     let config = diffusion_train::checkpoint::read_model_config(dir)
@@ -403,17 +390,10 @@ pub fn load(dir: &Path) -> Result<(ModelSpec, NetworkDenoiser<AnyNet>)> {
         );
     }
     let mut net = spec.build(0)?;
-    let dir = diffusion_train::checkpoint::checkpoint_dir(dir)?;
-    // The raw weights hold parameters and buffers (DiT's positional table); the EMA file holds
-    // only the averaged parameters, so it is laid over them through a parameters-only view.
-    let model_file = dir.join(diffusion_train::checkpoint::MODEL_FILE);
-    diffusion_train::load_weights(&mut net, &model_file, true)
-        .with_context(|| format!("cannot load weights from {}", model_file.display()))?;
-    let ema = dir.join(diffusion_train::checkpoint::EMA_FILE);
-    if ema.exists() {
-        diffusion_train::load_weights(&mut ParamsOnly(&mut net), &ema, true)
-            .with_context(|| format!("cannot load weights from {}", ema.display()))?;
-    }
+    // The EMA weights when the run kept an average (a complete state dict, buffers included),
+    // the raw weights otherwise.
+    diffusion_train::checkpoint::load_inference_weights(dir, &mut net)
+        .with_context(|| format!("cannot load weights from the checkpoint in {}", dir.display()))?;
     // Declares the training target to the samplers, which convert it to what they need.
     let model = NetworkDenoiser::new(net, spec.prediction_type);
     Ok((spec, model))

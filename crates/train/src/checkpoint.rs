@@ -3,7 +3,7 @@
 //! ```text
 //! <dir>/model.safetensors      weights by dotted name
 //! <dir>/optimizer.safetensors  `<name>.exp_avg`, `<name>.exp_avg_sq`; metadata `step`
-//! <dir>/ema.safetensors        averaged weights by dotted name (when EMA is on)
+//! <dir>/ema.safetensors        averaged parameters + the model's buffers (when EMA is on)
 //! <dir>/config.json            {"model": <caller's model config>, "train": TrainConfig, "sampler": ...}
 //! <dir>/trainer.json           step, RNG (seed, stream, offset), EMA counters
 //! ```
@@ -12,6 +12,18 @@
 //! `<dir>.prev`, the new one to `<dir>`, and deletes `<dir>.prev`. A crash at any point
 //! leaves either `<dir>` or `<dir>.prev` complete; [`Trainer::resume`] falls back to
 //! `<dir>.prev` when `<dir>` is missing.
+//!
+//! `ema.safetensors` is a complete state dict, like `model.safetensors` (same names): the
+//! averaged trainable parameters plus the model's non-trainable buffers (e.g. DiT's
+//! positional table `pos`, which is not averaged) as they were at the save. It loads strictly
+//! into a fresh model with [`load_weights`](crate::load_weights) or [`load_ema_weights`].
+//!
+//! Format versions (`trainer.json`'s `format_version`): 2 is the layout above. Version 1
+//! (older checkpoints) wrote only the averaged parameters to `ema.safetensors`; such
+//! checkpoints still resume, and [`load_ema_weights`] takes their buffers from
+//! `model.safetensors`, which holds the same buffers. Loading a version-1 EMA file of a model
+//! with buffers directly with `load_weights(.., strict)` fails with
+//! [`TrainError::MissingTensor`] naming the buffer.
 
 use std::collections::HashMap;
 use std::fs;
@@ -22,8 +34,8 @@ use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
-use crate::io::{TensorFile, encode, sync_dir, temp_sibling, write_atomic};
-use crate::net::Network;
+use crate::io::{TensorFile, encode, load_split, sync_dir, temp_sibling, write_atomic};
+use crate::net::{Network, Parameters};
 use crate::optim::{AdamW, Ema, Moments};
 use crate::sampler::LevelSampler;
 use crate::scalar::Scalar;
@@ -34,7 +46,10 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const EMA_FILE: &str = "ema.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const TRAINER_FILE: &str = "trainer.json";
-const FORMAT_VERSION: u32 = 1;
+/// The version this code writes (see the module docs).
+pub const FORMAT_VERSION: u32 = 2;
+/// The last version whose `ema.safetensors` held only the averaged parameters.
+const PARAMS_ONLY_EMA_VERSION: u32 = 1;
 
 /// The RNG position, enough to rebuild it exactly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,7 +179,14 @@ impl<A: Scalar, N: Network<A>> Trainer<A, N> {
         write_atomic(&dir.join(OPTIMIZER_FILE), &encode(&moments, Some(meta))?)?;
 
         if let Some(ema) = &self.ema {
-            write_atomic(&dir.join(EMA_FILE), &encode(&as_refs(ema.weights()), None)?)?;
+            // Buffers are not averaged, but an EMA file without them is not a loadable
+            // state dict; they are the model's current ones, as in model.safetensors.
+            let mut buffers = Vec::new();
+            self.model
+                .visit_buffers(&mut |name, b| buffers.push((name.to_string(), b.clone())));
+            let mut tensors = as_refs(ema.weights());
+            tensors.extend(as_refs(&buffers));
+            write_atomic(&dir.join(EMA_FILE), &encode(&tensors, None)?)?;
         }
         write_json(
             &dir.join(CONFIG_FILE),
@@ -191,13 +213,7 @@ impl<A: Scalar, N: Network<A>> Trainer<A, N> {
     pub fn resume(dir: impl AsRef<Path>, mut model: N, sampler: LevelSampler) -> Result<Self> {
         let dir = checkpoint_dir(dir.as_ref())?;
         let config: CheckpointConfig = read_json(&dir.join(CONFIG_FILE))?;
-        let state: TrainerState = read_json(&dir.join(TRAINER_FILE))?;
-        if state.format_version != FORMAT_VERSION {
-            return Err(TrainError::Corrupt {
-                path: dir.join(TRAINER_FILE),
-                reason: format!("unsupported format_version {}", state.format_version),
-            });
-        }
+        let state = read_state(&dir)?;
         config.train.validate()?;
         TensorFile::open(dir.join(MODEL_FILE))?.load_into(&mut model, true)?;
 
@@ -216,6 +232,8 @@ impl<A: Scalar, N: Network<A>> Trainer<A, N> {
 
         let ema = match (config.train.ema, state.ema_updates) {
             (Some(e), Some(updates)) => {
+                // Only the averaged parameters are state; the buffers (absent from version-1
+                // files) came from model.safetensors above.
                 let file = TensorFile::open(dir.join(EMA_FILE))?;
                 let shadow = shapes
                     .iter()
@@ -240,6 +258,70 @@ impl<A: Scalar, N: Network<A>> Trainer<A, N> {
             rng: state.rng.restore()?,
             step: state.step,
         })
+    }
+}
+
+/// Reads and version-checks `trainer.json`.
+fn read_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join(TRAINER_FILE);
+    let state: TrainerState = read_json(&path)?;
+    if !(PARAMS_ONLY_EMA_VERSION..=FORMAT_VERSION).contains(&state.format_version) {
+        return Err(TrainError::Corrupt {
+            path,
+            reason: format!(
+                "unsupported format_version {} (this build reads {PARAMS_ONLY_EMA_VERSION} to {FORMAT_VERSION})",
+                state.format_version
+            ),
+        });
+    }
+    Ok(state)
+}
+
+/// Which weights of a checkpoint [`load_inference_weights`] loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightsSource {
+    /// The exponential moving average (`ema.safetensors`).
+    Ema,
+    /// The raw trained weights (`model.safetensors`): the run had no EMA.
+    Model,
+}
+
+/// Loads the EMA weights of the checkpoint in `dir` (or `<dir>.prev`) into `model`, strictly:
+/// averaged parameters and the buffers saved with them. For a version-1 checkpoint, whose EMA
+/// file holds only parameters, the buffers come from `model.safetensors` (see the module
+/// docs). A run without EMA is a [`TrainError::Io`] error on the missing `ema.safetensors`.
+/// Nothing is modified unless every tensor loads.
+pub fn load_ema_weights<A: Scalar, M: Parameters<A> + ?Sized>(
+    dir: impl AsRef<Path>,
+    model: &mut M,
+) -> Result<()> {
+    let dir = checkpoint_dir(dir.as_ref())?;
+    let state = read_state(&dir)?;
+    let ema = TensorFile::open(dir.join(EMA_FILE))?;
+    if state.format_version == PARAMS_ONLY_EMA_VERSION {
+        let raw = TensorFile::open(dir.join(MODEL_FILE))?;
+        load_split(model, &ema, &raw, true)
+    } else {
+        ema.load_into(model, true)
+    }
+}
+
+/// Loads the weights to sample with from the checkpoint in `dir` (or `<dir>.prev`): the EMA
+/// weights when the run kept an average ([`load_ema_weights`]), the raw weights otherwise.
+/// Strict: every tensor must match the model.
+pub fn load_inference_weights<A: Scalar, M: Parameters<A> + ?Sized>(
+    dir: impl AsRef<Path>,
+    model: &mut M,
+) -> Result<WeightsSource> {
+    let dir = checkpoint_dir(dir.as_ref())?;
+    // trainer.json, not the presence of the file, says whether the run kept an EMA: a
+    // missing ema.safetensors is then an error rather than a silent fall back to raw weights.
+    if read_state(&dir)?.ema_updates.is_some() {
+        load_ema_weights(&dir, model)?;
+        Ok(WeightsSource::Ema)
+    } else {
+        TensorFile::open(dir.join(MODEL_FILE))?.load_into(model, true)?;
+        Ok(WeightsSource::Model)
     }
 }
 

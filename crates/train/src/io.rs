@@ -103,34 +103,62 @@ impl TensorFile {
     /// tensors in the file that the model does not have are an error (PyTorch's
     /// `strict=True`). Nothing is modified unless every tensor loads.
     pub fn load_into<A: Scalar, M: Parameters<A> + ?Sized>(&self, model: &mut M, strict: bool) -> Result<()> {
-        let mut wanted = Vec::new();
-        model.visit(&mut |name, p| wanted.push((name.to_string(), p.value.shape().to_vec())));
-        let n_params = wanted.len();
-        model.visit_buffers(&mut |name, b| wanted.push((name.to_string(), b.shape().to_vec())));
-        let loaded = wanted
-            .iter()
-            .map(|(name, shape)| self.get::<A>(name, shape))
-            .collect::<Result<Vec<_>>>()?;
-        if strict {
-            let known: BTreeSet<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
-            let extra: Vec<String> = self
-                .names()
-                .into_iter()
-                .filter(|n| !known.contains(n.as_str()))
-                .collect();
-            if !extra.is_empty() {
-                return Err(TrainError::UnexpectedTensors {
-                    path: self.path.clone(),
-                    names: extra,
-                });
-            }
-        }
-        let mut values = loaded.into_iter();
-        let mut params = values.by_ref().take(n_params).collect::<Vec<_>>().into_iter();
-        model.visit_mut(&mut |_, p| p.value = params.next().expect("one per parameter"));
-        model.visit_buffers_mut(&mut |_, b| *b = values.next().expect("one per buffer"));
-        Ok(())
+        load_split(model, self, self, strict)
     }
+
+    /// With `strict`, an error naming the tensors of this file outside `known`.
+    fn check_no_extra(&self, known: &BTreeSet<&str>) -> Result<()> {
+        let extra: Vec<String> = self
+            .names()
+            .into_iter()
+            .filter(|n| !known.contains(n.as_str()))
+            .collect();
+        if extra.is_empty() {
+            Ok(())
+        } else {
+            Err(TrainError::UnexpectedTensors {
+                path: self.path.clone(),
+                names: extra,
+            })
+        }
+    }
+}
+
+/// Copies `model`'s parameters from `params` and its buffers from `buffers` (which may be the
+/// same file), by name. With `strict`, either file holding a tensor the model does not have
+/// is an error. Nothing is modified unless every tensor loads.
+pub(crate) fn load_split<A: Scalar, M: Parameters<A> + ?Sized>(
+    model: &mut M,
+    params: &TensorFile,
+    buffers: &TensorFile,
+    strict: bool,
+) -> Result<()> {
+    let mut param_shapes = Vec::new();
+    model.visit(&mut |name, p| param_shapes.push((name.to_string(), p.value.shape().to_vec())));
+    let mut buffer_shapes = Vec::new();
+    model.visit_buffers(&mut |name, b| buffer_shapes.push((name.to_string(), b.shape().to_vec())));
+    let param_values = param_shapes
+        .iter()
+        .map(|(name, shape)| params.get::<A>(name, shape))
+        .collect::<Result<Vec<_>>>()?;
+    let buffer_values = buffer_shapes
+        .iter()
+        .map(|(name, shape)| buffers.get::<A>(name, shape))
+        .collect::<Result<Vec<_>>>()?;
+    if strict {
+        let known: BTreeSet<&str> = param_shapes
+            .iter()
+            .chain(&buffer_shapes)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        params.check_no_extra(&known)?;
+        buffers.check_no_extra(&known)?;
+    }
+    let mut param_values = param_values.into_iter();
+    model.visit_mut(&mut |_, p| p.value = param_values.next().expect("one per parameter"));
+    let mut buffer_values = buffer_values.into_iter();
+    model.visit_buffers_mut(&mut |_, b| *b = buffer_values.next().expect("one per buffer"));
+    Ok(())
 }
 
 fn corrupt(path: &Path, e: &safetensors::SafeTensorError) -> TrainError {

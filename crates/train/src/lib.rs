@@ -11,7 +11,9 @@
 //!   [`clip_grad_norm`], [`Ema`].
 //! - [`Trainer`]: the loop, drawing minibatches from one seeded [`diffusion_core::Rng`];
 //!   [`Trainer::save`] / [`Trainer::resume`] write and read atomic checkpoint directories
-//!   that resume bit-identically.
+//!   that resume bit-identically; [`Trainer::set_total_steps`] extends a resumed run's
+//!   learning-rate schedule. The EMA file is a complete state dict (parameters and buffers):
+//!   [`checkpoint::load_ema_weights`], [`checkpoint::load_inference_weights`].
 //! - [`load_weights`] / [`save_weights`]: safetensors by dotted names (PyTorch compatible).
 
 pub mod checkpoint;

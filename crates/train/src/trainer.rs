@@ -191,6 +191,35 @@ impl<A: Scalar, N: Network<A>> Trainer<A, N> {
         self.step
     }
 
+    /// Moves the end of the learning-rate decay to optimizer step `total_steps` (counting the
+    /// steps already taken), e.g. to extend a resumed run beyond the length it was started
+    /// with. Warm-up length, peak and final rate are kept, so the steps still to come follow
+    /// the schedule the run would have had with this length from the start (the rate jumps
+    /// at the change: up when a cosine decay is stretched). The new length is saved with the
+    /// next checkpoint. Setting the current length changes nothing, so a resumed run stays
+    /// bit-identical to an uninterrupted one. A schedule without decay (`total_steps == 0`,
+    /// e.g. [`LrSchedule::constant`]) is left as it is.
+    ///
+    /// Errors: `total_steps` below [`Trainer::steps_done`] or below the warm-up length.
+    pub fn set_total_steps(&mut self, total_steps: u64) -> Result<()> {
+        if total_steps < self.step {
+            return Err(TrainError::invalid(
+                "total_steps",
+                format!("{total_steps} is below the {} steps already taken", self.step),
+            ));
+        }
+        if self.config.lr.total_steps == 0 {
+            return Ok(());
+        }
+        let lr = LrSchedule {
+            total_steps,
+            ..self.config.lr
+        };
+        lr.validate()?;
+        self.config.lr = lr;
+        Ok(())
+    }
+
     /// One optimizer step on a minibatch drawn (with replacement) from `data`.
     ///
     /// Random draws, in order: batch indices, noise levels, noise. An error may leave the

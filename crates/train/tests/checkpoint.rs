@@ -7,10 +7,13 @@ use std::path::Path;
 
 use common::{Mlp, eight_gaussians, linear_alphas_cumprod, scratch_dir};
 use diffusion_core::Rng;
-use diffusion_train::checkpoint::read_model_config;
+use diffusion_nn::models::{Dit, DitConfig};
+use diffusion_train::checkpoint::{
+    WeightsSource, load_ema_weights, load_inference_weights, read_model_config,
+};
 use diffusion_train::{
-    Dataset, EmaConfig, LevelSampler, LrSchedule, TensorFile, TrainConfig, TrainError, Trainer, load_weights,
-    save_weights,
+    Dataset, EmaConfig, LevelSampler, LrSchedule, Parameters, TensorFile, TrainConfig, TrainError, Trainer,
+    load_weights, save_weights,
 };
 use ndarray::ArrayD;
 use serde_json::json;
@@ -91,6 +94,9 @@ fn resume_continues_bit_identically() {
     assert_eq!(read_model_config(&dir).unwrap()["hidden"], 32);
     // A differently initialised model: every weight must come from the checkpoint.
     let mut resumed = Trainer::resume(&dir, Mlp::<f32>::new(2, 32, 2, 16, 99), sampler()).unwrap();
+    // Asking for the length the run already has (what `diffuse train --resume` does with the
+    // same --steps) changes nothing.
+    resumed.set_total_steps(2 * N).unwrap();
     assert_eq!(resumed.steps_done(), N);
     assert_eq!(resumed.rng(), first.rng());
     let mut resumed_losses = Vec::new();
@@ -367,4 +373,306 @@ fn rng_state_restores_exactly() {
     let mut back = RngState::of(&rng).restore().unwrap();
     assert_eq!(back, rng);
     assert_eq!(back.normal().to_bits(), rng.normal().to_bits());
+}
+
+// ---- EMA files are complete state dicts (parameters + buffers) --------------------------
+
+/// A DiT small enough to train in milliseconds; it has a buffer, the positional table `pos`.
+fn tiny_dit(seed: u64) -> Dit<f64> {
+    let cfg = DitConfig {
+        in_ch: 1,
+        size: 4,
+        patch: 2,
+        hidden: 8,
+        depth: 1,
+        heads: 2,
+        mlp_ratio: 2,
+        freq_dim: 8,
+        num_classes: 0,
+    };
+    Dit::new(cfg, &mut Rng::new(seed)).unwrap()
+}
+
+/// Tensors by name, flattened.
+type Named = Vec<(String, Vec<f64>)>;
+
+fn params_of<M: Parameters<f64>>(model: &M) -> Named {
+    let mut out = Vec::new();
+    model.visit(&mut |name, p| out.push((name.to_string(), p.value.iter().copied().collect())));
+    out
+}
+
+fn buffers_of<M: Parameters<f64>>(model: &M) -> Named {
+    let mut out = Vec::new();
+    model.visit_buffers(&mut |name, b| out.push((name.to_string(), b.iter().copied().collect())));
+    out
+}
+
+fn max_abs_diff(a: &Named, b: &Named) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|((na, va), (nb, vb))| {
+            assert_eq!(na, nb);
+            va.iter().zip(vb).map(|(x, y)| (x - y).abs())
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Trains a tiny DiT `steps` steps with EMA (decay `DECAY`, no warm-up) and saves it to `dir`.
+/// The positional table is changed from its default first, so that only a load that really
+/// reads the buffer can reproduce it. Returns the trainer and the textbook EMA of the
+/// parameter snapshots, `s <- d s + (1 - d) w`, computed here in f64.
+const DECAY: f64 = 0.8;
+
+fn train_dit_with_ema(dir: &Path, steps: u64) -> (Trainer<f64, Dit<f64>>, Named) {
+    let mut model = tiny_dit(3);
+    model.pos.mapv_inplace(|v| 0.5 * v + 0.25);
+    let mut config = TrainConfig::new(8, 11);
+    config.lr = LrSchedule::constant(1e-2);
+    config.ema = Some(EmaConfig {
+        decay: DECAY,
+        warmup: false,
+    });
+    let mut rng = Rng::new(5);
+    let mut x = vec![0.0; 16 * 16];
+    rng.fill_normal(&mut x);
+    let data = ArrayD::from_shape_vec(ndarray::IxDyn(&[16, 1, 4, 4]), x).unwrap();
+    let mut t = Trainer::new(model, sampler(), config).unwrap();
+    let mut oracle = params_of(t.model());
+    for _ in 0..steps {
+        t.step(&Dataset::new(&data).unwrap()).unwrap();
+        for ((_, s), (_, w)) in oracle.iter_mut().zip(params_of(t.model())) {
+            s.iter_mut()
+                .zip(&w)
+                .for_each(|(s, w)| *s = DECAY * *s + (1.0 - DECAY) * w);
+        }
+    }
+    t.save(dir, &json!({"tiny": "dit"})).unwrap();
+    (t, oracle)
+}
+
+#[test]
+fn ema_file_is_a_complete_strictly_loadable_state_dict() {
+    let dir = scratch_dir("ema-complete").join("ckpt");
+    let (trained, oracle) = train_dit_with_ema(&dir, 4);
+    let ema_path = dir.join("ema.safetensors");
+    // Same tensor names as model.safetensors.
+    assert_eq!(
+        TensorFile::open(&ema_path).unwrap().names(),
+        TensorFile::open(dir.join("model.safetensors")).unwrap().names()
+    );
+
+    let mut fresh = tiny_dit(77);
+    fresh.pos.fill(-9.0);
+    load_weights(&mut fresh, &ema_path, true).unwrap();
+    assert_eq!(buffers_of(&fresh), buffers_of(trained.model()), "buffers");
+    let err = max_abs_diff(&params_of(&fresh), &oracle);
+    assert!(
+        err < 1e-12,
+        "EMA parameters differ from the textbook average by {err:e}"
+    );
+    // The average is not the raw weights (the test would be vacuous otherwise).
+    assert!(max_abs_diff(&params_of(&fresh), &params_of(trained.model())) > 1e-4);
+
+    // The checkpoint-level loaders agree, and pick the EMA.
+    let mut via_ckpt = tiny_dit(78);
+    via_ckpt.pos.fill(-9.0);
+    assert_eq!(
+        load_inference_weights(&dir, &mut via_ckpt).unwrap(),
+        WeightsSource::Ema
+    );
+    assert_eq!(params_of(&via_ckpt), params_of(&fresh));
+    assert_eq!(buffers_of(&via_ckpt), buffers_of(&fresh));
+
+    // Resuming takes the buffers from model.safetensors and the average from ema.safetensors.
+    let resumed = Trainer::resume(&dir, tiny_dit(79), sampler()).unwrap();
+    assert_eq!(buffers_of(resumed.model()), buffers_of(trained.model()));
+    assert_eq!(resumed.ema().unwrap().weights(), trained.ema().unwrap().weights());
+}
+
+/// Rewrites the checkpoint in `dir` as the version-1 layout: an EMA file with parameters only.
+fn make_version_1(dir: &Path, trained: &Trainer<f64, Dit<f64>>) {
+    let refs: Vec<(String, &ArrayD<f64>)> = trained
+        .ema()
+        .unwrap()
+        .weights()
+        .iter()
+        .map(|(n, a)| (n.clone(), a))
+        .collect();
+    fs::write(
+        dir.join("ema.safetensors"),
+        diffusion_train::io::encode(&refs, None).unwrap(),
+    )
+    .unwrap();
+    set_format_version(dir, 1);
+}
+
+fn set_format_version(dir: &Path, version: u32) {
+    let path = dir.join("trainer.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    state["format_version"] = json!(version);
+    fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+}
+
+#[test]
+fn version_1_checkpoints_with_parameter_only_ema_files_still_load() {
+    let dir = scratch_dir("ema-v1").join("ckpt");
+    let (trained, oracle) = train_dit_with_ema(&dir, 3);
+    make_version_1(&dir, &trained);
+
+    // Loading the bare file strictly names the missing buffer.
+    let mut fresh = tiny_dit(77);
+    let err = load_weights(&mut fresh, dir.join("ema.safetensors"), true).unwrap_err();
+    assert!(matches!(err, TrainError::MissingTensor { .. }), "{err}");
+    expect_message(err, &["`pos`", "ema.safetensors"]);
+
+    // The checkpoint loader falls back to model.safetensors for the buffers.
+    fresh.pos.fill(-9.0);
+    load_ema_weights(&dir, &mut fresh).unwrap();
+    assert_eq!(buffers_of(&fresh), buffers_of(trained.model()));
+    assert!(max_abs_diff(&params_of(&fresh), &oracle) < 1e-12);
+
+    // Resuming works, and the next save writes the complete version-2 file.
+    let resumed = Trainer::resume(&dir, tiny_dit(79), sampler()).unwrap();
+    assert_eq!(resumed.ema().unwrap().weights(), trained.ema().unwrap().weights());
+    resumed.save(&dir, &json!({})).unwrap();
+    let mut again = tiny_dit(80);
+    load_weights(&mut again, dir.join("ema.safetensors"), true).unwrap();
+    assert_eq!(params_of(&again), params_of(&fresh));
+    assert_eq!(buffers_of(&again), buffers_of(trained.model()));
+}
+
+#[test]
+fn damaged_or_unknown_ema_checkpoints_are_errors() {
+    let dir = scratch_dir("ema-bad").join("ckpt");
+    let (trained, _) = train_dit_with_ema(&dir, 1);
+    // A version-2 checkpoint whose EMA file lacks the buffer is damaged: no fall back.
+    make_version_1(&dir, &trained);
+    set_format_version(&dir, 2);
+    let mut fresh = tiny_dit(1);
+    let before = params_of(&fresh);
+    let err = load_ema_weights(&dir, &mut fresh).unwrap_err();
+    assert!(matches!(err, TrainError::MissingTensor { .. }), "{err}");
+    assert_eq!(params_of(&fresh), before, "a failed load changes nothing");
+    // A version from the future.
+    set_format_version(&dir, 3);
+    let err = load_inference_weights(&dir, &mut fresh).unwrap_err();
+    expect_message(err, &["format_version 3", "trainer.json"]);
+    assert!(Trainer::resume(&dir, tiny_dit(1), sampler()).is_err());
+    // trainer.json says the run kept an EMA, but the file is gone: an error, not the raw weights.
+    set_format_version(&dir, 2);
+    fs::remove_file(dir.join("ema.safetensors")).unwrap();
+    assert!(matches!(
+        load_inference_weights(&dir, &mut fresh),
+        Err(TrainError::Io { .. })
+    ));
+}
+
+#[test]
+fn runs_without_ema_load_their_raw_weights() {
+    let dir = scratch_dir("no-ema").join("ckpt");
+    let data = data();
+    let mut c = config();
+    c.ema = None;
+    let mut t = Trainer::new(Mlp::<f32>::new(2, 8, 1, 4, 3), sampler(), c).unwrap();
+    t.train(&Dataset::new(&data).unwrap(), 2, |_| {}).unwrap();
+    t.save(&dir, &json!({})).unwrap();
+    assert!(!dir.join("ema.safetensors").exists());
+    let mut fresh = Mlp::<f32>::new(2, 8, 1, 4, 9);
+    assert_eq!(
+        load_inference_weights(&dir, &mut fresh).unwrap(),
+        WeightsSource::Model
+    );
+    assert_eq!(bits(&fresh.flat_values()), bits(&t.model().flat_values()));
+}
+
+// ---- Extending the learning-rate schedule on resume -------------------------------------
+
+/// diffusers' `get_cosine_schedule_with_warmup` shifted to end at `min`, written out here.
+fn cosine_lr(k: u64, peak: f64, min: f64, warmup: u64, total: u64) -> f64 {
+    if k < warmup {
+        return peak * k as f64 / warmup as f64;
+    }
+    let progress = ((k - warmup) as f64 / (total - warmup) as f64).min(1.0);
+    min + (peak - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+#[test]
+fn resume_can_extend_the_schedule_to_more_steps() {
+    const FIRST: u64 = 10;
+    const TOTAL: u64 = 40;
+    let data = data();
+    let ds = Dataset::new(&data).unwrap();
+    let dir = scratch_dir("extend").join("ckpt");
+    let mut first = Trainer::new(Mlp::<f32>::new(2, 16, 1, 8, 3), sampler(), config()).unwrap();
+    first.train(&ds, FIRST, |_| {}).unwrap();
+    first.save(&dir, &json!({})).unwrap();
+
+    let mut resumed = Trainer::resume(&dir, Mlp::<f32>::new(2, 16, 1, 8, 0), sampler()).unwrap();
+    assert_eq!(
+        resumed.config().lr.total_steps,
+        20,
+        "resume alone keeps the saved length"
+    );
+    resumed.set_total_steps(TOTAL).unwrap();
+    let mut lrs = Vec::new();
+    let mut losses = Vec::new();
+    resumed
+        .train(&ds, TOTAL - FIRST, |s| {
+            lrs.push(s.lr);
+            losses.push(s.loss);
+        })
+        .unwrap();
+    // Steps FIRST..TOTAL follow the cosine ending at TOTAL, not the saved one ending at 20.
+    let lr = config().lr;
+    for (k, got) in (FIRST..TOTAL).zip(&lrs) {
+        let want = cosine_lr(k, lr.peak, lr.min_lr, lr.warmup_steps, TOTAL);
+        assert!((got - want).abs() <= 1e-15 * lr.peak, "step {k}: {got} vs {want}");
+    }
+    assert!(
+        lrs[15] > 2.0 * lr.min_lr,
+        "the old schedule would sit at min_lr here"
+    );
+
+    // Extending in memory at the same step gives the same run: save/resume changes nothing.
+    let mut straight = Trainer::new(Mlp::<f32>::new(2, 16, 1, 8, 3), sampler(), config()).unwrap();
+    straight.train(&ds, FIRST, |_| {}).unwrap();
+    straight.set_total_steps(TOTAL).unwrap();
+    let mut straight_losses = Vec::new();
+    straight
+        .train(&ds, TOTAL - FIRST, |s| straight_losses.push(s.loss))
+        .unwrap();
+    assert_eq!(bits(&losses), bits(&straight_losses));
+    assert_eq!(
+        bits(&resumed.model().flat_values()),
+        bits(&straight.model().flat_values())
+    );
+
+    // The new length is saved with the next checkpoint.
+    resumed.save(&dir, &json!({})).unwrap();
+    let again = Trainer::resume(&dir, Mlp::<f32>::new(2, 16, 1, 8, 0), sampler()).unwrap();
+    assert_eq!(again.config().lr.total_steps, TOTAL);
+}
+
+#[test]
+fn bad_schedule_lengths_are_errors() {
+    let data = data();
+    let ds = Dataset::new(&data).unwrap();
+    let mut t = Trainer::new(Mlp::<f32>::new(2, 8, 1, 4, 3), sampler(), config()).unwrap();
+    t.train(&ds, 3, |_| {}).unwrap();
+    // Below the steps taken, and below the warm-up (4 steps): refused, schedule unchanged.
+    for n in [2, 3] {
+        let err = t.set_total_steps(n).unwrap_err();
+        assert!(matches!(err, TrainError::InvalidArgument { .. }), "{err}");
+        assert_eq!(t.config().lr.total_steps, 20);
+    }
+    t.set_total_steps(4).unwrap();
+    assert_eq!(t.config().lr.total_steps, 4);
+    // A schedule without decay stays constant.
+    let mut c = config();
+    c.lr = LrSchedule::constant(1e-3);
+    let mut t = Trainer::new(Mlp::<f32>::new(2, 8, 1, 4, 3), sampler(), c).unwrap();
+    t.set_total_steps(100).unwrap();
+    assert_eq!(t.config().lr, LrSchedule::constant(1e-3));
 }
