@@ -11,7 +11,9 @@ commands:
   test           the test suite as CI runs it: cargo test --workspace, then kernels-check
   studies        the slow #[ignore]d studies (convergence tables, calibrations)
   kernels-check  compile every CUDA kernel with NVRTC (installs the NVRTC wheel into .venv-nvrtc)
-  bench          run the criterion benches and write docs/benchmarks.md
+  bench          time solver steps and the reference networks, write docs/benchmarks.md
+                 (--torch: also time PyTorch on the same networks in this run; installs
+                 torch into .venv-torch on first use, ~3 GB; --no-networks, --no-solvers)
 ";
 
 fn main() -> ExitCode {
@@ -135,6 +137,11 @@ fn kernels_check() -> Result<(), String> {
 }
 
 fn bench(extra: &[String]) -> Result<(), String> {
+    let mut report_args: Vec<String> = extra.iter().filter(|a| *a != "--torch").cloned().collect();
+    if extra.iter().any(|a| a == "--torch") {
+        let json = torch_baseline()?;
+        report_args.extend(["--torch-json".to_string(), json.display().to_string()]);
+    }
     let mut args = vec![
         "run",
         "--release",
@@ -144,6 +151,36 @@ fn bench(extra: &[String]) -> Result<(), String> {
         "bench-report",
         "--",
     ];
-    args.extend(extra.iter().map(String::as_str));
+    args.extend(report_args.iter().map(String::as_str));
     run(&mut cargo(&args))
+}
+
+/// Runs benches/pytorch/bench.py (the reference networks in PyTorch, 2 threads) and returns
+/// the path of its JSON results, so the network table compares against this machine, now.
+fn torch_baseline() -> Result<PathBuf, String> {
+    let root = root();
+    let script = root.join("benches/pytorch/install-torch.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .current_dir(&root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("installing PyTorch failed ({})", out.status));
+    }
+    let python = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let json = root.join("target/torch-baseline.json");
+    std::fs::create_dir_all(root.join("target")).map_err(|e| format!("target/: {e}"))?;
+    run(Command::new(&python)
+        .arg(root.join("benches/pytorch/bench.py"))
+        .args(["--threads", "2", "--out"])
+        .arg(&json)
+        .current_dir(root.join("benches/pytorch")))?;
+    Ok(json)
 }

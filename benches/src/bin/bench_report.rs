@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: measures what the project claims about speed and writes
 //! `docs/benchmarks.md`. Every ratio is against a baseline measured in the same run
-//! (copy bandwidth) or recorded on this machine class (diffusers' step times, PyTorch's
+//! (copy bandwidth; PyTorch's network times with `--torch-json`, which `cargo xtask bench
+//! --torch` supplies) or recorded on this machine class (diffusers' step times, PyTorch's
 //! network times in shared/reference), and the table says which.
 
 use std::fmt::Write as _;
@@ -11,8 +12,15 @@ use diffusion_benches::randn;
 use diffusion_core::Rng;
 use diffusion_nn::Network;
 use diffusion_nn::models::{Dit, DitConfig, MlpConfig, MlpDenoiser, UNet, UNetConfig};
+use diffusion_train::{AdamW, AdamWConfig};
 use ndarray::ArrayD;
 use serde_json::{Value, json};
+
+/// The networks allocate their activations per call; mimalloc keeps freed pages for reuse
+/// where glibc returns large blocks to the kernel (page faults, TLB shootdowns): measured
+/// 20-35% less CPU time on dit-tiny and unet-small. The `diffuse` binary uses it too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Median seconds of `reps` calls after one warm-up call.
 fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -166,22 +174,77 @@ fn solver_steps(out: &mut String) {
     writeln!(out).unwrap();
 }
 
+/// The PyTorch numbers the network table compares against: `--torch-json PATH` (written by
+/// `cargo xtask bench --torch`, which runs benches/pytorch/bench.py in this run), else the
+/// file recorded in shared/reference on another machine of this class.
+struct TorchBaseline {
+    results: Value,
+    source: String,
+}
+
+impl TorchBaseline {
+    fn load() -> Option<Self> {
+        let args: Vec<String> = std::env::args().collect();
+        if let Some(path) = args
+            .iter()
+            .position(|a| a == "--torch-json")
+            .and_then(|i| args.get(i + 1))
+        {
+            let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("--torch-json {path}: {e}"));
+            let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("--torch-json {path}: {e}"));
+            return Some(Self {
+                source: format!(
+                    "measured in this run (torch {}, {} threads, benches/pytorch/bench.py)",
+                    v["meta"]["torch"].as_str().unwrap_or("?"),
+                    v["meta"]["threads"]
+                ),
+                results: v["results"].clone(),
+            });
+        }
+        let v = shared_json("reference/pytorch-baseline/results.json")?;
+        Some(Self {
+            source: format!(
+                "recorded in shared/reference/pytorch-baseline/results.json (torch {}, {} threads, another \
+                 machine of this class: not this run; `cargo xtask bench --torch` measures it here)",
+                v["meta"]["torch"].as_str().unwrap_or("?"),
+                v["meta"]["threads"]
+            ),
+            results: v["results"].clone(),
+        })
+    }
+
+    fn secs(&self, model: &str, key: &str) -> Option<f64> {
+        self.results[model][key].as_f64()
+    }
+}
+
 fn networks(out: &mut String) {
-    let baseline = shared_json("reference/pytorch-baseline/results.json");
-    let torch = |model: &str, key: &str| baseline.as_ref()?["results"][model][key].as_f64();
+    let torch = TorchBaseline::load();
     writeln!(
         out,
-        "## Networks (float32, training step = forward + backward, no optimizer)\n"
+        "## Networks (float32; training step = forward, MSE gradient, backward, AdamW, as in PyTorch's)\n"
     )
     .unwrap();
     writeln!(
         out,
-        "PyTorch: shared/reference/pytorch-baseline/results.json (torch 2.15, 2 threads, this machine class, \
-         training step includes AdamW; not this run). Ratio > 1 means we are faster.\n"
+        "PyTorch: {}. Ratio = PyTorch time / ours (> 1: we are faster). GFLOP/s: our forward's \
+         GEMM multiply-adds x 2 / time (x 3 for training).\n",
+        torch
+            .as_ref()
+            .map_or("no baseline found".into(), |t| t.source.clone())
     )
     .unwrap();
-    writeln!(out, "| model | batch | ours train (ms) | PyTorch train (ms) | ratio | ours infer (ms) | PyTorch infer (ms) | ratio |").unwrap();
-    writeln!(out, "|---|---|---|---|---|---|---|---|").unwrap();
+    writeln!(
+        out,
+        "| model | batch | ours train (ms) | PyTorch train (ms) | ratio | ours infer (ms) | PyTorch infer (ms) | ratio | GFLOP/s train / infer |"
+    )
+    .unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|").unwrap();
+    let sgemm = sgemm_1024_gflops();
+    let theirs = torch
+        .as_ref()
+        .and_then(|t| t.results["limits"]["sgemm_1024_gflops"].as_f64());
+    let torch = |model: &str, key: &str| torch.as_ref()?.secs(model, key);
     let mut rng = Rng::new(0);
     let mlp = MlpDenoiser::<f32>::new(MlpConfig::default(), &mut rng).expect("reference mlp");
     time_network(out, "mlp", mlp, &[4096, 2], &torch);
@@ -189,9 +252,28 @@ fn networks(out: &mut String) {
     time_network(out, "dit-tiny", dit, &[64, 4, 16, 16], &torch);
     let unet = UNet::<f32>::new(UNetConfig::default(), &mut rng).expect("reference unet-small");
     time_network(out, "unet-small", unet, &[16, 3, 32, 32], &torch);
-    writeln!(out).unwrap();
+    writeln!(
+        out,
+        "\nsgemm 1024 x 1024 x 1024 (f32, median of 20): ours {sgemm:.0} GFLOP/s, PyTorch {} ({}).\n",
+        theirs.map_or("-".into(), |v| format!("{v:.0} GFLOP/s")),
+        theirs.map_or("-".into(), |v| format!("ours / theirs = {:.2}", sgemm / v))
+    )
+    .unwrap();
 }
 
+/// Our GEMM on a square 1024 product, as bench.py measures torch's.
+fn sgemm_1024_gflops() -> f64 {
+    let n = 1024;
+    let a = ndarray::Array2::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 13) as f32 * 0.1);
+    let b = ndarray::Array2::from_shape_fn((n, n), |(i, j)| ((i * 5 + j) % 11) as f32 * 0.1);
+    let secs = median_secs(20, || {
+        std::hint::black_box(diffusion_nn::matmul_2d(&a, &b).expect("square product"));
+    });
+    2.0 * (n * n * n) as f64 / secs / 1e9
+}
+
+/// Times PyTorch's two calls of bench.py on `net`: a training step (forward, MSE loss
+/// gradient against fixed noise, backward, AdamW at lr 1e-4) and an inference forward.
 fn time_network<N: Network<f32>>(
     out: &mut String,
     name: &str,
@@ -200,28 +282,39 @@ fn time_network<N: Network<f32>>(
     torch: &dyn Fn(&str, &str) -> Option<f64>,
 ) {
     let x = randn(shape, 3);
+    let eps = randn(shape, 4);
     let t: Vec<f32> = (0..shape[0]).map(|i| (i * 37 % 1000) as f32).collect();
-    let reps = if shape[0] > 1000 { 10 } else { 3 };
+    let reps = if shape[0] > 1000 { 10 } else { 5 };
+    let macs0 = diffusion_nn::gemm_macs();
+    net.infer(&x, &t, None).expect("inference");
+    let forward_flops = 2.0 * (diffusion_nn::gemm_macs() - macs0) as f64;
     let infer = median_secs(reps, || {
         std::hint::black_box(net.infer(&x, &t, None).expect("inference"));
     });
+    let mut opt = AdamW::new(AdamWConfig::default(), &net).expect("AdamW");
+    let scale = 2.0 / x.len() as f32;
     let train = median_secs(reps, || {
+        net.zero_grad();
         let (y, cache) = net.forward(&x, &t, None).expect("forward");
-        net.backward(&cache, &y).expect("backward");
+        let dy = (&y - &eps) * scale;
+        net.backward(&cache, &dy).expect("backward");
+        opt.step(&mut net, 1e-4).expect("AdamW step");
     });
     let ratio = |theirs: Option<f64>, ours: f64| theirs.map_or("-".into(), |v| format!("{:.2}", v / ours));
     let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}", v * 1e3));
     let (tt, ti) = (torch(name, "train_step_s"), torch(name, "infer_s"));
     writeln!(
         out,
-        "| {name} | {} | {:.1} | {} | {} | {:.1} | {} | {} |",
+        "| {name} | {} | {:.1} | {} | {} | {:.1} | {} | {} | {:.0} / {:.0} |",
         shape[0],
         train * 1e3,
         ms(tt),
         ratio(tt, train),
         infer * 1e3,
         ms(ti),
-        ratio(ti, infer)
+        ratio(ti, infer),
+        3.0 * forward_flops / train / 1e9,
+        forward_flops / infer / 1e9,
     )
     .unwrap();
 }
@@ -244,7 +337,11 @@ fn main() {
             .map_or("nothing".into(), |v| format!("{v:.1} GB/s"))
     )
     .unwrap();
-    solver_steps(&mut out);
+    if std::env::args().any(|a| a == "--no-solvers") {
+        writeln!(out, "(solver steps skipped: --no-solvers)\n").unwrap();
+    } else {
+        solver_steps(&mut out);
+    }
     eprintln!("solver steps done ({:.0} s)", start.elapsed().as_secs_f64());
     if std::env::args().any(|a| a == "--no-networks") {
         writeln!(out, "(networks skipped: --no-networks)\n").unwrap();

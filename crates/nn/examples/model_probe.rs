@@ -4,6 +4,10 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+/// As in the `diffuse` binary and `cargo xtask bench` (see the crate README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use diffusion_core::Rng;
 use diffusion_nn::Network;
 use diffusion_nn::models::{Dit, DitConfig, MlpConfig, MlpDenoiser, UNet, UNetConfig, WhiteBoxDit};

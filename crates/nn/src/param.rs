@@ -13,6 +13,7 @@ use ndarray::{ArrayD, IxDyn};
 /// The element types networks are generic over: `f32` and `f64`.
 pub trait Float:
     Element
+    + bytemuck::Pod
     + num_traits::Float
     + Sum
     + ndarray::LinalgScalar

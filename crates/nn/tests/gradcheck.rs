@@ -342,7 +342,19 @@ fn mlp_end_to_end_gradients() {
     let net = MlpDenoiser::<f64>::new(cfg, &mut rng).unwrap();
     let x = randn(&[4, 3], &mut rng);
     let r = randn(&[4, 3], &mut rng);
-    gradcheck("mlp", &mut Net(net, vec![1.0, 10.0, 100.0, 999.0]), &x, &r, 12);
+    gradcheck(
+        "mlp",
+        &mut Net(net.clone(), vec![1.0, 10.0, 100.0, 999.0]),
+        &x,
+        &r,
+        12,
+    );
+    // Repeated timesteps: the first layer projects (and back-propagates into) each distinct
+    // embedding row once.
+    let x = randn(&[5, 3], &mut rng);
+    let r = randn(&[5, 3], &mut rng);
+    let t = vec![10.0, 999.0, 10.0, 10.0, 999.0];
+    gradcheck("mlp, repeated t", &mut Net(net, t), &x, &r, 12);
 }
 
 #[test]

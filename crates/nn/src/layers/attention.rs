@@ -83,11 +83,7 @@ impl<A: Float> MultiheadAttention<A> {
     /// Projects `rows` tokens with rows `r0..r0+n` of the packed weights.
     fn project(&self, x: &[A], rows: usize, r0: usize, n: usize) -> Vec<A> {
         let e = self.embed;
-        let mut y = vec![A::zero(); rows * n];
-        let b = &self.in_proj_bias.v()[r0..r0 + n];
-        for row in y.chunks_mut(n) {
-            row.copy_from_slice(b);
-        }
+        let mut y = super::repeat_rows(&self.in_proj_bias.v()[r0..r0 + n], rows);
         matmul(
             MatMut::row_major(&mut y, 0, rows, n),
             MatRef::row_major(x, 0, rows, e),

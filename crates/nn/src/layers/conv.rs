@@ -8,7 +8,7 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::{array, par_items_with_grads, std_slice, uniform_array};
+use super::{array, par_items_with_grads, std_slice, uniform_array, with_scratch};
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_serial};
 use crate::param::{Float, Param, Parameters};
@@ -319,7 +319,7 @@ impl<A: Float> Conv<A> {
     }
 
     /// Forward of one item: `y = W cols + b` per group; `buf` holds the im2col columns.
-    fn forward_item(&self, x: &[A], g: &Geom, y: &mut [A], buf: &mut Vec<A>, serial: bool) {
+    fn forward_item(&self, x: &[A], g: &Geom, y: &mut [A], buf: &mut [A], serial: bool) {
         let (cout, l) = (self.out_channels(), g.out_len());
         let (cin_g, cout_g) = (g.cin / self.groups, cout / self.groups);
         let kk = cin_g * g.k_len();
@@ -331,8 +331,7 @@ impl<A: Float> Conv<A> {
         let cols: &[A] = if g.is_pointwise() {
             x
         } else {
-            // Every element is written by im2col, so the buffer is only grown, never cleared.
-            buf.resize(g.cin * g.k_len() * l, A::zero());
+            // Every element is written by im2col.
             im2col(x, g, buf);
             buf
         };
@@ -354,11 +353,16 @@ impl<A: Float> Conv<A> {
         let mut y = vec![A::zero(); batch * per_out];
         let serial = batch >= SERIAL_ITEMS;
         if per_out > 0 {
-            y.par_chunks_mut(per_out)
-                .enumerate()
-                .for_each_init(Vec::new, |buf, (b, yb)| {
+            let ncols = if g.is_pointwise() {
+                0
+            } else {
+                g.cin * g.k_len() * g.out_len()
+            };
+            y.par_chunks_mut(per_out).enumerate().for_each(|(b, yb)| {
+                with_scratch(ncols, 0, |buf, _| {
                     self.forward_item(&x[b * per_in..(b + 1) * per_in], &g, yb, buf, serial)
-                });
+                })
+            });
         }
         Ok((y, out_shape))
     }
@@ -391,7 +395,7 @@ impl<A: Float> Conv<A> {
         let weight = self.weight.v();
         let groups = self.groups;
         let serial = batch >= SERIAL_ITEMS;
-        let grads = par_items_with_grads(&mut dx, batch, glen, |b, dxb, grad, scratch| {
+        let grads = par_items_with_grads(&mut dx, batch, glen, |b, dxb, grad| {
             let xb = &x[b * per_in..(b + 1) * per_in];
             let dyb = &dy[b * per_out..(b + 1) * per_out];
             let ncols = if g.is_pointwise() {
@@ -400,54 +404,55 @@ impl<A: Float> Conv<A> {
                 g.cin * g.k_len() * l
             };
             // Both buffers are fully overwritten (im2col / a non-accumulating GEMM).
-            let (cbuf, dcols) = scratch.get(ncols, if need_dx { ncols } else { 0 });
-            let cols: &[A] = if g.is_pointwise() {
-                xb
-            } else {
-                im2col(xb, &g, cbuf);
-                cbuf
-            };
-            let (gw, gb) = grad.split_at_mut(wlen);
-            for gi in 0..groups {
-                // dW_g += dy_g cols_g^T
-                gemm_item(
-                    serial,
-                    MatMut::row_major(gw, gi * cout_g * kk, cout_g, kk),
-                    MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
-                    MatRef::row_major(cols, gi * kk * l, kk, l).t(),
-                    true,
-                );
-            }
-            if has_bias {
-                for (o, row) in dyb.chunks(l).enumerate() {
-                    gb[o] = gb[o] + row.iter().copied().sum::<A>();
-                }
-            }
-            if !need_dx {
-                return;
-            }
-            if g.is_pointwise() {
+            with_scratch(ncols, if need_dx { ncols } else { 0 }, |cbuf, dcols| {
+                let cols: &[A] = if g.is_pointwise() {
+                    xb
+                } else {
+                    im2col(xb, &g, cbuf);
+                    cbuf
+                };
+                let (gw, gb) = grad.split_at_mut(wlen);
                 for gi in 0..groups {
+                    // dW_g += dy_g cols_g^T
                     gemm_item(
                         serial,
-                        MatMut::row_major(dxb, gi * kk * l, kk, l),
-                        MatRef::row_major(weight, gi * cout_g * kk, cout_g, kk).t(),
+                        MatMut::row_major(gw, gi * cout_g * kk, cout_g, kk),
                         MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
-                        false,
+                        MatRef::row_major(cols, gi * kk * l, kk, l).t(),
+                        true,
                     );
                 }
-            } else {
-                for gi in 0..groups {
-                    gemm_item(
-                        serial,
-                        MatMut::row_major(dcols, gi * kk * l, kk, l),
-                        MatRef::row_major(weight, gi * cout_g * kk, cout_g, kk).t(),
-                        MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
-                        false,
-                    );
+                if has_bias {
+                    for (o, row) in dyb.chunks(l).enumerate() {
+                        gb[o] = gb[o] + row.iter().copied().sum::<A>();
+                    }
                 }
-                col2im(dcols, &g, dxb);
-            }
+                if !need_dx {
+                    return;
+                }
+                if g.is_pointwise() {
+                    for gi in 0..groups {
+                        gemm_item(
+                            serial,
+                            MatMut::row_major(dxb, gi * kk * l, kk, l),
+                            MatRef::row_major(weight, gi * cout_g * kk, cout_g, kk).t(),
+                            MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
+                            false,
+                        );
+                    }
+                } else {
+                    for gi in 0..groups {
+                        gemm_item(
+                            serial,
+                            MatMut::row_major(dcols, gi * kk * l, kk, l),
+                            MatRef::row_major(weight, gi * cout_g * kk, cout_g, kk).t(),
+                            MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
+                            false,
+                        );
+                    }
+                    col2im(dcols, &g, dxb);
+                }
+            })
         });
         super::add_into(self.weight.g(), &grads[..wlen]);
         if let Some(bias) = &mut self.bias {

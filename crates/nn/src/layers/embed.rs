@@ -14,33 +14,74 @@ use crate::param::{Float, Param, Parameters, cast, wide};
 /// Computed in f64 and rounded once, so the f32 version is as accurate as f32 allows
 /// (t up to 1000 makes an f32 argument lose ~1e-4 absolute otherwise).
 pub fn timestep_embedding<A: Float>(t: &[A], dim: usize, max_period: f64) -> ArrayD<A> {
-    let half = dim / 2;
-    let freqs: Vec<f64> = (0..half)
-        .map(|i| (-max_period.ln() * i as f64 / half as f64).exp())
-        .collect();
-    // A batch holds few distinct timesteps (one while sampling, at most the number of
-    // training steps while training): compute each distinct row once and copy it.
-    let mut rows: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
-    let mut table: Vec<A> = Vec::new();
-    let mut out = Vec::with_capacity(t.len() * 2 * half);
-    for &tv in t {
-        let tv = wide(tv);
-        let r = *rows.entry(tv.to_bits()).or_insert_with(|| {
-            let at = table.len() / (2 * half).max(1);
-            let (cos, sin): (Vec<A>, Vec<A>) = freqs
-                .iter()
-                .map(|&f| {
-                    let (s, c) = (tv * f).sin_cos();
-                    (cast::<A>(c), cast::<A>(s))
-                })
-                .unzip();
-            table.extend(cos);
-            table.extend(sin);
-            at
-        });
-        out.extend_from_slice(&table[r * 2 * half..(r + 1) * 2 * half]);
+    let rows = TimestepRows::new(t, dim, max_period);
+    let width = rows.width();
+    let mut out = Vec::with_capacity(t.len() * width);
+    for &r in &rows.index {
+        out.extend_from_slice(rows.row(r));
     }
-    array(&[t.len(), 2 * half], out)
+    array(&[t.len(), width], out)
+}
+
+/// The timestep embedding of a batch as its distinct rows: a batch holds few distinct
+/// timesteps (one while sampling, at most the number of training steps while training),
+/// so each is computed once, and a layer that projects the embedding can project the
+/// distinct rows only.
+#[derive(Clone, Debug)]
+pub(crate) struct TimestepRows<A> {
+    /// `[distinct, width]` embedding rows, in order of first appearance.
+    pub table: Vec<A>,
+    /// Row of `table` for each batch item.
+    pub index: Vec<usize>,
+    width: usize,
+}
+
+impl<A: Float> TimestepRows<A> {
+    /// As [`timestep_embedding`] (`width = 2 * (dim / 2)`).
+    pub fn new(t: &[A], dim: usize, max_period: f64) -> Self {
+        let half = dim / 2;
+        let freqs: Vec<f64> = (0..half)
+            .map(|i| (-max_period.ln() * i as f64 / half as f64).exp())
+            .collect();
+        let mut rows: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+        let mut table: Vec<A> = Vec::new();
+        let index = t
+            .iter()
+            .map(|&tv| {
+                let tv = wide(tv);
+                *rows.entry(tv.to_bits()).or_insert_with(|| {
+                    let at = table.len() / (2 * half).max(1);
+                    let (cos, sin): (Vec<A>, Vec<A>) = freqs
+                        .iter()
+                        .map(|&f| {
+                            let (s, c) = (tv * f).sin_cos();
+                            (cast::<A>(c), cast::<A>(s))
+                        })
+                        .unzip();
+                    table.extend(cos);
+                    table.extend(sin);
+                    at
+                })
+            })
+            .collect();
+        Self {
+            table,
+            index,
+            width: 2 * half,
+        }
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    pub fn distinct(&self) -> usize {
+        self.table.len().checked_div(self.width).unwrap_or(0)
+    }
+
+    pub fn row(&self, r: usize) -> &[A] {
+        &self.table[r * self.width..(r + 1) * self.width]
+    }
 }
 
 /// Gaussian Fourier features (Song et al. 2021): `[sin(2 pi t W), cos(2 pi t W)]` with a

@@ -3,7 +3,7 @@
 use diffusion_core::Rng;
 use ndarray::ArrayD;
 
-use super::{add_into, array, std_slice, uniform_array};
+use super::{add_column_sums, array, repeat_rows, std_slice, uniform_array};
 use crate::error::{NnError, Result};
 use crate::gemm::{MatMut, MatRef, matmul};
 use crate::param::{Float, Param, Parameters};
@@ -56,11 +56,10 @@ impl<A: Float> Linear<A> {
     pub(crate) fn forward_slice(&self, x: &[A], rows: usize) -> Vec<A> {
         let (inp, out) = (self.in_features(), self.out_features());
         // Start from the bias rows (written once, not zeroed first) and accumulate x W^T.
-        let mut y = Vec::with_capacity(rows * out);
-        match &self.bias {
-            Some(b) => (0..rows).for_each(|_| y.extend_from_slice(b.v())),
-            None => y.resize(rows * out, A::zero()),
-        }
+        let mut y = match &self.bias {
+            Some(b) => repeat_rows(b.v(), rows),
+            None => vec![A::zero(); rows * out],
+        };
         matmul(
             MatMut::row_major(&mut y, 0, rows, out),
             MatRef::row_major(x, 0, rows, inp),
@@ -80,10 +79,7 @@ impl<A: Float> Linear<A> {
             true,
         );
         if let Some(b) = &mut self.bias {
-            let g = b.g();
-            for row in dy.chunks(out) {
-                add_into(g, row);
-            }
+            add_column_sums(b.g(), &dy[..rows * out]);
         }
         if !need_dx {
             return Vec::new();

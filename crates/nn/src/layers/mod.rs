@@ -49,14 +49,13 @@ pub(crate) fn array<A>(shape: &[usize], data: Vec<A>) -> ArrayD<A> {
 /// so sums are identical for any number of threads.
 const GRAD_GROUPS: usize = 8;
 
-/// Runs `f(item, dx_item, grad_partial, scratch)` over batch items in parallel. `dx` is
-/// split into `batch` equal items; items are processed in fixed contiguous groups, each
-/// accumulating into its own zeroed buffer of `grad_len`; the group buffers are then summed
-/// in order. `scratch` is reused by the items of a group (its contents are unspecified).
+/// Runs `f(item, dx_item, grad_partial)` over batch items in parallel. `dx` is split into
+/// `batch` equal items; items are processed in fixed contiguous groups, each accumulating
+/// into its own zeroed buffer of `grad_len`; the group buffers are then summed in order.
 pub(crate) fn par_items_with_grads<A, F>(dx: &mut [A], batch: usize, grad_len: usize, f: F) -> Vec<A>
 where
     A: Float,
-    F: Fn(usize, &mut [A], &mut [A], &mut Scratch<A>) + Sync,
+    F: Fn(usize, &mut [A], &mut [A]) + Sync,
 {
     if batch == 0 {
         return vec![A::zero(); grad_len];
@@ -70,12 +69,11 @@ where
         .enumerate()
         .map(|(gi, dxg)| {
             let mut g = vec![A::zero(); grad_len];
-            let mut scratch = Scratch::default();
             let first = gi * items_per;
             let n_items = dxg.len().checked_div(per).unwrap_or(items_per.min(batch - first));
             for j in 0..n_items {
                 let item = &mut dxg[j * per..(j + 1) * per];
-                f(first + j, item, &mut g, &mut scratch);
+                f(first + j, item, &mut g);
             }
             g
         })
@@ -89,33 +87,88 @@ where
     total
 }
 
-/// Two reusable work buffers (e.g. im2col columns and their gradient), so per-item loops
-/// do not allocate (and page-fault in) fresh memory for every item.
-#[derive(Debug)]
-pub(crate) struct Scratch<A> {
-    a: Vec<A>,
-    b: Vec<A>,
+thread_local! {
+    /// Per-thread work memory of [`with_scratch`], kept between calls.
+    static WORK: std::cell::RefCell<[Vec<u64>; 2]> = const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
 }
 
-impl<A> Default for Scratch<A> {
-    fn default() -> Self {
-        Self {
-            a: Vec::new(),
-            b: Vec::new(),
-        }
+/// Runs `f` with two work buffers of `len_a` and `len_b` elements (contents unspecified:
+/// callers overwrite what they read). The memory is the calling thread's and is kept for
+/// the next call, so per-item loops (im2col columns and their gradients) neither allocate
+/// nor page-fault fresh memory on every call; it grows to the largest request a thread has
+/// seen. A nested call on the same thread (rayon may run another item's job while `f`
+/// waits on a parallel product) gets fresh buffers instead.
+pub(crate) fn with_scratch<A: Float, R>(
+    len_a: usize,
+    len_b: usize,
+    f: impl FnOnce(&mut [A], &mut [A]) -> R,
+) -> R {
+    fn words<A>(len: usize) -> usize {
+        (len * std::mem::size_of::<A>()).div_ceil(8)
     }
+    fn view<A: Float>(buf: &mut Vec<u64>, len: usize) -> &mut [A] {
+        if buf.len() < words::<A>(len) {
+            buf.resize(words::<A>(len), 0);
+        }
+        &mut bytemuck::cast_slice_mut::<u64, A>(buf)[..len]
+    }
+    WORK.with(|work| match work.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let [a, b] = &mut *bufs;
+            f(view(a, len_a), view(b, len_b))
+        }
+        Err(_) => {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            f(view(&mut a, len_a), view(&mut b, len_b))
+        }
+    })
 }
 
-impl<A: Float> Scratch<A> {
-    /// Two buffers of at least `len_a` and `len_b` elements (contents unspecified).
-    pub(crate) fn get(&mut self, len_a: usize, len_b: usize) -> (&mut [A], &mut [A]) {
-        if self.a.len() < len_a {
-            self.a.resize(len_a, A::zero());
-        }
-        if self.b.len() < len_b {
-            self.b.resize(len_b, A::zero());
-        }
-        (&mut self.a[..len_a], &mut self.b[..len_b])
+/// Elements per parallel piece of [`repeat_rows`].
+const FILL_CHUNK: usize = 1 << 14;
+
+/// `rows` copies of `row`, written once and in parallel (no zeroing first): the bias rows a
+/// Linear's output starts from before the GEMM accumulates onto them.
+pub(crate) fn repeat_rows<A: Float>(row: &[A], rows: usize) -> Vec<A> {
+    let n = row.len();
+    let len = rows * n;
+    let mut v = Vec::with_capacity(len);
+    if len > 0 {
+        let chunk = FILL_CHUNK.div_ceil(n) * n;
+        v.spare_capacity_mut()[..len].par_chunks_mut(chunk).for_each(|c| {
+            for (d, &s) in c.iter_mut().zip(row.iter().cycle()) {
+                d.write(s);
+            }
+        });
+    }
+    // SAFETY: the loop above initialised all `len` elements (each chunk is a whole number
+    // of rows, or the tail of the last one, and `cycle` never runs out).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// `acc[j] += sum_i m[i * acc.len() + j]` (a bias gradient): row groups fixed by the row
+/// count are summed in parallel, then added in order, so the result does not depend on the
+/// thread count.
+pub(crate) fn add_column_sums<A: Float>(acc: &mut [A], m: &[A]) {
+    let cols = acc.len();
+    if cols == 0 {
+        return;
+    }
+    let rows = m.len() / cols;
+    let group = rows.div_ceil(GRAD_GROUPS).max(1);
+    let partials: Vec<Vec<A>> = m
+        .par_chunks(group * cols)
+        .map(|block| {
+            let mut p = vec![A::zero(); cols];
+            for row in block.chunks(cols) {
+                add_into(&mut p, row);
+            }
+            p
+        })
+        .collect();
+    for p in &partials {
+        add_into(acc, p);
     }
 }
 

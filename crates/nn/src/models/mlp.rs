@@ -2,10 +2,15 @@
 
 use diffusion_core::Rng;
 use ndarray::ArrayD;
+use rayon::prelude::*;
 
 use crate::error::{NnError, Result};
 use crate::layers::activation::{silu_backward_in_place, silu_in_place, silu_slice};
-use crate::layers::{Linear, array, std_slice, timestep_embedding};
+use std::borrow::Cow;
+
+use crate::gemm::{MatMut, MatRef, matmul};
+use crate::layers::embed::TimestepRows;
+use crate::layers::{Linear, add_column_sums, add_into, array, std_slice};
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, join_name};
 
@@ -37,11 +42,18 @@ pub struct MlpDenoiser<A> {
     pub layers: Vec<Linear<A>>,
 }
 
-/// Inputs of each Linear and pre-activations of each SiLU.
+/// Up to this input dimension the first layer adds `x Wx^T` by broadcast multiply-adds.
+const DIRECT_INPUT_DIM: usize = 32;
+/// Batch rows per parallel task of the first layer.
+const ROWS_PER_TASK: usize = 64;
+
+/// Inputs of each Linear (the first one's as `x` plus the embedding's distinct rows) and
+/// pre-activations of each SiLU.
 #[derive(Clone, Debug)]
 pub struct MlpCache<A> {
     batch: usize,
     inputs: Vec<Vec<A>>,
+    temb: TimestepRows<A>,
     pre: Vec<Vec<A>>,
 }
 
@@ -67,17 +79,105 @@ impl<A: Float> MlpDenoiser<A> {
         self.cfg
     }
 
-    fn input(&self, x: &ArrayD<A>, t: &[A]) -> Result<(usize, Vec<A>)> {
+    /// The checked batch size, `x` as a slice and the embedding's distinct rows.
+    fn input<'x>(&self, x: &'x ArrayD<A>, t: &[A]) -> Result<(usize, Cow<'x, [A]>, TimestepRows<A>)> {
         let batch = check_input(x, &[self.cfg.dim], t, "MlpDenoiser input")?;
-        let temb = timestep_embedding(t, self.cfg.temb, 10000.0);
-        let (xs, es) = (std_slice(x), std_slice(&temb));
-        let (d, e) = (self.cfg.dim, self.cfg.temb);
-        let mut h = Vec::with_capacity(batch * (d + e));
-        for b in 0..batch {
-            h.extend_from_slice(&xs[b * d..(b + 1) * d]);
-            h.extend_from_slice(&es[b * e..(b + 1) * e]);
+        Ok((batch, std_slice(x), TimestepRows::new(t, self.cfg.temb, 10000.0)))
+    }
+
+    /// The first layer on `concat(x, temb)`, with the embedding part projected for the
+    /// distinct timesteps only: `z = b + x Wx^T + (table Wt^T)[index]`.
+    fn first_layer(&self, x: &[A], temb: &TimestepRows<A>, batch: usize) -> Vec<A> {
+        let layer = &self.layers[0];
+        let (d, e, h) = (self.cfg.dim, temb.width(), layer.out_features());
+        let w = layer.weight.v();
+        let mut proj = vec![A::zero(); temb.distinct() * h];
+        matmul(
+            MatMut::row_major(&mut proj, 0, temb.distinct(), h),
+            MatRef::row_major(&temb.table, 0, temb.distinct(), e),
+            MatRef::strided(w, d, h, e, d + e).t(),
+            false,
+        );
+        let zeros = vec![A::zero(); h];
+        let bias = layer.bias.as_ref().map_or(&zeros[..], |b| b.v());
+        // x's part is a K = dim product: for the low-dimensional data this MLP is for, a
+        // broadcast multiply-add in the same parallel pass beats a GEMM call.
+        let direct = d <= DIRECT_INPUT_DIM;
+        let wx_t: Vec<A> = if direct {
+            (0..d)
+                .flat_map(|k| (0..h).map(move |j| w[j * (d + e) + k]))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut z = vec![A::zero(); batch * h];
+        z.par_chunks_mut(ROWS_PER_TASK * h)
+            .enumerate()
+            .for_each(|(ci, zc)| {
+                for (ri, zr) in zc.chunks_mut(h).enumerate() {
+                    let b = ci * ROWS_PER_TASK + ri;
+                    let r = temb.index[b];
+                    let p = proj.get(r * h..(r + 1) * h).unwrap_or(&zeros);
+                    for ((z, &p), &bv) in zr.iter_mut().zip(p).zip(bias) {
+                        *z = bv + p;
+                    }
+                    if direct {
+                        for (k, wk) in wx_t.chunks(h).enumerate() {
+                            let xv = x[b * d + k];
+                            for (z, &wv) in zr.iter_mut().zip(wk) {
+                                *z = *z + xv * wv;
+                            }
+                        }
+                    }
+                }
+            });
+        if !direct {
+            matmul(
+                MatMut::row_major(&mut z, 0, batch, h),
+                MatRef::row_major(x, 0, batch, d),
+                MatRef::strided(w, 0, h, d, d + e).t(),
+                true,
+            );
         }
-        Ok((batch, h))
+        z
+    }
+
+    /// Backward of [`Self::first_layer`] from `g = dL/dz`: accumulates the weight and bias
+    /// gradients (the embedding part from `g` summed per distinct timestep, in batch
+    /// order) and returns dL/dx.
+    fn first_layer_backward(&mut self, x: &[A], temb: &TimestepRows<A>, g: &[A], batch: usize) -> Vec<A> {
+        let layer = &mut self.layers[0];
+        let (d, e, h) = (self.cfg.dim, temb.width(), layer.out_features());
+        let mut per_t = vec![A::zero(); temb.distinct() * h];
+        for (gr, &r) in g.chunks(h).zip(&temb.index) {
+            if let Some(acc) = per_t.get_mut(r * h..(r + 1) * h) {
+                add_into(acc, gr);
+            }
+        }
+        let wg = layer.weight.g();
+        matmul(
+            MatMut::strided(wg, 0, h, d, d + e),
+            MatRef::row_major(g, 0, batch, h).t(),
+            MatRef::row_major(x, 0, batch, d),
+            true,
+        );
+        matmul(
+            MatMut::strided(wg, d, h, e, d + e),
+            MatRef::row_major(&per_t, 0, temb.distinct(), h).t(),
+            MatRef::row_major(&temb.table, 0, temb.distinct(), e),
+            true,
+        );
+        if let Some(b) = &mut layer.bias {
+            add_column_sums(b.g(), g);
+        }
+        let mut dx = vec![A::zero(); batch * d];
+        matmul(
+            MatMut::row_major(&mut dx, 0, batch, d),
+            MatRef::row_major(g, 0, batch, h),
+            MatRef::strided(layer.weight.v(), 0, h, d, d + e),
+            false,
+        );
+        dx
     }
 }
 
@@ -85,13 +185,20 @@ impl<A: Float> Network<A> for MlpDenoiser<A> {
     type Cache = MlpCache<A>;
 
     fn forward(&self, x: &ArrayD<A>, t: &[A], _cond: Option<&[usize]>) -> Result<(ArrayD<A>, MlpCache<A>)> {
-        let (batch, mut h) = self.input(x, t)?;
+        let (batch, xs, temb) = self.input(x, t)?;
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut pre = Vec::with_capacity(self.cfg.depth);
         let last = self.layers.len() - 1;
+        let mut h = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
-            let z = layer.forward_slice(&h, batch);
-            inputs.push(std::mem::take(&mut h));
+            let z = if i == 0 {
+                inputs.push(xs.to_vec());
+                self.first_layer(&xs, &temb, batch)
+            } else {
+                let z = layer.forward_slice(&h, batch);
+                inputs.push(std::mem::take(&mut h));
+                z
+            };
             if i < last {
                 h = silu_slice(&z);
                 pre.push(z);
@@ -99,7 +206,13 @@ impl<A: Float> Network<A> for MlpDenoiser<A> {
                 h = z;
             }
         }
-        Ok((array(&[batch, self.cfg.dim], h), MlpCache { batch, inputs, pre }))
+        let cache = MlpCache {
+            batch,
+            inputs,
+            temb,
+            pre,
+        };
+        Ok((array(&[batch, self.cfg.dim], h), cache))
     }
 
     fn backward(&mut self, cache: &MlpCache<A>, dy: &ArrayD<A>) -> Result<ArrayD<A>> {
@@ -110,17 +223,16 @@ impl<A: Float> Network<A> for MlpDenoiser<A> {
         )?;
         let mut g = std_slice(dy).into_owned();
         let last = self.layers.len() - 1;
-        for i in (0..=last).rev() {
+        for i in (1..=last).rev() {
             if i < last {
                 silu_backward_in_place(&cache.pre[i], &mut g);
             }
             g = self.layers[i].backward_slice(&cache.inputs[i], &g, cache.batch, true);
         }
-        let w = self.cfg.dim + self.cfg.temb;
-        let dx: Vec<A> = g
-            .chunks(w)
-            .flat_map(|r| r[..self.cfg.dim].iter().copied())
-            .collect();
+        if last > 0 {
+            silu_backward_in_place(&cache.pre[0], &mut g);
+        }
+        let dx = self.first_layer_backward(&cache.inputs[0], &cache.temb, &g, cache.batch);
         Ok(array(&[cache.batch, self.cfg.dim], dx))
     }
 
@@ -129,10 +241,13 @@ impl<A: Float> Network<A> for MlpDenoiser<A> {
     }
 
     fn infer(&self, x: &ArrayD<A>, t: &[A], _cond: Option<&[usize]>) -> Result<ArrayD<A>> {
-        let (batch, mut h) = self.input(x, t)?;
+        let (batch, xs, temb) = self.input(x, t)?;
         let last = self.layers.len() - 1;
+        let mut h = self.first_layer(&xs, &temb, batch);
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward_slice(&h, batch);
+            if i > 0 {
+                h = layer.forward_slice(&h, batch);
+            }
             if i < last {
                 silu_in_place(&mut h);
             }
