@@ -139,8 +139,7 @@ fn kernels_check() -> Result<(), String> {
 fn bench(extra: &[String]) -> Result<(), String> {
     let mut report_args: Vec<String> = extra.iter().filter(|a| *a != "--torch").cloned().collect();
     if extra.iter().any(|a| a == "--torch") {
-        let json = torch_baseline()?;
-        report_args.extend(["--torch-json".to_string(), json.display().to_string()]);
+        report_args.extend(["--torch-python".to_string(), torch_python()?]);
     }
     let mut args = vec![
         "run",
@@ -155,9 +154,10 @@ fn bench(extra: &[String]) -> Result<(), String> {
     run(&mut cargo(&args))
 }
 
-/// Runs benches/pytorch/bench.py (the reference networks in PyTorch, 2 threads) and returns
-/// the path of its JSON results, so the network table compares against this machine, now.
-fn torch_baseline() -> Result<PathBuf, String> {
+/// Installs PyTorch into `.venv-torch` (first use) and returns its python, with which the
+/// bench report runs benches/pytorch/bench.py (the reference networks, 2 threads) model by
+/// model, so the network table compares this machine at one moment.
+fn torch_python() -> Result<String, String> {
     let root = root();
     let script = root.join("benches/pytorch/install-torch.sh");
     let out = Command::new("bash")
@@ -169,18 +169,10 @@ fn torch_baseline() -> Result<PathBuf, String> {
     if !out.status.success() {
         return Err(format!("installing PyTorch failed ({})", out.status));
     }
-    let python = String::from_utf8_lossy(&out.stdout)
+    Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .last()
         .unwrap_or("")
         .trim()
-        .to_string();
-    let json = root.join("target/torch-baseline.json");
-    std::fs::create_dir_all(root.join("target")).map_err(|e| format!("target/: {e}"))?;
-    run(Command::new(&python)
-        .arg(root.join("benches/pytorch/bench.py"))
-        .args(["--threads", "2", "--out"])
-        .arg(&json)
-        .current_dir(root.join("benches/pytorch")))?;
-    Ok(json)
+        .to_string())
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: measures what the project claims about speed and writes
 //! `docs/benchmarks.md`. Every ratio is against a baseline measured in the same run
-//! (copy bandwidth; PyTorch's network times with `--torch-json`, which `cargo xtask bench
+//! (copy bandwidth; PyTorch's network times with `--torch-python`, which `cargo xtask bench
 //! --torch` supplies) or recorded on this machine class (diffusers' step times, PyTorch's
 //! network times in shared/reference), and the table says which.
 
@@ -174,52 +174,90 @@ fn solver_steps(out: &mut String) {
     writeln!(out).unwrap();
 }
 
-/// The PyTorch numbers the network table compares against: `--torch-json PATH` (written by
-/// `cargo xtask bench --torch`, which runs benches/pytorch/bench.py in this run), else the
-/// file recorded in shared/reference on another machine of this class.
-struct TorchBaseline {
-    results: Value,
-    source: String,
+/// Where the network table's PyTorch numbers come from.
+enum Torch {
+    /// `--torch-python PATH` (what `cargo xtask bench --torch` passes): benches/pytorch/bench.py
+    /// is run model by model, alternating with our timings, in this run.
+    Live {
+        python: String,
+    },
+    /// The file recorded in shared/reference on another machine of this class.
+    Recorded(Value),
+    Missing,
 }
 
-impl TorchBaseline {
-    fn load() -> Option<Self> {
+/// Rounds of (PyTorch, ours) per model when PyTorch runs live; each side keeps its best
+/// round, so a slow phase of a shared machine hits neither side alone.
+const LIVE_ROUNDS: usize = 3;
+
+impl Torch {
+    fn from_args() -> Self {
         let args: Vec<String> = std::env::args().collect();
-        if let Some(path) = args
+        if let Some(python) = args
             .iter()
-            .position(|a| a == "--torch-json")
+            .position(|a| a == "--torch-python")
             .and_then(|i| args.get(i + 1))
         {
-            let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("--torch-json {path}: {e}"));
-            let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("--torch-json {path}: {e}"));
-            return Some(Self {
-                source: format!(
-                    "measured in this run (torch {}, {} threads, benches/pytorch/bench.py)",
-                    v["meta"]["torch"].as_str().unwrap_or("?"),
-                    v["meta"]["threads"]
-                ),
-                results: v["results"].clone(),
-            });
+            return Self::Live {
+                python: python.clone(),
+            };
         }
-        let v = shared_json("reference/pytorch-baseline/results.json")?;
-        Some(Self {
-            source: format!(
-                "recorded in shared/reference/pytorch-baseline/results.json (torch {}, {} threads, another \
-                 machine of this class: not this run; `cargo xtask bench --torch` measures it here)",
+        shared_json("reference/pytorch-baseline/results.json").map_or(Self::Missing, Self::Recorded)
+    }
+
+    fn source(&self) -> String {
+        match self {
+            Self::Live { .. } => format!(
+                "measured in this run by benches/pytorch/bench.py (2 threads), alternating with ours \
+                 model by model, best of {LIVE_ROUNDS} rounds on each side (each round a median of \
+                 repeated steps)"
+            ),
+            Self::Recorded(v) => format!(
+                "recorded in shared/reference/pytorch-baseline/results.json (torch {}, {} threads) on another \
+                 machine of this class: not this run; `cargo xtask bench --torch` measures it here",
                 v["meta"]["torch"].as_str().unwrap_or("?"),
                 v["meta"]["threads"]
             ),
-            results: v["results"].clone(),
-        })
+            Self::Missing => "no baseline found".into(),
+        }
     }
 
-    fn secs(&self, model: &str, key: &str) -> Option<f64> {
-        self.results[model][key].as_f64()
+    fn rounds(&self) -> usize {
+        match self {
+            Self::Live { .. } => LIVE_ROUNDS,
+            _ => 1,
+        }
+    }
+
+    /// bench.py's results for `only` (a model name or "limits"): run now, or recorded.
+    fn results(&self, only: &str) -> Option<Value> {
+        match self {
+            Self::Live { python } => {
+                let dir = root().join("benches/pytorch");
+                let out =
+                    std::env::temp_dir().join(format!("diffusion-torch-{}-{only}.json", std::process::id()));
+                let status = std::process::Command::new(python)
+                    .arg(dir.join("bench.py"))
+                    .args(["--threads", "2", "--only", only, "--out"])
+                    .arg(&out)
+                    .current_dir(&dir)
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+                assert!(status.success(), "bench.py --only {only} failed: {status}");
+                let text = std::fs::read_to_string(&out).expect("bench.py output");
+                let _ = std::fs::remove_file(&out);
+                let v: Value = serde_json::from_str(&text).expect("bench.py JSON");
+                Some(v["results"].clone())
+            }
+            Self::Recorded(v) => Some(v["results"].clone()),
+            Self::Missing => None,
+        }
     }
 }
 
 fn networks(out: &mut String) {
-    let torch = TorchBaseline::load();
+    let torch = Torch::from_args();
     writeln!(
         out,
         "## Networks (float32; training step = forward, MSE gradient, backward, AdamW, as in PyTorch's)\n"
@@ -227,11 +265,9 @@ fn networks(out: &mut String) {
     .unwrap();
     writeln!(
         out,
-        "PyTorch: {}. Ratio = PyTorch time / ours (> 1: we are faster). GFLOP/s: our forward's \
-         GEMM multiply-adds x 2 / time (x 3 for training).\n",
-        torch
-            .as_ref()
-            .map_or("no baseline found".into(), |t| t.source.clone())
+        "PyTorch: {}. Ratio = PyTorch time / ours (> 1: we are faster). GFLOP/s: our forward's GEMM \
+         multiply-adds x 2 / time (x 3 for training). Our binaries use mimalloc (docs/architecture.md).\n",
+        torch.source()
     )
     .unwrap();
     writeln!(
@@ -240,11 +276,6 @@ fn networks(out: &mut String) {
     )
     .unwrap();
     writeln!(out, "|---|---|---|---|---|---|---|---|---|").unwrap();
-    let sgemm = sgemm_1024_gflops();
-    let theirs = torch
-        .as_ref()
-        .and_then(|t| t.results["limits"]["sgemm_1024_gflops"].as_f64());
-    let torch = |model: &str, key: &str| torch.as_ref()?.secs(model, key);
     let mut rng = Rng::new(0);
     let mlp = MlpDenoiser::<f32>::new(MlpConfig::default(), &mut rng).expect("reference mlp");
     time_network(out, "mlp", mlp, &[4096, 2], &torch);
@@ -252,6 +283,10 @@ fn networks(out: &mut String) {
     time_network(out, "dit-tiny", dit, &[64, 4, 16, 16], &torch);
     let unet = UNet::<f32>::new(UNetConfig::default(), &mut rng).expect("reference unet-small");
     time_network(out, "unet-small", unet, &[16, 3, 32, 32], &torch);
+    let theirs = torch
+        .results("limits")
+        .and_then(|r| r["limits"]["sgemm_1024_gflops"].as_f64());
+    let sgemm = sgemm_1024_gflops();
     writeln!(
         out,
         "\nsgemm 1024 x 1024 x 1024 (f32, median of 20): ours {sgemm:.0} GFLOP/s, PyTorch {} ({}).\n",
@@ -261,26 +296,10 @@ fn networks(out: &mut String) {
     .unwrap();
 }
 
-/// Our GEMM on a square 1024 product, as bench.py measures torch's.
-fn sgemm_1024_gflops() -> f64 {
-    let n = 1024;
-    let a = ndarray::Array2::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 13) as f32 * 0.1);
-    let b = ndarray::Array2::from_shape_fn((n, n), |(i, j)| ((i * 5 + j) % 11) as f32 * 0.1);
-    let secs = median_secs(20, || {
-        std::hint::black_box(diffusion_nn::matmul_2d(&a, &b).expect("square product"));
-    });
-    2.0 * (n * n * n) as f64 / secs / 1e9
-}
-
-/// Times PyTorch's two calls of bench.py on `net`: a training step (forward, MSE loss
-/// gradient against fixed noise, backward, AdamW at lr 1e-4) and an inference forward.
-fn time_network<N: Network<f32>>(
-    out: &mut String,
-    name: &str,
-    mut net: N,
-    shape: &[usize],
-    torch: &dyn Fn(&str, &str) -> Option<f64>,
-) {
+/// Times on `net` the two calls bench.py times (alternating with PyTorch's own when live): a
+/// training step (forward, MSE loss gradient against fixed noise, backward, AdamW at lr 1e-4)
+/// and an inference forward.
+fn time_network<N: Network<f32>>(out: &mut String, name: &str, mut net: N, shape: &[usize], torch: &Torch) {
     let x = randn(shape, 3);
     let eps = randn(shape, 4);
     let t: Vec<f32> = (0..shape[0]).map(|i| (i * 37 % 1000) as f32).collect();
@@ -288,21 +307,32 @@ fn time_network<N: Network<f32>>(
     let macs0 = diffusion_nn::gemm_macs();
     net.infer(&x, &t, None).expect("inference");
     let forward_flops = 2.0 * (diffusion_nn::gemm_macs() - macs0) as f64;
-    let infer = median_secs(reps, || {
-        std::hint::black_box(net.infer(&x, &t, None).expect("inference"));
-    });
     let mut opt = AdamW::new(AdamWConfig::default(), &net).expect("AdamW");
     let scale = 2.0 / x.len() as f32;
-    let train = median_secs(reps, || {
-        net.zero_grad();
-        let (y, cache) = net.forward(&x, &t, None).expect("forward");
-        let dy = (&y - &eps) * scale;
-        net.backward(&cache, &dy).expect("backward");
-        opt.step(&mut net, 1e-4).expect("AdamW step");
-    });
+    let (mut train, mut infer) = (f64::INFINITY, f64::INFINITY);
+    let (mut tt, mut ti) = (None::<f64>, None::<f64>);
+    let best = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    for _ in 0..torch.rounds() {
+        if let Some(r) = torch.results(name) {
+            tt = best(tt, r[name]["train_step_s"].as_f64());
+            ti = best(ti, r[name]["infer_s"].as_f64());
+        }
+        infer = infer.min(median_secs(reps, || {
+            std::hint::black_box(net.infer(&x, &t, None).expect("inference"));
+        }));
+        train = train.min(median_secs(reps, || {
+            net.zero_grad();
+            let (y, cache) = net.forward(&x, &t, None).expect("forward");
+            let dy = (&y - &eps) * scale;
+            net.backward(&cache, &dy).expect("backward");
+            opt.step(&mut net, 1e-4).expect("AdamW step");
+        }));
+    }
     let ratio = |theirs: Option<f64>, ours: f64| theirs.map_or("-".into(), |v| format!("{:.2}", v / ours));
     let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}", v * 1e3));
-    let (tt, ti) = (torch(name, "train_step_s"), torch(name, "infer_s"));
     writeln!(
         out,
         "| {name} | {} | {:.1} | {} | {} | {:.1} | {} | {} | {:.0} / {:.0} |",
@@ -317,6 +347,17 @@ fn time_network<N: Network<f32>>(
         forward_flops / infer / 1e9,
     )
     .unwrap();
+}
+
+/// Our GEMM on a square 1024 product, as bench.py measures torch's.
+fn sgemm_1024_gflops() -> f64 {
+    let n = 1024;
+    let a = ndarray::Array2::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 13) as f32 * 0.1);
+    let b = ndarray::Array2::from_shape_fn((n, n), |(i, j)| ((i * 5 + j) % 11) as f32 * 0.1);
+    let secs = median_secs(20, || {
+        std::hint::black_box(diffusion_nn::matmul_2d(&a, &b).expect("square product"));
+    });
+    2.0 * (n * n * n) as f64 / secs / 1e9
 }
 
 fn main() {
