@@ -1,6 +1,8 @@
 //! Best-of-N timing of single convolution layers at the unet-small shapes (batch 16).
 //! `RAYON_NUM_THREADS=2 cargo run --release -p diffusion-nn --example conv_probe`
-use std::time::Instant;
+mod common;
+
+use common::best;
 
 use diffusion_core::Rng;
 use diffusion_nn::layers::Conv;
@@ -8,17 +10,6 @@ use ndarray::{ArrayD, IxDyn};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn best(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 fn main() {
     let mut rng = Rng::new(0);

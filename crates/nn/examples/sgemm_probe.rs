@@ -2,19 +2,9 @@
 //! `gemm` crate called directly (single thread and its own rayon split). Best-of-N timing,
 //! so a machine shared with other work still gives a usable upper bound.
 //! `RAYON_NUM_THREADS=2 cargo run --release -p diffusion-nn --example sgemm_probe`
-use std::time::Instant;
+mod common;
 
-/// Seconds of the fastest of `reps` runs of `f`.
-fn best(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
+use common::best;
 
 fn main() {
     // (label, m, n, k, a transposed, b transposed)

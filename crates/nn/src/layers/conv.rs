@@ -479,27 +479,21 @@ impl<A: Float> Conv<A> {
                         MatRef::row_major(dcols, 0, kt, li),
                         false,
                     );
-                } else if g.is_pointwise() {
-                    for gi in 0..groups {
-                        gemm_item(
-                            serial,
-                            MatMut::row_major(dxb, gi * kk * l, kk, l),
-                            MatRef::row_major(weight, gi * cout_g * kk, cout_g, kk).t(),
-                            MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
-                            false,
-                        );
-                    }
                 } else {
+                    // dcols = W^T dy per group (written straight into dx for 1x1 convolutions).
+                    let dst: &mut [A] = if g.is_pointwise() { dxb } else { dcols };
                     for gi in 0..groups {
                         gemm_item(
                             serial,
-                            MatMut::row_major(dcols, gi * kk * l, kk, l),
+                            MatMut::row_major(dst, gi * kk * l, kk, l),
                             MatRef::row_major(weight, gi * cout_g * kk, cout_g, kk).t(),
                             MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
                             false,
                         );
                     }
-                    col2im(dcols, &g, dxb);
+                    if !g.is_pointwise() {
+                        col2im(dcols, &g, dxb);
+                    }
                 }
             })
         });
