@@ -330,6 +330,60 @@ fn perturb<N: Parameters<f64>>(n: &mut N, rng: &mut Rng, s: f64) {
     n.visit_mut(&mut |_, p| p.value.iter_mut().for_each(|v| *v += s * rng.normal()));
 }
 
+/// The MLP runs its batch in row blocks (256 rows each): a batch of several blocks, the
+/// last one partial, must give every row the output it gets alone and parameter gradients
+/// that are the sums of the single-row ones.
+#[test]
+fn mlp_row_blocks_match_single_rows() {
+    let mut rng = Rng::new(8);
+    let cfg = MlpConfig {
+        dim: 3,
+        hidden: 16,
+        depth: 2,
+        temb: 8,
+    };
+    let mut net = MlpDenoiser::<f64>::new(cfg, &mut rng).unwrap();
+    let batch = 600;
+    let x = randn(&[batch, 3], &mut rng);
+    let dy = randn(&[batch, 3], &mut rng);
+    let t: Vec<f64> = (0..batch).map(|i| ((i * 37) % 50) as f64).collect();
+    let grads = |net: &MlpDenoiser<f64>| {
+        let mut g = Vec::new();
+        net.visit(&mut |_, p| g.extend(p.grad.iter().copied()));
+        g
+    };
+    net.zero_grad();
+    let (y, cache) = net.forward(&x, &t, None).unwrap();
+    let dx = net.backward(&cache, &dy).unwrap();
+    let (want_grads, mut sum_grads) = (grads(&net), vec![0.0; grads(&net).len()]);
+    let mut worst = 0.0f64;
+    for i in 0..batch {
+        let xi = x.slice(ndarray::s![i..i + 1, ..]).to_owned().into_dyn();
+        let dyi = dy.slice(ndarray::s![i..i + 1, ..]).to_owned().into_dyn();
+        net.zero_grad();
+        let (yi, ci) = net.forward(&xi, &t[i..i + 1], None).unwrap();
+        let dxi = net.backward(&ci, &dyi).unwrap();
+        for k in 0..3 {
+            worst = worst
+                .max((yi[[0, k]] - y[[i, k]]).abs())
+                .max((dxi[[0, k]] - dx[[i, k]]).abs());
+        }
+        for (s, g) in sum_grads.iter_mut().zip(grads(&net)) {
+            *s += g;
+        }
+    }
+    assert!(worst < 1e-12, "row outputs / input gradients differ by {worst:e}");
+    let scale = want_grads.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let err = want_grads
+        .iter()
+        .zip(&sum_grads)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err < 1e-11 * scale.max(1.0),
+        "parameter gradients differ by {err:e} (max {scale:e})"
+    );
+}
+
 #[test]
 fn mlp_end_to_end_gradients() {
     let mut rng = Rng::new(7);

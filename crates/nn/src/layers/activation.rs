@@ -79,19 +79,23 @@ fn par_exp_map2_in_place<A: Float>(
 ) {
     g.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(g, x)| {
-            let mut buf = [A::zero(); BLOCK];
-            for (xb, gb) in x.chunks(BLOCK).zip(g.chunks_mut(BLOCK)) {
-                let e = &mut buf[..xb.len()];
-                for (e, &v) in e.iter_mut().zip(xb) {
-                    *e = arg(v);
-                }
-                A::exp_in_place(e);
-                for ((gv, &v), &e) in gb.iter_mut().zip(xb).zip(e.iter()) {
-                    *gv = f(v, e, *gv);
-                }
-            }
-        });
+        .for_each(|(g, x)| exp_map2_in_place(x, g, &arg, &f));
+}
+
+/// [`par_exp_map2_in_place`] on the calling thread.
+#[inline(always)]
+fn exp_map2_in_place<A: Float>(x: &[A], g: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A, A) -> A) {
+    let mut buf = [A::zero(); BLOCK];
+    for (xb, gb) in x.chunks(BLOCK).zip(g.chunks_mut(BLOCK)) {
+        let e = &mut buf[..xb.len()];
+        for (e, &v) in e.iter_mut().zip(xb) {
+            *e = arg(v);
+        }
+        A::exp_in_place(e);
+        for ((gv, &v), &e) in gb.iter_mut().zip(xb).zip(e.iter()) {
+            *gv = f(v, e, *gv);
+        }
+    }
 }
 
 /// `sigmoid(v)` from `e = exp(-v)`.
@@ -105,12 +109,8 @@ pub(crate) fn silu_slice<A: Float>(x: &[A]) -> Vec<A> {
     par_exp_map(x, |v| -v, |v, e| v * sigmoid_of_exp(e))
 }
 
-/// SiLU in place (parallel over fixed chunks).
-pub(crate) fn silu_in_place<A: Float>(x: &mut [A]) {
-    x.par_chunks_mut(CHUNK).for_each(silu_in_place_seq);
-}
-
-fn silu_in_place_seq<A: Float>(x: &mut [A]) {
+/// SiLU in place on the calling thread (for work already split across threads).
+pub(crate) fn silu_in_place_seq<A: Float>(x: &mut [A]) {
     let mut buf = [A::zero(); BLOCK];
     for xb in x.chunks_mut(BLOCK) {
         let e = &mut buf[..xb.len()];
@@ -135,9 +135,9 @@ pub(crate) fn silu_backward_slice<A: Float>(x: &[A], dy: &[A]) -> Vec<A> {
     par_exp_map2(x, dy, |v| -v, silu_grad)
 }
 
-/// [`silu_backward_slice`] overwriting `g` (dy in, dx out).
-pub(crate) fn silu_backward_in_place<A: Float>(x: &[A], g: &mut [A]) {
-    par_exp_map2_in_place(x, g, |v| -v, silu_grad)
+/// [`silu_backward_in_place`] on the calling thread.
+pub(crate) fn silu_backward_in_place_seq<A: Float>(x: &[A], g: &mut [A]) {
+    exp_map2_in_place(x, g, |v| -v, silu_grad)
 }
 
 const GELU_C: f64 = 0.797_884_560_802_865_4; // sqrt(2 / pi)

@@ -3,9 +3,9 @@
 use diffusion_core::Rng;
 use ndarray::ArrayD;
 
-use super::{add_column_sums, array, repeat_rows, std_slice, uniform_array};
+use super::{add_column_sums, add_into, array, repeat_rows, std_slice, uniform_array};
 use crate::error::{NnError, Result};
-use crate::gemm::{MatMut, MatRef, matmul};
+use crate::gemm::{MatMut, MatRef, matmul, matmul_serial};
 use crate::param::{Float, Param, Parameters};
 
 /// `y = x W^T + b`, `W: [out, in]`.
@@ -67,6 +67,67 @@ impl<A: Float> Linear<A> {
             self.bias.is_some(),
         );
         y
+    }
+
+    /// [`Self::forward_slice`] on the calling thread (for row blocks already spread over
+    /// the threads).
+    pub(crate) fn forward_rows_serial(&self, x: &[A], rows: usize) -> Vec<A> {
+        let (inp, out) = (self.in_features(), self.out_features());
+        let mut y = Vec::with_capacity(rows * out);
+        match &self.bias {
+            Some(b) => (0..rows).for_each(|_| y.extend_from_slice(b.v())),
+            None => y.resize(rows * out, A::zero()),
+        }
+        matmul_serial(
+            MatMut::row_major(&mut y, 0, rows, out),
+            MatRef::row_major(x, 0, rows, inp),
+            MatRef::row_major(self.weight.v(), 0, out, inp).t(),
+            self.bias.is_some(),
+        );
+        y
+    }
+
+    /// `dx = dy W` for rows of `dy`, on the calling thread (no parameter gradients).
+    pub(crate) fn input_grad_serial(&self, dy: &[A], rows: usize) -> Vec<A> {
+        let (inp, out) = (self.in_features(), self.out_features());
+        let mut dx = vec![A::zero(); rows * inp];
+        matmul_serial(
+            MatMut::row_major(&mut dx, 0, rows, inp),
+            MatRef::row_major(dy, 0, rows, out),
+            MatRef::row_major(self.weight.v(), 0, out, inp),
+            false,
+        );
+        dx
+    }
+
+    /// The weight and bias gradients of rows `x` with output gradient `dy`, as one vector
+    /// `[dW | db]`, computed on the calling thread (to be added with
+    /// [`Self::add_param_grads`]).
+    pub(crate) fn param_grads_serial(&self, x: &[A], dy: &[A], rows: usize) -> Vec<A> {
+        let (inp, out) = (self.in_features(), self.out_features());
+        let mut g = vec![A::zero(); out * inp + if self.bias.is_some() { out } else { 0 }];
+        let (gw, gb) = g.split_at_mut(out * inp);
+        matmul_serial(
+            MatMut::row_major(gw, 0, out, inp),
+            MatRef::row_major(dy, 0, rows, out).t(),
+            MatRef::row_major(x, 0, rows, inp),
+            false,
+        );
+        if !gb.is_empty() {
+            for row in dy[..rows * out].chunks(out) {
+                add_into(gb, row);
+            }
+        }
+        g
+    }
+
+    /// Adds a `[dW | db]` vector from [`Self::param_grads_serial`] to the gradients.
+    pub(crate) fn add_param_grads(&mut self, g: &[A]) {
+        let wlen = self.weight.value.len();
+        add_into(self.weight.g(), &g[..wlen]);
+        if let Some(b) = &mut self.bias {
+            add_into(b.g(), &g[wlen..]);
+        }
     }
 
     /// Accumulates parameter gradients for input rows `x` and output gradient `dy`; returns dx.

@@ -5,10 +5,10 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use crate::error::{NnError, Result};
-use crate::layers::activation::{silu_backward_in_place, silu_in_place, silu_slice};
+use crate::layers::activation::{silu_backward_in_place_seq, silu_in_place_seq};
 use std::borrow::Cow;
 
-use crate::gemm::{MatMut, MatRef, matmul};
+use crate::gemm::{MatMut, MatRef, matmul, matmul_serial};
 use crate::layers::embed::TimestepRows;
 use crate::layers::{Linear, add_column_sums, add_into, array, std_slice};
 use crate::network::{Network, check_input};
@@ -44,16 +44,25 @@ pub struct MlpDenoiser<A> {
 
 /// Up to this input dimension the first layer adds `x Wx^T` by broadcast multiply-adds.
 const DIRECT_INPUT_DIM: usize = 32;
-/// Batch rows per parallel task of the first layer.
-const ROWS_PER_TASK: usize = 64;
+/// Batch rows per block: a block runs through every layer on one thread, its activations
+/// (`ROW_BLOCK x hidden`) staying in that core's cache, with no synchronisation between
+/// layers. Fixed, so results do not depend on the thread count.
+const ROW_BLOCK: usize = 256;
 
-/// Inputs of each Linear (the first one's as `x` plus the embedding's distinct rows) and
-/// pre-activations of each SiLU.
+/// Per row block: the input of every Linear after the first (SiLU outputs) and the
+/// pre-activation of every SiLU. The first layer's input is `x` plus the embedding rows.
 #[derive(Clone, Debug)]
 pub struct MlpCache<A> {
     batch: usize,
-    inputs: Vec<Vec<A>>,
+    x: Vec<A>,
     temb: TimestepRows<A>,
+    blocks: Vec<BlockCache<A>>,
+}
+
+#[derive(Clone, Debug)]
+struct BlockCache<A> {
+    rows: usize,
+    inputs: Vec<Vec<A>>,
     pre: Vec<Vec<A>>,
 }
 
@@ -85,61 +94,92 @@ impl<A: Float> MlpDenoiser<A> {
         Ok((batch, std_slice(x), TimestepRows::new(t, self.cfg.temb, 10000.0)))
     }
 
-    /// The first layer on `concat(x, temb)`, with the embedding part projected for the
-    /// distinct timesteps only: `z = b + x Wx^T + (table Wt^T)[index]`.
-    fn first_layer(&self, x: &[A], temb: &TimestepRows<A>, batch: usize) -> Vec<A> {
+    /// The embedding part of the first layer, `table Wt^T`, for the distinct timesteps.
+    fn project_embeddings(&self, temb: &TimestepRows<A>) -> Vec<A> {
         let layer = &self.layers[0];
         let (d, e, h) = (self.cfg.dim, temb.width(), layer.out_features());
-        let w = layer.weight.v();
         let mut proj = vec![A::zero(); temb.distinct() * h];
         matmul(
             MatMut::row_major(&mut proj, 0, temb.distinct(), h),
             MatRef::row_major(&temb.table, 0, temb.distinct(), e),
-            MatRef::strided(w, d, h, e, d + e).t(),
+            MatRef::strided(layer.weight.v(), d, h, e, d + e).t(),
             false,
         );
+        proj
+    }
+
+    /// The first layer on `concat(x, temb)` for rows `x` whose timesteps are rows `index`
+    /// of `proj`: `z = b + x Wx^T + proj[index]`, on the calling thread.
+    fn first_layer_rows(&self, x: &[A], index: &[usize], proj: &[A]) -> Vec<A> {
+        let layer = &self.layers[0];
+        let (d, h) = (self.cfg.dim, layer.out_features());
+        let inp = layer.in_features();
+        let w = layer.weight.v();
         let zeros = vec![A::zero(); h];
         let bias = layer.bias.as_ref().map_or(&zeros[..], |b| b.v());
-        // x's part is a K = dim product: for the low-dimensional data this MLP is for, a
-        // broadcast multiply-add in the same parallel pass beats a GEMM call.
-        let direct = d <= DIRECT_INPUT_DIM;
-        let wx_t: Vec<A> = if direct {
-            (0..d)
-                .flat_map(|k| (0..h).map(move |j| w[j * (d + e) + k]))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut z = vec![A::zero(); batch * h];
-        z.par_chunks_mut(ROWS_PER_TASK * h)
-            .enumerate()
-            .for_each(|(ci, zc)| {
-                for (ri, zr) in zc.chunks_mut(h).enumerate() {
-                    let b = ci * ROWS_PER_TASK + ri;
-                    let r = temb.index[b];
-                    let p = proj.get(r * h..(r + 1) * h).unwrap_or(&zeros);
-                    for ((z, &p), &bv) in zr.iter_mut().zip(p).zip(bias) {
-                        *z = bv + p;
-                    }
-                    if direct {
-                        for (k, wk) in wx_t.chunks(h).enumerate() {
-                            let xv = x[b * d + k];
-                            for (z, &wv) in zr.iter_mut().zip(wk) {
-                                *z = *z + xv * wv;
-                            }
-                        }
+        let mut z = Vec::with_capacity(index.len() * h);
+        for &r in index {
+            let p = proj.get(r * h..(r + 1) * h).unwrap_or(&zeros);
+            z.extend(p.iter().zip(bias).map(|(&p, &b)| b + p));
+        }
+        if d <= DIRECT_INPUT_DIM {
+            // x's part is a K = dim product: a broadcast multiply-add per input column.
+            let wx_t: Vec<A> = (0..d).flat_map(|k| (0..h).map(move |j| w[j * inp + k])).collect();
+            for (zr, xr) in z.chunks_mut(h).zip(x.chunks(d)) {
+                for (wk, &xv) in wx_t.chunks(h).zip(xr) {
+                    for (z, &wv) in zr.iter_mut().zip(wk) {
+                        *z = *z + xv * wv;
                     }
                 }
-            });
-        if !direct {
-            matmul(
-                MatMut::row_major(&mut z, 0, batch, h),
-                MatRef::row_major(x, 0, batch, d),
-                MatRef::strided(w, 0, h, d, d + e).t(),
+            }
+        } else {
+            matmul_serial(
+                MatMut::row_major(&mut z, 0, index.len(), h),
+                MatRef::row_major(x, 0, index.len(), d),
+                MatRef::strided(w, 0, h, d, inp).t(),
                 true,
             );
         }
         z
+    }
+
+    /// The forward pass by row blocks; `keep` keeps the blocks' caches.
+    fn run(&self, x: &[A], temb: &TimestepRows<A>, batch: usize, keep: bool) -> (Vec<A>, Vec<BlockCache<A>>) {
+        let d = self.cfg.dim;
+        let last = self.layers.len() - 1;
+        let proj = self.project_embeddings(temb);
+        let blocks: Vec<(Vec<A>, Option<BlockCache<A>>)> = (0..batch.div_ceil(ROW_BLOCK))
+            .into_par_iter()
+            .map(|bi| {
+                let (r0, rows) = (bi * ROW_BLOCK, ROW_BLOCK.min(batch - bi * ROW_BLOCK));
+                let mut z =
+                    self.first_layer_rows(&x[r0 * d..(r0 + rows) * d], &temb.index[r0..r0 + rows], &proj);
+                let (mut inputs, mut pre) = (Vec::new(), Vec::new());
+                for layer in &self.layers[1..=last] {
+                    let h = if keep {
+                        let mut h = z.clone();
+                        silu_in_place_seq(&mut h);
+                        pre.push(std::mem::take(&mut z));
+                        h
+                    } else {
+                        silu_in_place_seq(&mut z);
+                        std::mem::take(&mut z)
+                    };
+                    z = layer.forward_rows_serial(&h, rows);
+                    if keep {
+                        inputs.push(h);
+                    }
+                }
+                (z, keep.then_some(BlockCache { rows, inputs, pre }))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(batch * d);
+        let mut caches = Vec::new();
+        for (z, c) in blocks {
+            out.extend_from_slice(&z);
+            caches.extend(c);
+        }
+        (out, caches)
     }
 
     /// Backward of [`Self::first_layer`] from `g = dL/dz`: accumulates the weight and bias
@@ -186,33 +226,14 @@ impl<A: Float> Network<A> for MlpDenoiser<A> {
 
     fn forward(&self, x: &ArrayD<A>, t: &[A], _cond: Option<&[usize]>) -> Result<(ArrayD<A>, MlpCache<A>)> {
         let (batch, xs, temb) = self.input(x, t)?;
-        let mut inputs = Vec::with_capacity(self.layers.len());
-        let mut pre = Vec::with_capacity(self.cfg.depth);
-        let last = self.layers.len() - 1;
-        let mut h = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
-            let z = if i == 0 {
-                inputs.push(xs.to_vec());
-                self.first_layer(&xs, &temb, batch)
-            } else {
-                let z = layer.forward_slice(&h, batch);
-                inputs.push(std::mem::take(&mut h));
-                z
-            };
-            if i < last {
-                h = silu_slice(&z);
-                pre.push(z);
-            } else {
-                h = z;
-            }
-        }
+        let (out, blocks) = self.run(&xs, &temb, batch, true);
         let cache = MlpCache {
             batch,
-            inputs,
+            x: xs.into_owned(),
             temb,
-            pre,
+            blocks,
         };
-        Ok((array(&[batch, self.cfg.dim], h), cache))
+        Ok((array(&[batch, self.cfg.dim], out), cache))
     }
 
     fn backward(&mut self, cache: &MlpCache<A>, dy: &ArrayD<A>) -> Result<ArrayD<A>> {
@@ -221,19 +242,38 @@ impl<A: Float> Network<A> for MlpDenoiser<A> {
             &[cache.batch, self.cfg.dim],
             dy.shape(),
         )?;
-        let mut g = std_slice(dy).into_owned();
-        let last = self.layers.len() - 1;
-        for i in (1..=last).rev() {
-            if i < last {
-                silu_backward_in_place(&cache.pre[i], &mut g);
+        let dy = std_slice(dy);
+        let (d, last) = (self.cfg.dim, self.layers.len() - 1);
+        // Per block, on one thread: the gradient at the first layer's output, and the
+        // block's share of every later layer's weight and bias gradients (`[W | b]`).
+        let layers = &self.layers;
+        let per_block: Vec<(Vec<A>, Vec<Vec<A>>)> = cache
+            .blocks
+            .par_iter()
+            .enumerate()
+            .map(|(bi, blk)| {
+                let r0 = bi * ROW_BLOCK;
+                let mut g = dy[r0 * d..(r0 + blk.rows) * d].to_vec();
+                let mut shares = Vec::with_capacity(last);
+                for i in (1..=last).rev() {
+                    shares.push(layers[i].param_grads_serial(&blk.inputs[i - 1], &g, blk.rows));
+                    let mut below = layers[i].input_grad_serial(&g, blk.rows);
+                    silu_backward_in_place_seq(&blk.pre[i - 1], &mut below);
+                    g = below;
+                }
+                shares.reverse();
+                (g, shares)
+            })
+            .collect();
+        // Summed block by block, in order (results independent of the thread count).
+        for (_, shares) in &per_block {
+            for (layer, share) in self.layers[1..].iter_mut().zip(shares) {
+                layer.add_param_grads(share);
             }
-            g = self.layers[i].backward_slice(&cache.inputs[i], &g, cache.batch, true);
         }
-        if last > 0 {
-            silu_backward_in_place(&cache.pre[0], &mut g);
-        }
-        let dx = self.first_layer_backward(&cache.inputs[0], &cache.temb, &g, cache.batch);
-        Ok(array(&[cache.batch, self.cfg.dim], dx))
+        let g0: Vec<A> = per_block.iter().flat_map(|(g, _)| g.iter().copied()).collect();
+        let dx = self.first_layer_backward(&cache.x, &cache.temb, &g0, cache.batch);
+        Ok(array(&[cache.batch, d], dx))
     }
 
     fn input_shape(&self) -> Vec<usize> {
@@ -242,17 +282,8 @@ impl<A: Float> Network<A> for MlpDenoiser<A> {
 
     fn infer(&self, x: &ArrayD<A>, t: &[A], _cond: Option<&[usize]>) -> Result<ArrayD<A>> {
         let (batch, xs, temb) = self.input(x, t)?;
-        let last = self.layers.len() - 1;
-        let mut h = self.first_layer(&xs, &temb, batch);
-        for (i, layer) in self.layers.iter().enumerate() {
-            if i > 0 {
-                h = layer.forward_slice(&h, batch);
-            }
-            if i < last {
-                silu_in_place(&mut h);
-            }
-        }
-        Ok(array(&[batch, self.cfg.dim], h))
+        let (out, _) = self.run(&xs, &temb, batch, false);
+        Ok(array(&[batch, self.cfg.dim], out))
     }
 }
 
