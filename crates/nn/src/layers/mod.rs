@@ -172,6 +172,13 @@ pub(crate) fn add_column_sums<A: Float>(acc: &mut [A], m: &[A]) {
     }
 }
 
+/// `acc += v` elementwise, in parallel over fixed chunks (for activation-sized tensors).
+pub(crate) fn par_add_into<A: Float>(acc: &mut [A], v: &[A]) {
+    acc.par_chunks_mut(FILL_CHUNK)
+        .zip(v.par_chunks(FILL_CHUNK))
+        .for_each(|(a, b)| add_into(a, b));
+}
+
 /// `acc += v` elementwise.
 pub(crate) fn add_into<A: Float>(acc: &mut [A], v: &[A]) {
     for (a, b) in acc.iter_mut().zip(v) {

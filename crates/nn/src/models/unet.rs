@@ -4,13 +4,15 @@
 
 use diffusion_core::Rng;
 use ndarray::ArrayD;
+use rayon::prelude::*;
 
 use crate::error::{NnError, Result, check_shape};
 use crate::layers::activation::{silu_backward_slice, silu_slice};
 use crate::layers::attention::AttentionCache;
 use crate::layers::norm::NormCache;
 use crate::layers::{
-    Conv, GroupNorm, Linear, MultiheadAttention, Upsample, add_into, array, std_slice, timestep_embedding,
+    Conv, GroupNorm, Linear, MultiheadAttention, Upsample, add_into, array, par_add_into, std_slice,
+    timestep_embedding,
 };
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, cast, visit_child, visit_child_mut};
@@ -123,16 +125,15 @@ impl<A: Float> ResBlock<A> {
         let (mut h1, s1) = self.c1.forward_slice(&sa, &x.s)?;
         let tp = self.t.forward_slice(ste, batch);
         let cout = self.c1.out_channels();
-        for (i, plane) in h1.chunks_mut(sp).enumerate() {
-            let v = tp[i];
+        h1.par_chunks_mut(sp.max(1)).zip(&tp).for_each(|(plane, &v)| {
             plane.iter_mut().for_each(|p| *p = *p + v);
-        }
+        });
         let (b, n2c) = self.n2.forward_slice(&h1, sp);
         let sb = silu_slice(&b);
         let (mut y, ys) = self.c2.forward_slice(&sb, &s1)?;
         match &self.skip {
-            Some(sk) => add_into(&mut y, &sk.forward_slice(&x.d, &x.s)?.0),
-            None => add_into(&mut y, &x.d),
+            Some(sk) => par_add_into(&mut y, &sk.forward_slice(&x.d, &x.s)?.0),
+            None => par_add_into(&mut y, &x.d),
         }
         debug_assert_eq!(tp.len(), batch * cout);
         Ok((
@@ -162,8 +163,8 @@ impl<A: Float> ResBlock<A> {
         let da = silu_backward_slice(&c.a, &dsa);
         let mut dx = self.n1.backward_slice(&c.n1c, &da, sp);
         match &mut self.skip {
-            Some(sk) => add_into(&mut dx, &sk.backward_slice(&c.x.d, &c.x.s, dy, true)?),
-            None => add_into(&mut dx, dy),
+            Some(sk) => par_add_into(&mut dx, &sk.backward_slice(&c.x.d, &c.x.s, dy, true)?),
+            None => par_add_into(&mut dx, dy),
         }
         Ok(dx)
     }
@@ -228,7 +229,7 @@ impl<A: Float> AttnBlock<A> {
         let (n, nc) = self.n.forward_slice(&x.d, sp);
         let (h, ac) = self.a.forward_slice(transpose_cs(&n, b, c, sp), b, sp, None);
         let mut y = transpose_cs(&h, b, sp, c);
-        add_into(&mut y, &x.d);
+        par_add_into(&mut y, &x.d);
         (Act { d: y, s: x.s }, AttnBlockCache { nc, ac })
     }
 
@@ -237,7 +238,7 @@ impl<A: Float> AttnBlock<A> {
         let (dh, _) = self.a.backward_slice(&c.ac, &transpose_cs(dy, b, ch, sp));
         let dn = transpose_cs(&dh, b, sp, ch);
         let mut dx = self.n.backward_slice(&c.nc, &dn, sp);
-        add_into(&mut dx, dy);
+        par_add_into(&mut dx, dy);
         dx
     }
 }
@@ -659,12 +660,12 @@ impl<A: Float> Network<A> for UNet<A> {
         dh = self.mid0.backward(&c.mid0, &dh, &c.ste, &mut dste)?;
         for (i, (st, sc)) in self.down.iter_mut().zip(&c.down).enumerate().rev() {
             if let Some(ds) = &dskips[i + 1] {
-                add_into(&mut dh, ds);
+                par_add_into(&mut dh, ds);
             }
             dh = st.backward(sc, dh, &c.ste, &mut dste)?;
         }
         if let Some(ds) = &dskips[0] {
-            add_into(&mut dh, ds);
+            par_add_into(&mut dh, ds);
         }
         debug_assert_eq!(ns, self.down.len() + 1);
         let dx = self.inp.backward_slice(&c.x.d, &c.x.s, &dh, true)?;
