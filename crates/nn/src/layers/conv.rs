@@ -64,12 +64,13 @@ fn src(o: usize, k: usize, stride: usize, pad: usize, size: usize) -> Option<usi
     (o * stride + k).checked_sub(pad).filter(|&i| i < size)
 }
 
-/// `cols[(c, kz, ky, kx), (oz, oy, ox)] = x[c, iz, iy, ix]` (0 outside the input).
-fn im2col<A: Float>(x: &[A], g: &Geom, cols: &mut [A]) {
+/// `cols[(c, kz, ky, kx), (oz, oy, ox)] = x[c, iz, iy, ix]` (0 outside the input) for the
+/// output rows `rows` (flattened `(oz, oy)`) only: `cols` is `[cin * k, rows.len() * ow]`.
+fn im2col_rows<A: Float>(x: &[A], g: &Geom, rows: std::ops::Range<usize>, cols: &mut [A]) {
     let [id, ih, iw] = g.input;
-    let [od, oh, ow] = g.out;
+    let [_, oh, ow] = g.out;
     let [kd, kh, kw] = g.kernel;
-    let l = g.out_len();
+    let l = rows.len() * ow;
     let mut row = 0;
     for c in 0..g.cin {
         for kz in 0..kd {
@@ -77,31 +78,24 @@ fn im2col<A: Float>(x: &[A], g: &Geom, cols: &mut [A]) {
                 for kx in 0..kw {
                     let out = &mut cols[row * l..(row + 1) * l];
                     row += 1;
-                    for z in 0..od {
-                        let Some(iz) = src(z, kz, g.stride[0], g.pad[0], id) else {
-                            out[z * oh * ow..(z + 1) * oh * ow].fill(A::zero());
+                    let (lo, hi) = valid_range(kx, g.stride[2], g.pad[2], iw, ow);
+                    for (fr, orow) in rows.clone().zip(out.chunks_mut(ow)) {
+                        let (z, y) = (fr / oh, fr % oh);
+                        let inside =
+                            src(z, kz, g.stride[0], g.pad[0], id).zip(src(y, ky, g.stride[1], g.pad[1], ih));
+                        let Some((iz, iy)) = inside.filter(|_| lo < hi) else {
+                            orow.fill(A::zero());
                             continue;
                         };
-                        for y in 0..oh {
-                            let orow = &mut out[(z * oh + y) * ow..(z * oh + y + 1) * ow];
-                            let Some(iy) = src(y, ky, g.stride[1], g.pad[1], ih) else {
-                                orow.fill(A::zero());
-                                continue;
-                            };
-                            let base = ((c * id + iz) * ih + iy) * iw;
-                            let (lo, hi) = valid_range(kx, g.stride[2], g.pad[2], iw, ow);
-                            orow[..lo].fill(A::zero());
-                            orow[hi..].fill(A::zero());
-                            if lo == hi {
-                                continue;
-                            }
-                            let first = lo * g.stride[2] + kx - g.pad[2];
-                            if g.stride[2] == 1 {
-                                orow[lo..hi].copy_from_slice(&x[base + first..base + first + hi - lo]);
-                            } else {
-                                for (j, o) in orow[lo..hi].iter_mut().enumerate() {
-                                    *o = x[base + first + j * g.stride[2]];
-                                }
+                        let base = ((c * id + iz) * ih + iy) * iw;
+                        orow[..lo].fill(A::zero());
+                        orow[hi..].fill(A::zero());
+                        let first = lo * g.stride[2] + kx - g.pad[2];
+                        if g.stride[2] == 1 {
+                            orow[lo..hi].copy_from_slice(&x[base + first..base + first + hi - lo]);
+                        } else {
+                            for (j, o) in orow[lo..hi].iter_mut().enumerate() {
+                                *o = x[base + first + j * g.stride[2]];
                             }
                         }
                     }
@@ -110,6 +104,20 @@ fn im2col<A: Float>(x: &[A], g: &Geom, cols: &mut [A]) {
         }
     }
 }
+
+/// Output rows per im2col tile: about `TILE_BYTES` of columns, so a tile is still in the
+/// core's cache when the GEMM packs it, but at least `MIN_TILE_COLS` columns wide.
+fn tile_rows(g: &Geom) -> usize {
+    let k = (g.cin * g.k_len()).max(1);
+    let ow = g.out[2].max(1);
+    let cols = (TILE_BYTES / (k * std::mem::size_of::<f32>())).max(MIN_TILE_COLS);
+    (cols / ow).max(1)
+}
+
+/// Target size of one im2col tile.
+const TILE_BYTES: usize = 1 << 20;
+/// Narrowest GEMM (in output positions) a tile may make.
+const MIN_TILE_COLS: usize = 256;
 
 /// The output indices `lo..hi` along an axis whose input index `o * stride + k - pad` is
 /// inside `0..size` (a contiguous range, so the inner loops need no per-element checks).
@@ -121,7 +129,7 @@ fn valid_range(k: usize, stride: usize, pad: usize, size: usize, out: usize) -> 
     (lo, hi)
 }
 
-/// The adjoint of [`im2col`]: `dx[c, iz, iy, ix] += dcols[...]`.
+/// The adjoint of [`im2col_rows`] over all output rows: `dx[c, iz, iy, ix] += dcols[...]`.
 fn col2im<A: Float>(dcols: &[A], g: &Geom, dx: &mut [A]) {
     let [id, ih, iw] = g.input;
     let [od, oh, ow] = g.out;
@@ -346,21 +354,36 @@ impl<A: Float> Conv<A> {
                 row.fill(bv);
             }
         }
-        let cols: &[A] = if g.is_pointwise() {
-            x
-        } else {
-            // Every element is written by im2col.
-            im2col(x, g, buf);
-            buf
-        };
-        for gi in 0..self.groups {
-            gemm_item(
-                serial,
-                MatMut::row_major(y, gi * cout_g * l, cout_g, l),
-                MatRef::row_major(self.weight.v(), gi * cout_g * kk, cout_g, kk),
-                MatRef::row_major(cols, gi * kk * l, kk, l),
-                self.bias.is_some(),
-            );
+        if g.is_pointwise() {
+            for gi in 0..self.groups {
+                gemm_item(
+                    serial,
+                    MatMut::row_major(y, gi * cout_g * l, cout_g, l),
+                    MatRef::row_major(self.weight.v(), gi * cout_g * kk, cout_g, kk),
+                    MatRef::row_major(x, gi * kk * l, kk, l),
+                    self.bias.is_some(),
+                );
+            }
+            return;
+        }
+        // im2col and the product tile by tile (whole output rows), so each tile's columns
+        // are still in cache when the GEMM packs them.
+        let (rows, ow) = (g.out[0] * g.out[1], g.out[2]);
+        let step = tile_rows(g);
+        for r0 in (0..rows).step_by(step) {
+            let r1 = (r0 + step).min(rows);
+            let w = (r1 - r0) * ow;
+            let cols = &mut buf[..g.cin * g.k_len() * w];
+            im2col_rows(x, g, r0..r1, cols);
+            for gi in 0..self.groups {
+                gemm_item(
+                    serial,
+                    MatMut::strided(y, gi * cout_g * l + r0 * ow, cout_g, w, l),
+                    MatRef::row_major(self.weight.v(), gi * cout_g * kk, cout_g, kk),
+                    MatRef::row_major(cols, gi * kk * w, kk, w),
+                    self.bias.is_some(),
+                );
+            }
         }
     }
 
@@ -374,7 +397,7 @@ impl<A: Float> Conv<A> {
             let ncols = if g.is_pointwise() {
                 0
             } else {
-                g.cin * g.k_len() * g.out_len()
+                g.cin * g.k_len() * tile_rows(&g) * g.out[2]
             };
             y.par_chunks_mut(per_out).enumerate().for_each(|(b, yb)| {
                 with_scratch(ncols, 0, |buf, _| {
@@ -431,34 +454,39 @@ impl<A: Float> Conv<A> {
         let grads = par_items_with_grads(&mut dx, batch, glen, |b, dxb, grad| {
             let xb = &x[b * per_in..(b + 1) * per_in];
             let dyb = &dy[b * per_out..(b + 1) * per_out];
-            let ncols = if g.is_pointwise() {
-                0
-            } else {
-                g.cin * g.k_len() * l
-            };
+            // Scratch: one im2col tile of x, and one of dy (adjoint) or all of dcols (col2im).
+            let tile_len = |geom: &Geom| geom.cin * geom.k_len() * tile_rows(geom) * geom.out[2];
+            let ncols = if g.is_pointwise() { 0 } else { tile_len(&g) };
             let dlen = match (&adjoint, need_dx) {
-                (Some((ga, _)), _) => ga.cin * ga.k_len() * ga.out_len(),
-                (None, true) => ncols,
+                (Some((ga, _)), _) => tile_len(ga),
+                (None, true) => g.cin * g.k_len() * l,
                 (None, false) => 0,
             };
             // Both buffers are fully overwritten (im2col / a non-accumulating GEMM).
             with_scratch(ncols, dlen, |cbuf, dcols| {
-                let cols: &[A] = if g.is_pointwise() {
-                    xb
-                } else {
-                    im2col(xb, &g, cbuf);
-                    cbuf
-                };
                 let (gw, gb) = grad.split_at_mut(wlen);
-                for gi in 0..groups {
-                    // dW_g += dy_g cols_g^T
-                    gemm_item(
-                        serial,
-                        MatMut::row_major(gw, gi * cout_g * kk, cout_g, kk),
-                        MatRef::row_major(dyb, gi * cout_g * l, cout_g, l),
-                        MatRef::row_major(cols, gi * kk * l, kk, l).t(),
-                        true,
-                    );
+                // dW_g += dy_g cols_g^T, tile by tile of output rows.
+                let dw = |cols: &[A], r0: usize, w: usize, gw: &mut [A]| {
+                    for gi in 0..groups {
+                        gemm_item(
+                            serial,
+                            MatMut::row_major(gw, gi * cout_g * kk, cout_g, kk),
+                            MatRef::strided(dyb, gi * cout_g * l + r0, cout_g, w, l),
+                            MatRef::row_major(cols, gi * kk * w, kk, w).t(),
+                            true,
+                        );
+                    }
+                };
+                if g.is_pointwise() {
+                    dw(xb, 0, l, gw);
+                } else {
+                    let (rows, ow, step) = (g.out[0] * g.out[1], g.out[2], tile_rows(&g));
+                    for r0 in (0..rows).step_by(step) {
+                        let r1 = (r0 + step).min(rows);
+                        let cols = &mut cbuf[..g.cin * g.k_len() * (r1 - r0) * ow];
+                        im2col_rows(xb, &g, r0..r1, cols);
+                        dw(cols, r0 * ow, (r1 - r0) * ow, gw);
+                    }
                 }
                 if has_bias {
                     for (o, row) in dyb.chunks(l).enumerate() {
@@ -469,16 +497,22 @@ impl<A: Float> Conv<A> {
                     return;
                 }
                 if let Some((ga, flipped)) = &adjoint {
-                    // dx = W' im2col(dy), W' = [cin, cout * k] (rotated kernels).
-                    im2col(dyb, ga, dcols);
+                    // dx = W' im2col(dy), W' = [cin, cout * k] (rotated kernels), by tiles.
+                    let (rows, ow, step) = (ga.out[0] * ga.out[1], ga.out[2], tile_rows(ga));
                     let (kt, li) = (cout * ga.k_len(), ga.out_len());
-                    gemm_item(
-                        serial,
-                        MatMut::row_major(dxb, 0, g.cin, li),
-                        MatRef::row_major(flipped, 0, g.cin, kt),
-                        MatRef::row_major(dcols, 0, kt, li),
-                        false,
-                    );
+                    for r0 in (0..rows).step_by(step) {
+                        let r1 = (r0 + step).min(rows);
+                        let w = (r1 - r0) * ow;
+                        let tile = &mut dcols[..kt * w];
+                        im2col_rows(dyb, ga, r0..r1, tile);
+                        gemm_item(
+                            serial,
+                            MatMut::strided(dxb, r0 * ow, g.cin, w, li),
+                            MatRef::row_major(flipped, 0, g.cin, kt),
+                            MatRef::row_major(tile, 0, kt, w),
+                            false,
+                        );
+                    }
                 } else {
                     // dcols = W^T dy per group (written straight into dx for 1x1 convolutions).
                     let dst: &mut [A] = if g.is_pointwise() { dxb } else { dcols };
