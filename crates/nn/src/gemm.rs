@@ -227,6 +227,22 @@ pub(crate) fn matmul_serial<A: Float>(
     matmul_split(c, a, b, accumulate, serial);
 }
 
+/// [`matmul_serial`] when `serial` (the caller already runs one task per thread), else
+/// [`matmul`].
+pub(crate) fn matmul_serial_if<A: Float>(
+    serial: bool,
+    c: MatMut<'_, A>,
+    a: MatRef<'_, A>,
+    b: MatRef<'_, A>,
+    accumulate: bool,
+) {
+    if serial {
+        matmul_serial(c, a, b, accumulate)
+    } else {
+        matmul(c, a, b, accumulate)
+    }
+}
+
 /// [`matmul`] with an explicit split (benchmarks compare splits with this).
 pub(crate) fn matmul_split<A: Float>(
     c: MatMut<'_, A>,

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::{array, par_items_with_grads, std_slice, uniform_array, with_scratch};
 use crate::error::{NnError, Result, check_shape};
-use crate::gemm::{MatMut, MatRef, matmul, matmul_serial};
+use crate::gemm::{MatMut, MatRef, matmul_serial_if};
 use crate::param::{Float, Param, Parameters};
 
 /// Sizes of one convolution call, all as 3-d.
@@ -107,10 +107,10 @@ fn im2col_rows<A: Float>(x: &[A], g: &Geom, rows: std::ops::Range<usize>, cols: 
 
 /// Output rows per im2col tile: about `TILE_BYTES` of columns, so a tile is still in the
 /// core's cache when the GEMM packs it, but at least `MIN_TILE_COLS` columns wide.
-fn tile_rows(g: &Geom) -> usize {
+fn tile_rows<A>(g: &Geom) -> usize {
     let k = (g.cin * g.k_len()).max(1);
     let ow = g.out[2].max(1);
-    let cols = (TILE_BYTES / (k * std::mem::size_of::<f32>())).max(MIN_TILE_COLS);
+    let cols = (TILE_BYTES / (k * std::mem::size_of::<A>())).max(MIN_TILE_COLS);
     (cols / ow).max(1)
 }
 
@@ -180,15 +180,6 @@ fn col2im<A: Float>(dcols: &[A], g: &Geom, dx: &mut [A]) {
 /// products run serially; smaller batches let each product parallelise itself. (A rule on
 /// the batch size alone, so results stay independent of the thread count.)
 const SERIAL_ITEMS: usize = 4;
-
-/// One per-item product, serial when the batch loop already runs in parallel.
-fn gemm_item<A: Float>(serial: bool, c: MatMut<'_, A>, a: MatRef<'_, A>, b: MatRef<'_, A>, acc: bool) {
-    if serial {
-        matmul_serial(c, a, b, acc)
-    } else {
-        matmul(c, a, b, acc)
-    }
-}
 
 /// A convolution over 1, 2 or 3 spatial axes.
 #[derive(Clone, Debug)]
@@ -356,7 +347,7 @@ impl<A: Float> Conv<A> {
         }
         if g.is_pointwise() {
             for gi in 0..self.groups {
-                gemm_item(
+                matmul_serial_if(
                     serial,
                     MatMut::row_major(y, gi * cout_g * l, cout_g, l),
                     MatRef::row_major(self.weight.v(), gi * cout_g * kk, cout_g, kk),
@@ -369,14 +360,14 @@ impl<A: Float> Conv<A> {
         // im2col and the product tile by tile (whole output rows), so each tile's columns
         // are still in cache when the GEMM packs them.
         let (rows, ow) = (g.out[0] * g.out[1], g.out[2]);
-        let step = tile_rows(g);
+        let step = tile_rows::<A>(g);
         for r0 in (0..rows).step_by(step) {
             let r1 = (r0 + step).min(rows);
             let w = (r1 - r0) * ow;
             let cols = &mut buf[..g.cin * g.k_len() * w];
             im2col_rows(x, g, r0..r1, cols);
             for gi in 0..self.groups {
-                gemm_item(
+                matmul_serial_if(
                     serial,
                     MatMut::strided(y, gi * cout_g * l + r0 * ow, cout_g, w, l),
                     MatRef::row_major(self.weight.v(), gi * cout_g * kk, cout_g, kk),
@@ -397,7 +388,7 @@ impl<A: Float> Conv<A> {
             let ncols = if g.is_pointwise() {
                 0
             } else {
-                g.cin * g.k_len() * tile_rows(&g) * g.out[2]
+                g.cin * g.k_len() * tile_rows::<A>(&g) * g.out[2]
             };
             y.par_chunks_mut(per_out).enumerate().for_each(|(b, yb)| {
                 with_scratch(ncols, 0, |buf, _| {
@@ -455,7 +446,7 @@ impl<A: Float> Conv<A> {
             let xb = &x[b * per_in..(b + 1) * per_in];
             let dyb = &dy[b * per_out..(b + 1) * per_out];
             // Scratch: one im2col tile of x, and one of dy (adjoint) or all of dcols (col2im).
-            let tile_len = |geom: &Geom| geom.cin * geom.k_len() * tile_rows(geom) * geom.out[2];
+            let tile_len = |geom: &Geom| geom.cin * geom.k_len() * tile_rows::<A>(geom) * geom.out[2];
             let ncols = if g.is_pointwise() { 0 } else { tile_len(&g) };
             let dlen = match (&adjoint, need_dx) {
                 (Some((ga, _)), _) => tile_len(ga),
@@ -468,7 +459,7 @@ impl<A: Float> Conv<A> {
                 // dW_g += dy_g cols_g^T, tile by tile of output rows.
                 let dw = |cols: &[A], r0: usize, w: usize, gw: &mut [A]| {
                     for gi in 0..groups {
-                        gemm_item(
+                        matmul_serial_if(
                             serial,
                             MatMut::row_major(gw, gi * cout_g * kk, cout_g, kk),
                             MatRef::strided(dyb, gi * cout_g * l + r0, cout_g, w, l),
@@ -480,7 +471,7 @@ impl<A: Float> Conv<A> {
                 if g.is_pointwise() {
                     dw(xb, 0, l, gw);
                 } else {
-                    let (rows, ow, step) = (g.out[0] * g.out[1], g.out[2], tile_rows(&g));
+                    let (rows, ow, step) = (g.out[0] * g.out[1], g.out[2], tile_rows::<A>(&g));
                     for r0 in (0..rows).step_by(step) {
                         let r1 = (r0 + step).min(rows);
                         let cols = &mut cbuf[..g.cin * g.k_len() * (r1 - r0) * ow];
@@ -498,14 +489,14 @@ impl<A: Float> Conv<A> {
                 }
                 if let Some((ga, flipped)) = &adjoint {
                     // dx = W' im2col(dy), W' = [cin, cout * k] (rotated kernels), by tiles.
-                    let (rows, ow, step) = (ga.out[0] * ga.out[1], ga.out[2], tile_rows(ga));
+                    let (rows, ow, step) = (ga.out[0] * ga.out[1], ga.out[2], tile_rows::<A>(ga));
                     let (kt, li) = (cout * ga.k_len(), ga.out_len());
                     for r0 in (0..rows).step_by(step) {
                         let r1 = (r0 + step).min(rows);
                         let w = (r1 - r0) * ow;
                         let tile = &mut dcols[..kt * w];
                         im2col_rows(dyb, ga, r0..r1, tile);
-                        gemm_item(
+                        matmul_serial_if(
                             serial,
                             MatMut::strided(dxb, r0 * ow, g.cin, w, li),
                             MatRef::row_major(flipped, 0, g.cin, kt),
@@ -517,7 +508,7 @@ impl<A: Float> Conv<A> {
                     // dcols = W^T dy per group (written straight into dx for 1x1 convolutions).
                     let dst: &mut [A] = if g.is_pointwise() { dxb } else { dcols };
                     for gi in 0..groups {
-                        gemm_item(
+                        matmul_serial_if(
                             serial,
                             MatMut::row_major(dst, gi * kk * l, kk, l),
                             MatRef::row_major(weight, gi * cout_g * kk, cout_g, kk).t(),

@@ -5,7 +5,7 @@ use ndarray::ArrayD;
 
 use super::{add_column_sums, add_into, array, repeat_rows, std_slice, uniform_array};
 use crate::error::{NnError, Result};
-use crate::gemm::{MatMut, MatRef, matmul, matmul_serial};
+use crate::gemm::{MatMut, MatRef, matmul, matmul_serial, matmul_serial_if};
 use crate::param::{Float, Param, Parameters};
 
 /// `y = x W^T + b`, `W: [out, in]`.
@@ -54,13 +54,21 @@ impl<A: Float> Linear<A> {
 
     /// `y = x W^T + b` on rows of a slice (`x.len() = rows * in`).
     pub(crate) fn forward_slice(&self, x: &[A], rows: usize) -> Vec<A> {
+        self.forward_rows(x, rows, false)
+    }
+
+    /// [`Self::forward_slice`], on the calling thread when `serial` (row blocks already
+    /// spread over the threads).
+    pub(crate) fn forward_rows(&self, x: &[A], rows: usize, serial: bool) -> Vec<A> {
         let (inp, out) = (self.in_features(), self.out_features());
         // Start from the bias rows (written once, not zeroed first) and accumulate x W^T.
         let mut y = match &self.bias {
+            Some(b) if serial => b.v().repeat(rows),
             Some(b) => repeat_rows(b.v(), rows),
             None => vec![A::zero(); rows * out],
         };
-        matmul(
+        matmul_serial_if(
+            serial,
             MatMut::row_major(&mut y, 0, rows, out),
             MatRef::row_major(x, 0, rows, inp),
             MatRef::row_major(self.weight.v(), 0, out, inp).t(),
@@ -69,29 +77,13 @@ impl<A: Float> Linear<A> {
         y
     }
 
-    /// [`Self::forward_slice`] on the calling thread (for row blocks already spread over
-    /// the threads).
-    pub(crate) fn forward_rows_serial(&self, x: &[A], rows: usize) -> Vec<A> {
-        let (inp, out) = (self.in_features(), self.out_features());
-        let mut y = Vec::with_capacity(rows * out);
-        match &self.bias {
-            Some(b) => (0..rows).for_each(|_| y.extend_from_slice(b.v())),
-            None => y.resize(rows * out, A::zero()),
-        }
-        matmul_serial(
-            MatMut::row_major(&mut y, 0, rows, out),
-            MatRef::row_major(x, 0, rows, inp),
-            MatRef::row_major(self.weight.v(), 0, out, inp).t(),
-            self.bias.is_some(),
-        );
-        y
-    }
-
-    /// `dx = dy W` for rows of `dy`, on the calling thread (no parameter gradients).
-    pub(crate) fn input_grad_serial(&self, dy: &[A], rows: usize) -> Vec<A> {
+    /// `dx = dy W` for rows of `dy` (no parameter gradients), on the calling thread when
+    /// `serial`.
+    pub(crate) fn input_grad(&self, dy: &[A], rows: usize, serial: bool) -> Vec<A> {
         let (inp, out) = (self.in_features(), self.out_features());
         let mut dx = vec![A::zero(); rows * inp];
-        matmul_serial(
+        matmul_serial_if(
+            serial,
             MatMut::row_major(&mut dx, 0, rows, inp),
             MatRef::row_major(dy, 0, rows, out),
             MatRef::row_major(self.weight.v(), 0, out, inp),
@@ -145,14 +137,7 @@ impl<A: Float> Linear<A> {
         if !need_dx {
             return Vec::new();
         }
-        let mut dx = vec![A::zero(); rows * inp];
-        matmul(
-            MatMut::row_major(&mut dx, 0, rows, inp),
-            MatRef::row_major(dy, 0, rows, out),
-            MatRef::row_major(self.weight.v(), 0, out, inp),
-            false,
-        );
-        dx
+        self.input_grad(dy, rows, false)
     }
 
     /// Forward pass; `x: [..., in]` -> `[..., out]`.

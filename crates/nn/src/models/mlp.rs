@@ -165,7 +165,7 @@ impl<A: Float> MlpDenoiser<A> {
                         silu_in_place_seq(&mut z);
                         std::mem::take(&mut z)
                     };
-                    z = layer.forward_rows_serial(&h, rows);
+                    z = layer.forward_rows(&h, rows, true);
                     if keep {
                         inputs.push(h);
                     }
@@ -257,7 +257,7 @@ impl<A: Float> Network<A> for MlpDenoiser<A> {
                 let mut shares = Vec::with_capacity(last);
                 for i in (1..=last).rev() {
                     shares.push(layers[i].param_grads_serial(&blk.inputs[i - 1], &g, blk.rows));
-                    let mut below = layers[i].input_grad_serial(&g, blk.rows);
+                    let mut below = layers[i].input_grad(&g, blk.rows, true);
                     silu_backward_in_place_seq(&blk.pre[i - 1], &mut below);
                     g = below;
                 }
