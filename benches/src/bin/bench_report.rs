@@ -393,7 +393,8 @@ fn main() {
         out,
         "Solver accuracy tables: `cargo run --release -p diffusion-cli -- demo` and `diffuse bench` (see \
          docs/solvers.md); research solvers: `cargo test --release -p diffusion-continuous --test compare_gmm -- \
-         --nocapture`.\n\nTotal time {:.0} s.",
+         --nocapture`. GPU results (from `crates/cuda/scripts/gpu-check.sh` on a GPU machine): \
+         docs/benchmarks-gpu.md.\n\nTotal time {:.0} s.",
         start.elapsed().as_secs_f64()
     )
     .unwrap();

@@ -190,6 +190,27 @@ impl<T: GpuElement> CudaTensor<T> {
         Ok((sumsq.iter().sum(), bad.iter().sum::<u64>() as usize))
     }
 
+    /// Overwrites this tensor with `src`'s values by a device-to-device copy.
+    pub fn copy_from(&mut self, src: &Self) -> Result<()> {
+        if self.shape != src.shape {
+            return Err(CudaError::ShapeMismatch {
+                context: "copy_from",
+                expected: self.shape.clone(),
+                got: src.shape.clone(),
+            });
+        }
+        self.check_device(src, "copy_from")?;
+        let Storage::Buffer(from) = &src.storage else {
+            *self = src.clone();
+            return Ok(());
+        };
+        let from = from.clone();
+        let stream = self.gpu.stream().clone();
+        stream
+            .memcpy_dtod(from.as_ref(), self.writable()?)
+            .map_err(driver_err("memcpy_dtod"))
+    }
+
     /// A device buffer holding the current values (allocating zeros for a lazy tensor).
     pub(crate) fn readable(&self) -> Result<Arc<CudaSlice<T>>> {
         match &self.storage {
@@ -260,13 +281,27 @@ impl<T: GpuElement> CudaTensor<T> {
             (Storage::Buffer(b), true) => Some(b.clone()),
             _ => None,
         };
-        let in_place =
-            old.is_some() && matches!(&self.storage, Storage::Buffer(b) if Arc::strong_count(b) == 2);
-        let f = self.gpu.function(&LINCOMB, &format!("lincomb_{}", T::SUFFIX))?;
+        // In place when no other tensor shares the buffer (our handle plus `old`'s).
+        let in_place = old.as_ref().is_some_and(|b| Arc::strong_count(b) == 2);
+        // Writing in place needs the only handle: drop `old`'s now (shadowing would keep it
+        // alive to the end of the function), or `writable` would hand out a fresh buffer
+        // that the kernel then reads as the old values.
+        let old = if in_place {
+            drop(old);
+            None
+        } else {
+            old
+        };
+        let plain = self.gpu.function(&LINCOMB, &format!("lincomb_{}", T::SUFFIX))?;
+        let noisy = match noise {
+            Some(_) => Some(
+                self.gpu
+                    .function(&LINCOMB, &format!("lincomb_noise_{}", T::SUFFIX))?,
+            ),
+            None => None,
+        };
         let gpu = self.gpu.clone();
         let stream = gpu.stream();
-        // Writing in place needs the only handle; drop ours so `writable` does not reallocate.
-        let old = if in_place { None } else { old };
         let out = self.writable()?;
         let (out_ptr, _out_guard) = out.device_ptr_mut(stream);
         let (old_ptr, _old_guard) = match &old {
@@ -308,16 +343,19 @@ impl<T: GpuElement> CudaTensor<T> {
                 },
                 |(_, b)| b,
             );
-            let (has_noise, scale) = (i32::from(noise.is_some()), noise.map_or(0.0, |(s, _)| s));
+            let scale = noise.map_or(0.0, |(s, _)| s);
+            let f = match (&noisy, noise) {
+                (Some(f), Some(_)) => f,
+                _ => &plain,
+            };
             let n = len as u64;
-            let mut launch = stream.launch_builder(&f);
+            let mut launch = stream.launch_builder(f);
             launch
                 .arg(&out_ptr)
                 .arg(&old_ptr)
                 .arg(&keep)
                 .arg(&args)
                 .arg(&n)
-                .arg(&has_noise)
                 .arg(&scale)
                 .arg(&block.seed)
                 .arg(&block.stream)

@@ -32,7 +32,12 @@ fn kernels_compile_with_nvrtc() {
         assert!(text.contains(".target sm_90"), "{}: unexpected target", file.name);
         if file.name == "lincomb" {
             // The by-value term struct is as large as the Rust mirror (see tensor.rs).
-            for kernel in ["lincomb_f32", "lincomb_f64"] {
+            for kernel in [
+                "lincomb_f32",
+                "lincomb_f64",
+                "lincomb_noise_f32",
+                "lincomb_noise_f64",
+            ] {
                 let param = format!("{kernel}_param_3[264]");
                 assert!(text.contains(&param), "PTX lacks {param}");
             }

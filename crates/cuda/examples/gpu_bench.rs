@@ -1,0 +1,101 @@
+//! Times the fused solver step against the device's own copy bandwidth, and cuBLAS sgemm.
+//!   cargo run --release -p diffusion-cuda --features cuda --example gpu_bench [-- ELEMENTS]
+//! Bandwidth counts the fewest bytes each operation must move (every input read once, the
+//! output written once). Each sample is 10 back-to-back launches between synchronizations;
+//! the median of 9 samples is reported, after 3 warm-up launches.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use diffusion_core::{Noise, Rng};
+use diffusion_cuda::{CudaTensor, Gpu, Result, ops};
+
+const LAUNCHES: usize = 10;
+const SAMPLES: usize = 9;
+
+fn median_seconds(gpu: &Gpu, mut op: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..3 {
+        op()?;
+    }
+    gpu.synchronize()?;
+    let mut times = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let start = Instant::now();
+        for _ in 0..LAUNCHES {
+            op()?;
+        }
+        gpu.synchronize()?;
+        times.push(start.elapsed().as_secs_f64() / LAUNCHES as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[SAMPLES / 2])
+}
+
+fn random(gpu: &Arc<Gpu>, n: usize, seed: u64) -> Result<CudaTensor<f32>> {
+    let mut t = CudaTensor::<f32>::zeros(gpu, &[n]);
+    t.try_lincomb(0.0, &[], Some(Noise::new(1.0, &mut Rng::new(seed))))?;
+    Ok(t)
+}
+
+fn main() -> Result<()> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map_or(1 << 28, |a| a.parse().expect("ELEMENTS"));
+    let gpu = Gpu::new(0)?;
+    println!(
+        "device: {} ({}), {n} f32 elements per tensor",
+        gpu.name(),
+        gpu.arch()
+    );
+    let (a, b, c) = (random(&gpu, n, 1)?, random(&gpu, n, 2)?, random(&gpu, n, 3)?);
+    let mut x = random(&gpu, n, 4)?;
+    let bytes = |tensors: usize| (tensors * n * 4) as f64;
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+
+    let copy = median_seconds(&gpu, || x.copy_from(&a))?;
+    rows.push(("device-to-device copy (memcpy)".into(), copy, bytes(2)));
+    let mut rng = Rng::new(7);
+    let cases: [(&str, usize); 4] = [
+        ("x = a x + b e (DDIM/Euler step)", 3),
+        ("x = a x + b e0 + c e1 (DPM++ 2M)", 4),
+        ("x = a x + b e0 + c e1 + d e2 (3rd order)", 5),
+        ("x = a x + b e + s z (ancestral, Philox noise)", 3),
+    ];
+    for (i, (label, tensors)) in cases.iter().enumerate() {
+        let t = median_seconds(&gpu, || match i {
+            0 => x.try_lincomb(0.99, &[(0.01, &a)], None),
+            1 => x.try_lincomb(0.99, &[(0.01, &a), (-0.005, &b)], None),
+            2 => x.try_lincomb(0.99, &[(0.01, &a), (-0.005, &b), (0.002, &c)], None),
+            _ => x.try_lincomb(0.99, &[(0.01, &a)], Some(Noise::new(0.01, &mut rng))),
+        })?;
+        rows.push(((*label).into(), t, bytes(*tensors)));
+    }
+    println!("| operation | time (ms) | GB/s | of copy bandwidth |");
+    println!("|---|---|---|---|");
+    let copy_bw = bytes(2) / copy;
+    for (label, t, moved) in &rows {
+        let bw = moved / t;
+        println!(
+            "| {label} | {:.3} | {:.0} | {:.0}% |",
+            t * 1e3,
+            bw / 1e9,
+            100.0 * bw / copy_bw
+        );
+    }
+
+    for size in [1024usize, 4096] {
+        let ga = random(&gpu, size * size, 8)?;
+        let gb = random(&gpu, size * size, 9)?;
+        let mut gc = CudaTensor::<f32>::zeros(&gpu, &[size * size]);
+        let t = median_seconds(&gpu, || {
+            ops::gemm_batched(&ga, &gb, 1, (size, size, size), false, false, &mut gc)
+        })?;
+        let flops = 2.0 * (size as f64).powi(3);
+        println!(
+            "sgemm {size}^3 (cuBLAS, f32): {:.3} ms, {:.1} TFLOP/s",
+            t * 1e3,
+            flops / t / 1e12
+        );
+    }
+    Ok(())
+}
