@@ -1,6 +1,7 @@
 //! Quick train-step / inference timing of the reference models (best of N, plus CPU seconds
 //! per call, which a machine shared with other work inflates much less than wall time).
 //! `RAYON_NUM_THREADS=2 cargo run --release -p diffusion-nn --example model_probe [mlp|dit|unet|whitebox]`
+//! (`PROBE_INFER_ONLY=1`: run inference only, for a profiler)
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -48,6 +49,13 @@ fn run<N: Network<f32>>(name: &str, mut model: N, batch: usize, reps: usize, tor
     let eps = randn(&shape, &mut rng);
     let t: Vec<f32> = (0..batch).map(|i| ((i * 37) % 1000) as f32).collect();
     let n = x.len() as f32;
+    if std::env::var_os("PROBE_INFER_ONLY").is_some() {
+        // For profilers: inference alone.
+        for _ in 0..reps {
+            black_box(model.infer(&x, &t, None).unwrap());
+        }
+        return;
+    }
     let m0 = diffusion_nn::gemm_macs();
     black_box(model.infer(&x, &t, None).unwrap());
     let fwd_flops = 2.0 * (diffusion_nn::gemm_macs() - m0) as f64;

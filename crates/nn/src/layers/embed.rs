@@ -143,10 +143,13 @@ pub(crate) fn modulate<A: Float>(
         .zip(m.par_chunks(ms.max(1)))
         .for_each(|((yb, xb), mb)| {
             let shift = &mb[shift_at..shift_at + dim];
-            let scale = &mb[scale_at..scale_at + dim];
-            for (yr, xr) in yb.chunks_mut(dim).zip(xb.chunks(dim)) {
-                for i in 0..dim {
-                    yr[i] = xr[i] * (A::one() + scale[i]) + shift[i];
+            let gain: Vec<A> = mb[scale_at..scale_at + dim]
+                .iter()
+                .map(|&s| A::one() + s)
+                .collect();
+            for (yr, xr) in yb.chunks_exact_mut(dim).zip(xb.chunks_exact(dim)) {
+                for (((y, &x), &g), &b) in yr.iter_mut().zip(xr).zip(&gain).zip(shift) {
+                    *y = x * g + b;
                 }
             }
         });
@@ -172,13 +175,32 @@ pub(crate) fn modulate_backward<A: Float>(
         .zip(x.par_chunks(item).zip(dy.par_chunks(item)))
         .zip(m.par_chunks(ms.max(1)).zip(dm.par_chunks_mut(ms.max(1))))
         .for_each(|((dxb, (xb, dyb)), (mb, dmb))| {
-            let scale = &mb[scale_at..scale_at + dim];
-            for ((dxr, xr), dyr) in dxb.chunks_mut(dim).zip(xb.chunks(dim)).zip(dyb.chunks(dim)) {
-                for i in 0..dim {
-                    dxr[i] = dyr[i] * (A::one() + scale[i]);
-                    dmb[shift_at + i] = dmb[shift_at + i] + dyr[i];
-                    dmb[scale_at + i] = dmb[scale_at + i] + dyr[i] * xr[i];
+            let gain: Vec<A> = mb[scale_at..scale_at + dim]
+                .iter()
+                .map(|&s| A::one() + s)
+                .collect();
+            let (mut dshift, mut dscale) = (vec![A::zero(); dim], vec![A::zero(); dim]);
+            for ((dxr, xr), dyr) in dxb
+                .chunks_exact_mut(dim)
+                .zip(xb.chunks_exact(dim))
+                .zip(dyb.chunks_exact(dim))
+            {
+                for (((((dx, &x), &dy), &g), ds), dc) in dxr
+                    .iter_mut()
+                    .zip(xr)
+                    .zip(dyr)
+                    .zip(&gain)
+                    .zip(&mut dshift)
+                    .zip(&mut dscale)
+                {
+                    *dx = dy * g;
+                    *ds = *ds + dy;
+                    *dc = *dc + dy * x;
                 }
+            }
+            for (i, (&ds, &dc)) in dshift.iter().zip(&dscale).enumerate() {
+                dmb[shift_at + i] = dmb[shift_at + i] + ds;
+                dmb[scale_at + i] = dmb[scale_at + i] + dc;
             }
         });
     dx
@@ -200,9 +222,9 @@ pub(crate) fn gate_add<A: Float>(
         .zip(m.par_chunks(ms.max(1)))
         .for_each(|((xb, fb), mb)| {
             let g = &mb[gate_at..gate_at + dim];
-            for (xr, fr) in xb.chunks_mut(dim).zip(fb.chunks(dim)) {
-                for i in 0..dim {
-                    xr[i] = xr[i] + g[i] * fr[i];
+            for (xr, fr) in xb.chunks_exact_mut(dim).zip(fb.chunks_exact(dim)) {
+                for ((x, &f), &g) in xr.iter_mut().zip(fr).zip(g) {
+                    *x = *x + g * f;
                 }
             }
         });
@@ -226,11 +248,19 @@ pub(crate) fn gate_backward<A: Float>(
         .zip(m.par_chunks(ms.max(1)).zip(dm.par_chunks_mut(ms.max(1))))
         .for_each(|((dfb, (fb, dyb)), (mb, dmb))| {
             let g = &mb[gate_at..gate_at + dim];
-            for ((dfr, fr), dyr) in dfb.chunks_mut(dim).zip(fb.chunks(dim)).zip(dyb.chunks(dim)) {
-                for i in 0..dim {
-                    dfr[i] = dyr[i] * g[i];
-                    dmb[gate_at + i] = dmb[gate_at + i] + dyr[i] * fr[i];
+            let mut dgate = vec![A::zero(); dim];
+            for ((dfr, fr), dyr) in dfb
+                .chunks_exact_mut(dim)
+                .zip(fb.chunks_exact(dim))
+                .zip(dyb.chunks_exact(dim))
+            {
+                for ((((df, &f), &dy), &g), dg) in dfr.iter_mut().zip(fr).zip(dyr).zip(g).zip(&mut dgate) {
+                    *df = dy * g;
+                    *dg = *dg + dy * f;
                 }
+            }
+            for (dm, &dg) in dmb[gate_at..gate_at + dim].iter_mut().zip(&dgate) {
+                *dm = *dm + dg;
             }
         });
     df

@@ -18,38 +18,74 @@ pub struct NormCache<A> {
     shape: Vec<usize>,
 }
 
+/// Independent accumulators of the row sums below: they break the add-latency chain and
+/// let the compiler vectorise, while the order of additions stays fixed (results do not
+/// depend on threads or on the machine's vector width).
+const LANES: usize = 8;
+
+/// `sum f(a[i], b[i])` in f64, accumulated in [`LANES`] interleaved lanes combined pairwise.
+#[inline(always)]
+fn lane_sum<A: Float>(a: &[A], b: &[A], f: impl Fn(f64, f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (ca, cb) in ac.zip(bc) {
+        for l in 0..LANES {
+            acc[l] += f(wide(ca[l]), wide(cb[l]));
+        }
+    }
+    for (l, (&x, &y)) in ar.iter().zip(br).enumerate() {
+        acc[l] += f(wide(x), wide(y));
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// Blocks handed to one rayon task: enough elements to amortise the task.
+fn blocks_per_task(block: usize) -> usize {
+    (16 * 1024 / block.max(1)).max(1)
+}
+
 /// `xhat = (x - mean) / sqrt(var + eps)` per block of `block` elements; statistics in f64.
 fn normalize_blocks<A: Float>(x: &[A], block: usize, eps: f64) -> (Vec<A>, Vec<A>) {
     let mut xhat = vec![A::zero(); x.len()];
     let mut rstd = vec![A::zero(); x.len() / block];
-    xhat.par_chunks_mut(block)
-        .zip(x.par_chunks(block))
-        .zip(rstd.par_iter_mut())
+    let per_task = blocks_per_task(block);
+    xhat.par_chunks_mut(block * per_task)
+        .zip(x.par_chunks(block * per_task))
+        .zip(rstd.par_chunks_mut(per_task))
         .for_each(|((out, x), r)| {
-            let n = block as f64;
-            let mean = x.iter().map(|&v| wide(v)).sum::<f64>() / n;
-            let var = x.iter().map(|&v| (wide(v) - mean).powi(2)).sum::<f64>() / n;
-            let rs = 1.0 / (var + eps).sqrt();
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = cast((wide(v) - mean) * rs);
+            for ((out, x), r) in out.chunks_mut(block).zip(x.chunks(block)).zip(r) {
+                let n = block as f64;
+                let mean = lane_sum(x, x, |v, _| v) / n;
+                let var = lane_sum(x, x, |v, _| (v - mean) * (v - mean)) / n;
+                let rs = 1.0 / (var + eps).sqrt();
+                // In the element type: the statistics carry the precision, and f32 lanes
+                // are twice as many per vector as f64 ones.
+                let (m, s): (A, A) = (cast(mean), cast(rs));
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = (v - m) * s;
+                }
+                *r = s;
             }
-            *r = cast(rs);
         });
     (xhat, rstd)
 }
 
 /// dL/dx given `g = dL/dxhat`: `rstd * (g - mean(g) - xhat * mean(g * xhat))` per block.
 fn normalize_backward<A: Float>(xhat: &[A], rstd: &[A], g: &mut [A], block: usize) {
-    g.par_chunks_mut(block)
-        .zip(xhat.par_chunks(block))
-        .zip(rstd.par_iter())
-        .for_each(|((g, xh), &r)| {
-            let n = block as f64;
-            let mg = g.iter().map(|&v| wide(v)).sum::<f64>() / n;
-            let mgx = g.iter().zip(xh).map(|(&a, &b)| wide(a) * wide(b)).sum::<f64>() / n;
-            let r = wide(r);
-            for (gv, &xv) in g.iter_mut().zip(xh) {
-                *gv = cast(r * (wide(*gv) - mg - wide(xv) * mgx));
+    let per_task = blocks_per_task(block);
+    g.par_chunks_mut(block * per_task)
+        .zip(xhat.par_chunks(block * per_task))
+        .zip(rstd.par_chunks(per_task))
+        .for_each(|((g, xh), r)| {
+            for ((g, xh), &r) in g.chunks_mut(block).zip(xh.chunks(block)).zip(r) {
+                let n = block as f64;
+                let mg = lane_sum(g, g, |v, _| v) / n;
+                let mgx = lane_sum(g, xh, |a, b| a * b) / n;
+                let r = wide(r);
+                for (gv, &xv) in g.iter_mut().zip(xh) {
+                    *gv = cast(r * (wide(*gv) - mg - wide(xv) * mgx));
+                }
             }
         });
 }
@@ -250,15 +286,14 @@ impl<A: Float> GroupNorm<A> {
         let sums: Vec<(A, A)> = (0..ch)
             .into_par_iter()
             .map(|c| {
-                let (mut gw, mut gb) = (A::zero(), A::zero());
+                let (mut gw, mut gb) = (0.0, 0.0);
                 for b in 0..batch {
                     let o = (b * ch + c) * s;
-                    for (&d, &xh) in dy[o..o + s].iter().zip(&cache.xhat[o..o + s]) {
-                        gw = gw + d * xh;
-                        gb = gb + d;
-                    }
+                    let (d, xh) = (&dy[o..o + s], &cache.xhat[o..o + s]);
+                    gw += lane_sum(d, xh, |d, x| d * x);
+                    gb += lane_sum(d, d, |d, _| d);
                 }
-                (gw, gb)
+                (cast::<A>(gw), cast::<A>(gb))
             })
             .collect();
         for (c, (gw, gb)) in sums.into_iter().enumerate() {
