@@ -17,6 +17,16 @@ fn main() {
         ("mlp fwd 4096x256x256", 4096, 256, 256, false, true),
         ("mlp dW 256x256x4096", 256, 256, 4096, true, false),
         ("attn 64x64x64", 64, 64, 64, false, true),
+        ("unet conv0 tile 455x64x576", 455, 64, 576, false, true),
+        ("unet conv0 item 1024x64x576", 1024, 64, 576, false, true),
+        ("unet conv0 W^T 64x1024x576", 64, 1024, 576, false, true),
+        ("unet conv1 tile 227x128x1152", 227, 128, 1152, false, true),
+        ("unet conv1 item 256x128x1152", 256, 128, 1152, false, true),
+        ("conv0 y^T tile 455x64x576", 455, 64, 576, true, true),
+        ("conv0 y^T item 1024x64x576", 1024, 64, 576, true, true),
+        ("conv1 y^T tile 227x128x1152", 227, 128, 1152, true, true),
+        ("conv0 y tile 64x455x576", 64, 455, 576, false, false),
+        ("conv1 y tile 128x227x1152", 128, 227, 1152, false, false),
     ];
     for (label, m, n, k, at, bt) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 * 0.1).collect();

@@ -6,12 +6,13 @@
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
+use super::activation::{silu_in_place_seq, silu_into_seq};
 use super::{array, std_slice};
 use crate::error::{NnError, Result, check_shape};
 use crate::param::{Float, Param, Parameters, cast, wide};
 
-/// What a norm keeps for its backward pass.
-#[derive(Clone, Debug)]
+/// What a norm keeps for its backward pass (empty by default: inference keeps nothing).
+#[derive(Clone, Debug, Default)]
 pub struct NormCache<A> {
     xhat: Vec<A>,
     rstd: Vec<A>,
@@ -40,6 +41,22 @@ fn lane_sum<A: Float>(a: &[A], b: &[A], f: impl Fn(f64, f64) -> f64) -> f64 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
+/// `(mean, 1 / sqrt(var + eps))` of a block, computed in f64 and rounded to the element type.
+fn block_stats<A: Float>(x: &[A], eps: f64) -> (A, A) {
+    let n = x.len() as f64;
+    let mean = lane_sum(x, x, |v, _| v) / n;
+    let var = lane_sum(x, x, |v, _| (v - mean) * (v - mean)) / n;
+    (cast(mean), cast(1.0 / (var + eps).sqrt()))
+}
+
+/// `out = (x - m) * s`, in the element type: the statistics carry the precision, and f32
+/// lanes are twice as many per vector as f64 ones.
+fn normalize_with<A: Float>(x: &[A], m: A, s: A, out: &mut [A]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v - m) * s;
+    }
+}
+
 /// Blocks handed to one rayon task: enough elements to amortise the task.
 fn blocks_per_task(block: usize) -> usize {
     (16 * 1024 / block.max(1)).max(1)
@@ -55,16 +72,8 @@ fn normalize_blocks<A: Float>(x: &[A], block: usize, eps: f64) -> (Vec<A>, Vec<A
         .zip(rstd.par_chunks_mut(per_task))
         .for_each(|((out, x), r)| {
             for ((out, x), r) in out.chunks_mut(block).zip(x.chunks(block)).zip(r) {
-                let n = block as f64;
-                let mean = lane_sum(x, x, |v, _| v) / n;
-                let var = lane_sum(x, x, |v, _| (v - mean) * (v - mean)) / n;
-                let rs = 1.0 / (var + eps).sqrt();
-                // In the element type: the statistics carry the precision, and f32 lanes
-                // are twice as many per vector as f64 ones.
-                let (m, s): (A, A) = (cast(mean), cast(rs));
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = (v - m) * s;
-                }
+                let (m, s) = block_stats(x, eps);
+                normalize_with(x, m, s, out);
                 *r = s;
             }
         });
@@ -222,6 +231,9 @@ impl<A> Parameters<A> for LayerNorm<A> {
     }
 }
 
+/// A norm's output before its activation, and the norm's cache (what a backward pass needs).
+pub(crate) type PreActivation<A> = (Vec<A>, NormCache<A>);
+
 /// Group normalisation (PyTorch `nn.GroupNorm(groups, channels)`, affine, eps 1e-5 default).
 #[derive(Clone, Debug)]
 pub struct GroupNorm<A> {
@@ -276,6 +288,88 @@ impl<A: Float> GroupNorm<A> {
                 shape: vec![x.len()],
             },
         )
+    }
+
+    /// `silu(group_norm(x))` in one pass over memory, each block finished while in cache.
+    /// With `keep`, also the norm output before the SiLU and the cache (what
+    /// [`GroupNorm::forward_slice`] returns); without, neither is stored. Same arithmetic
+    /// either way, and as [`GroupNorm::forward_slice`] followed by `silu_slice`.
+    pub(crate) fn forward_silu(
+        &self,
+        x: &[A],
+        spatial: usize,
+        keep: bool,
+    ) -> (Vec<A>, Option<PreActivation<A>>) {
+        let s = spatial.max(1);
+        let per_group = self.channels / self.groups;
+        let block = per_group * s;
+        let (w, b) = (self.weight.v(), self.bias.v());
+        let kept = if keep { x.len() } else { 0 };
+        let (mut xhat, mut a) = (vec![A::zero(); kept], vec![A::zero(); kept]);
+        let mut rstd = vec![A::zero(); if keep { x.len() / block.max(1) } else { 0 }];
+        let mut y = vec![A::zero(); x.len()];
+        let per_task = blocks_per_task(block);
+        let finish = |i: usize, xb: &[A], yb: &mut [A], kept: Option<(&mut [A], &mut [A], &mut A)>| {
+            let (m, sd) = block_stats(xb, self.eps);
+            let group = i % self.groups;
+            let affine = |xh: &mut [A]| {
+                for (cc, plane) in xh.chunks_mut(s).enumerate() {
+                    let c = group * per_group + cc;
+                    for v in plane {
+                        *v = *v * w[c] + b[c];
+                    }
+                }
+            };
+            match kept {
+                Some((xh, ab, r)) => {
+                    normalize_with(xb, m, sd, xh);
+                    ab.copy_from_slice(xh);
+                    affine(ab);
+                    silu_into_seq(ab, yb);
+                    *r = sd;
+                }
+                None => {
+                    normalize_with(xb, m, sd, yb);
+                    affine(yb);
+                    silu_in_place_seq(yb);
+                }
+            }
+        };
+        if keep {
+            y.par_chunks_mut(block * per_task)
+                .zip(x.par_chunks(block * per_task))
+                .zip(xhat.par_chunks_mut(block * per_task))
+                .zip(a.par_chunks_mut(block * per_task))
+                .zip(rstd.par_chunks_mut(per_task))
+                .enumerate()
+                .for_each(|(task, ((((yt, xt), xht), at), rt))| {
+                    let blocks = yt.chunks_mut(block).zip(xt.chunks(block));
+                    let kept = xht.chunks_mut(block).zip(at.chunks_mut(block)).zip(rt);
+                    for (j, ((yb, xb), ((xh, ab), r))) in blocks.zip(kept).enumerate() {
+                        finish(task * per_task + j, xb, yb, Some((xh, ab, r)));
+                    }
+                });
+        } else {
+            y.par_chunks_mut(block * per_task)
+                .zip(x.par_chunks(block * per_task))
+                .enumerate()
+                .for_each(|(task, (yt, xt))| {
+                    for (j, (yb, xb)) in yt.chunks_mut(block).zip(xt.chunks(block)).enumerate() {
+                        finish(task * per_task + j, xb, yb, None);
+                    }
+                });
+        }
+        let cache = keep.then(|| {
+            (
+                a,
+                NormCache {
+                    xhat,
+                    rstd,
+                    shape: vec![x.len()],
+                },
+            )
+        });
+        (y, cache)
     }
 
     pub(crate) fn backward_slice(&mut self, cache: &NormCache<A>, dy: &[A], spatial: usize) -> Vec<A> {

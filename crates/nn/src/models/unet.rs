@@ -117,19 +117,20 @@ impl<A: Float> ResBlock<A> {
         })
     }
 
-    fn forward(&self, x: Act<A>, ste: &[A]) -> Result<(Act<A>, ResCache<A>)> {
+    /// With `keep = false` (inference) the norms' outputs and caches are not stored.
+    fn forward(&self, x: Act<A>, ste: &[A], keep: bool) -> Result<(Act<A>, ResCache<A>)> {
         let sp = x.spatial();
         let batch = x.s[0];
-        let (a, n1c) = self.n1.forward_slice(&x.d, sp);
-        let sa = silu_slice(&a);
+        let (sa, n1) = self.n1.forward_silu(&x.d, sp, keep);
+        let (a, n1c) = n1.unwrap_or_default();
         let (mut h1, s1) = self.c1.forward_slice(&sa, &x.s)?;
         let tp = self.t.forward_slice(ste, batch);
         let cout = self.c1.out_channels();
         h1.par_chunks_mut(sp.max(1)).zip(&tp).for_each(|(plane, &v)| {
             plane.iter_mut().for_each(|p| *p = *p + v);
         });
-        let (b, n2c) = self.n2.forward_slice(&h1, sp);
-        let sb = silu_slice(&b);
+        let (sb, n2) = self.n2.forward_silu(&h1, sp, keep);
+        let (b, n2c) = n2.unwrap_or_default();
         let (mut y, ys) = self.c2.forward_slice(&sb, &s1)?;
         match &self.skip {
             Some(sk) => par_add_into(&mut y, &sk.forward_slice(&x.d, &x.s)?.0),
@@ -273,10 +274,10 @@ enum StageCache<A> {
 }
 
 impl<A: Float> Stage<A> {
-    fn forward(&self, x: Act<A>, ste: &[A]) -> Result<(Act<A>, StageCache<A>)> {
+    fn forward(&self, x: Act<A>, ste: &[A], keep: bool) -> Result<(Act<A>, StageCache<A>)> {
         match self {
             Stage::Res(r, attn) => {
-                let (h, rc) = r.forward(x, ste)?;
+                let (h, rc) = r.forward(x, ste, keep)?;
                 match attn {
                     Some(a) => {
                         let s = h.s.clone();
@@ -522,15 +523,15 @@ impl<A: Float> UNet<A> {
         let mut skips = vec![h.clone()];
         let mut down = Vec::with_capacity(self.down.len());
         for st in &self.down {
-            let (nh, c) = st.forward(h, &ste)?;
+            let (nh, c) = st.forward(h, &ste, !inference)?;
             h = nh;
             skips.push(h.clone());
             down.push(c);
         }
-        let (h1, mid0) = self.mid0.forward(h, &ste)?;
+        let (h1, mid0) = self.mid0.forward(h, &ste, !inference)?;
         let ms = h1.s.clone();
         let (h2, mc) = self.mid1.forward(h1);
-        let (mut h, mid2) = self.mid2.forward(h2, &ste)?;
+        let (mut h, mid2) = self.mid2.forward(h2, &ste, !inference)?;
         let mut up = Vec::with_capacity(self.up.len());
         let mut next_skip = skips.len();
         for st in &self.up {
@@ -551,20 +552,20 @@ impl<A: Float> UNet<A> {
                     }
                     let mut shape = h.s.clone();
                     shape[1] = hc + sc;
-                    let (nh, c) = st.forward(Act { d: cat, s: shape }, &ste)?;
+                    let (nh, c) = st.forward(Act { d: cat, s: shape }, &ste, !inference)?;
                     h = nh;
                     up.push((c, Some((next_skip, hc))));
                 }
                 _ => {
-                    let (nh, c) = st.forward(h, &ste)?;
+                    let (nh, c) = st.forward(h, &ste, !inference)?;
                     h = nh;
                     up.push((c, None));
                 }
             }
         }
         let sp = h.spatial();
-        let (on, onc) = self.out_norm.forward_slice(&h.d, sp);
-        let os = silu_slice(&on);
+        let (os, out_norm) = self.out_norm.forward_silu(&h.d, sp, !inference);
+        let (on, onc) = out_norm.unwrap_or_default();
         let (y, _) = self.out_conv.forward_slice(&os, &h.s)?;
         let os = Act {
             d: os,
