@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use diffusion_core::{Noise, Rng};
+use diffusion_cuda::models::GpuDit;
 use diffusion_cuda::{CudaTensor, Gpu, Result, ops};
+use diffusion_nn::Parameters;
+use diffusion_nn::models::{Dit, DitConfig};
 
 const LAUNCHES: usize = 10;
 const SAMPLES: usize = 9;
@@ -97,5 +100,23 @@ fn main() -> Result<()> {
             flops / t / 1e12
         );
     }
+
+    // dit-tiny inference at batch 64 (compare: scripts/torch_dit_gpu.py), random weights in
+    // every layer so adaLN-Zero's zeros take no shortcut.
+    let mut rng = Rng::new(1);
+    let mut dit = Dit::<f32>::new(DitConfig::default(), &mut rng).expect("dit-tiny");
+    dit.visit_mut(&mut |_, p| {
+        let mut z = vec![0.0; p.value.len()];
+        rng.fill_normal(&mut z);
+        for (v, z) in p.value.iter_mut().zip(z) {
+            *v = (0.05 * z) as f32;
+        }
+    });
+    let model = GpuDit::from_cpu(&gpu, &dit)?;
+    let batch = 64;
+    let x = random(&gpu, batch * 4 * 16 * 16, 10)?.reshape(&[batch, 4, 16, 16])?;
+    let t: Vec<f32> = (0..batch).map(|i| ((i * 37) % 1000) as f32).collect();
+    let secs = median_seconds(&gpu, || model.infer(&x, &t, None).map(|_| ()))?;
+    println!("dit-tiny inference, batch {batch} (GpuDit): {:.3} ms", secs * 1e3);
     Ok(())
 }

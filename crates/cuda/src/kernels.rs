@@ -42,8 +42,13 @@ pub const ADALN: KernelFile = KernelFile {
     source: include_str!("../kernels/adaln.cu"),
 };
 
+pub const LAYOUT: KernelFile = KernelFile {
+    name: "layout",
+    source: include_str!("../kernels/layout.cu"),
+};
+
 /// Every embedded kernel file.
-pub const ALL: [KernelFile; 6] = [LINCOMB, ACTIVATIONS, NORM, SOFTMAX, IM2COL, ADALN];
+pub const ALL: [KernelFile; 7] = [LINCOMB, ACTIVATIONS, NORM, SOFTMAX, IM2COL, ADALN, LAYOUT];
 
 /// Must equal `LINCOMB_MAX_TERMS` in lincomb.cu (checked by a test).
 pub const LINCOMB_MAX_TERMS: usize = 16;

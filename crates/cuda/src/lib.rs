@@ -21,6 +21,10 @@ pub mod reference;
 #[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
+pub mod layout;
+#[cfg(feature = "cuda")]
+pub mod models;
+#[cfg(feature = "cuda")]
 pub mod nvrtc;
 #[cfg(feature = "cuda")]
 pub mod ops;

@@ -19,7 +19,7 @@ use crate::tensor::CudaTensor;
 
 type T32 = CudaTensor<f32>;
 
-fn expect_len(context: &'static str, t: &T32, len: usize) -> Result<()> {
+pub(crate) fn expect_len(context: &'static str, t: &T32, len: usize) -> Result<()> {
     if t.len() == len {
         Ok(())
     } else {
@@ -31,7 +31,7 @@ fn expect_len(context: &'static str, t: &T32, len: usize) -> Result<()> {
     }
 }
 
-fn to_i32(name: &'static str, v: usize) -> Result<i32> {
+pub(crate) fn to_i32(name: &'static str, v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| CudaError::InvalidArgument {
         name,
         reason: format!("{v} exceeds the kernels' 32-bit index range"),

@@ -226,6 +226,32 @@ impl<T: GpuElement> CudaTensor<T> {
         }
     }
 
+    /// A buffer this tensor owns alone holding its current values, for kernels that update
+    /// in place: shared storage is copied first, lazy zeros are allocated.
+    pub(crate) fn unique(&mut self) -> Result<&mut CudaSlice<T>> {
+        let shared = match &self.storage {
+            Storage::Buffer(buf) if Arc::strong_count(buf) == 1 => None,
+            Storage::Buffer(buf) => Some(buf.clone()),
+            Storage::Zeros => {
+                let buf = self
+                    .gpu
+                    .stream()
+                    .alloc_zeros::<T>(self.len())
+                    .map_err(driver_err("alloc_zeros"))?;
+                self.storage = Storage::Buffer(Arc::new(buf));
+                None
+            }
+        };
+        if let Some(src) = shared {
+            let stream = self.gpu.stream().clone();
+            let dst = self.writable()?;
+            stream
+                .memcpy_dtod(src.as_ref(), dst)
+                .map_err(driver_err("memcpy_dtod"))?;
+        }
+        self.writable()
+    }
+
     /// A buffer this tensor owns alone, for a kernel that overwrites every element: shared
     /// or lazy storage is replaced by a fresh (uninitialised) allocation.
     pub(crate) fn writable(&mut self) -> Result<&mut CudaSlice<T>> {

@@ -1,0 +1,72 @@
+// Broadcast adds and layout permutations that glue the layer kernels into whole models
+// (DiT inference). One thread per output element, grid-stride; pure data movement or one
+// add, so f32 arithmetic matches the CPU's f32 operations exactly.
+
+// y[i] += v[i % period]: a bias over rows (period = columns) or a table repeated per batch
+// item (period = tokens * dim, e.g. positional embeddings).
+extern "C" __global__ void add_periodic_f32(float* y, const float* v, u64 n, u64 period) {
+    GRID_STRIDE(i, n) y[i] = y[i] + v[(u64)i % period];
+}
+
+// h[b, t, d] += g[b, d] * f[b, t, d]: adaLN-Zero's gated residual.
+extern "C" __global__ void gate_add_f32(float* h, const float* f, const float* g, int B, int T, int D) {
+    i64 total = (i64)B * T * D;
+    GRID_STRIDE(i, total) {
+        int d = (int)(i % D);
+        int b = (int)(i / ((i64)T * D));
+        h[i] = h[i] + g[(i64)b * D + d] * f[i];
+    }
+}
+
+// Images [B, C, S, S] to patch rows [B, (S/p)^2, C*p*p]; a row lists (c, kh, kw) in the order
+// of a Conv2d weight [out, C, p, p], tokens in row-major patch order.
+extern "C" __global__ void patch_rows_f32(const float* x, float* out, int B, int C, int S, int P) {
+    int g = S / P, row = C * P * P;
+    i64 total = (i64)B * g * g * row;
+    GRID_STRIDE(i, total) {
+        int r = (int)(i % row);
+        i64 token = i / row;
+        int tj = (int)(token % g), ti = (int)((token / g) % g), b = (int)(token / ((i64)g * g));
+        int kw = r % P, kh = (r / P) % P, c = r / (P * P);
+        out[i] = x[(((i64)b * C + c) * S + ti * P + kh) * S + tj * P + kw];
+    }
+}
+
+// The inverse: patch rows [B, (S/p)^2, p*p*C] laid out (kh, kw, c), as DiT's final linear
+// layer emits them, back to images [B, C, S, S].
+extern "C" __global__ void unpatchify_f32(const float* tokens, float* x, int B, int C, int S, int P) {
+    int g = S / P;
+    i64 total = (i64)B * C * S * S;
+    GRID_STRIDE(i, total) {
+        int col = (int)(i % S), rowi = (int)((i / S) % S), c = (int)((i / ((i64)S * S)) % C);
+        int b = (int)(i / ((i64)C * S * S));
+        int ti = rowi / P, kh = rowi % P, tj = col / P, kw = col % P;
+        i64 token = ((i64)b * g + ti) * g + tj;
+        x[i] = tokens[token * (P * P * C) + (kh * P + kw) * C + c];
+    }
+}
+
+// [B, T, H*Dh] (heads side by side) to [B*H, T, Dh] (one contiguous matrix per head).
+extern "C" __global__ void split_heads_f32(const float* x, float* out, int B, int T, int H, int Dh) {
+    i64 total = (i64)B * T * H * Dh;
+    GRID_STRIDE(i, total) {
+        int e = (int)(i % Dh);
+        int t = (int)((i / Dh) % T);
+        i64 bh = i / ((i64)Dh * T);
+        int h = (int)(bh % H);
+        i64 b = bh / H;
+        out[i] = x[((b * T + t) * H + h) * Dh + e];
+    }
+}
+
+// The inverse of split_heads: [B*H, T, Dh] to [B, T, H*Dh].
+extern "C" __global__ void merge_heads_f32(const float* x, float* out, int B, int T, int H, int Dh) {
+    i64 total = (i64)B * T * H * Dh;
+    GRID_STRIDE(i, total) {
+        int e = (int)(i % Dh);
+        int h = (int)((i / Dh) % H);
+        int t = (int)((i / ((i64)Dh * H)) % T);
+        i64 b = i / ((i64)Dh * H * T);
+        out[i] = x[((b * H + h) * T + t) * Dh + e];
+    }
+}

@@ -1,0 +1,51 @@
+"""PyTorch eager dit-tiny inference on the GPU, timed the way examples/gpu_bench.rs times ours.
+
+Usage: python3 crates/cuda/scripts/torch_dit_gpu.py [--batch 64]
+Same architecture (benches/pytorch/models.py), float32 with TF32 off (ours is plain f32
+cuBLAS), eval mode, no autograd; each sample is 10 back-to-back calls between
+synchronizations, median of 9 samples after 3 warm-up calls. Random weights everywhere
+(adaLN-Zero's zero layers re-drawn) and random inputs.
+"""
+import argparse, os, statistics, sys, time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "benches", "pytorch"))
+from models import build  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=64)
+    args = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    # models.py makes its timestep frequencies with a bare torch.arange: on the GPU too.
+    torch.set_default_device("cuda")
+    model, shape, _ = build("dit-tiny")
+    model = model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0.0, 1.0 / max(1, p[0].numel()) ** 0.5 if p.dim() > 1 else 0.1)
+    x = torch.randn(args.batch, *shape, device="cuda")
+    t = torch.randint(0, 1000, (args.batch,), device="cuda")
+    with torch.no_grad():
+        for _ in range(3):
+            model(x, t)
+        torch.cuda.synchronize()
+        samples = []
+        for _ in range(9):
+            t0 = time.perf_counter()
+            for _ in range(10):
+                model(x, t)
+            torch.cuda.synchronize()
+            samples.append((time.perf_counter() - t0) / 10)
+    ms = statistics.median(samples) * 1e3
+    print(f"pytorch {torch.__version__} eager dit-tiny batch {args.batch}: {ms:.3f} ms "
+          f"({torch.cuda.get_device_name()})")
+
+
+if __name__ == "__main__":
+    main()
