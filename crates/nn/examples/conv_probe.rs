@@ -12,6 +12,7 @@ use ndarray::{ArrayD, IxDyn};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    common::keep_freed_memory();
     let mut rng = Rng::new(0);
     for (cin, cout, hw) in [
         (64, 64, 32),

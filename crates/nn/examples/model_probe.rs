@@ -2,6 +2,8 @@
 //! per call, which a machine shared with other work inflates much less than wall time).
 //! `RAYON_NUM_THREADS=2 cargo run --release -p diffusion-nn --example model_probe [mlp|dit|unet|whitebox]`
 //! (`PROBE_INFER_ONLY=1`: run inference only, for a profiler)
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -82,6 +84,7 @@ fn run<N: Network<f32>>(name: &str, mut model: N, batch: usize, reps: usize, tor
 }
 
 fn main() {
+    common::keep_freed_memory();
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     let reps: usize = std::env::args().nth(2).and_then(|v| v.parse().ok()).unwrap_or(5);
     let mut rng = Rng::new(1);
