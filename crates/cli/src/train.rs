@@ -11,7 +11,7 @@ use diffusion_train::{
 };
 use serde_json::json;
 
-use crate::trained::{AnyNet, Architecture, ModelSpec};
+use crate::trained::{AnyNet, Architecture, ModelSpec, TrainingData};
 
 /// The network to train.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -109,12 +109,38 @@ pub fn train(args: &Args, progress: bool) -> Result<(ModelSpec, f64)> {
     let data = crate::data::load(&args.dataset, args.num_data, args.seed)?;
     let architecture = architecture(args, data.samples.shape())?;
     let schedule = BetaSchedule::from_name(&args.schedule)?;
-    let spec = ModelSpec::new(architecture, args.prediction.parameterization(), schedule);
+    let data_options = TrainingData {
+        dataset: args.dataset.clone(),
+        num_data: args.num_data,
+        seed: args.seed,
+    };
+    let spec = ModelSpec {
+        data: Some(data_options.clone()),
+        ..ModelSpec::new(architecture, args.prediction.parameterization(), schedule)
+    };
     let sampler = LevelSampler::discrete(spec.alphas_cumprod()?)?;
     let mut trainer: Trainer<f64, AnyNet> = if args.resume {
         let saved = crate::trained::read_spec(&args.out)?;
-        if saved != spec {
+        let model_options = |s: &ModelSpec| ModelSpec {
+            data: None,
+            ..s.clone()
+        };
+        if model_options(&saved) != model_options(&spec) {
             bail!("--resume with different model or schedule options than the saved run: {saved:?}");
+        }
+        // A different dataset would continue the run silently on other data (older
+        // checkpoints did not record theirs: nothing to compare).
+        if let Some(d) = saved.data.as_ref().filter(|&d| *d != data_options) {
+            bail!(
+                "--resume must train on the run's data: it started with --dataset {} --num-data {} --seed {}, \
+                 not --dataset {} --num-data {} --seed {}",
+                d.dataset,
+                d.num_data,
+                d.seed,
+                data_options.dataset,
+                data_options.num_data,
+                data_options.seed
+            );
         }
         let mut trainer = Trainer::resume(&args.out, spec.build(args.seed)?, sampler)?;
         let done = trainer.steps_done();
@@ -298,6 +324,28 @@ mod tests {
         // Asking for no more steps than done is refused.
         let err = train(&tiny_dit(out.clone(), 10, true), false).unwrap_err();
         assert!(err.to_string().contains("already has 10 steps"), "{err}");
+    }
+
+    #[test]
+    fn resume_refuses_other_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("dit");
+        train(&tiny_dit(out.clone(), 2, false), false).unwrap();
+        let recorded = crate::trained::read_spec(&out).unwrap().data.unwrap();
+        assert_eq!(recorded.dataset, "shapes_rgb:8");
+        for change in [(|a: &mut Args| a.num_data = 64) as fn(&mut Args), |a| a.seed = 4] {
+            let mut other = tiny_dit(out.clone(), 4, true);
+            change(&mut other);
+            let err = train(&other, false).unwrap_err().to_string();
+            assert!(err.contains("must train on the run's data"), "{err}");
+            assert!(
+                err.contains("--dataset shapes_rgb:8 --num-data 32 --seed 3"),
+                "{err}"
+            );
+        }
+        // The same data resumes.
+        train(&tiny_dit(out.clone(), 4, true), false).unwrap();
+        assert_eq!(read_json(out.join(TRAINER_FILE))["step"], 4);
     }
 
     /// The sampler's model is the EMA file verbatim: averaged parameters and the buffers

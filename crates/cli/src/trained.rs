@@ -188,6 +188,18 @@ pub struct ModelSpec {
     /// What the network's output is (the training objective's target).
     pub prediction_type: Parameterization,
     pub schedule: DiscreteScheduleConfig,
+    /// The data the model was trained on (absent in checkpoints written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<TrainingData>,
+}
+
+/// The options that decide a training run's dataset: a resumed run must load the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingData {
+    pub dataset: String,
+    pub num_data: usize,
+    pub seed: u64,
 }
 
 /// The MLP-only format written before image models existed, still readable.
@@ -218,6 +230,7 @@ impl ModelSpec {
                 beta_end,
                 ..Default::default()
             },
+            data: None,
         }
     }
 
@@ -235,6 +248,7 @@ impl ModelSpec {
                     },
                     prediction_type: old.prediction_type,
                     schedule: old.schedule,
+                    data: None,
                 }),
                 _ => Err(anyhow::Error::new(e).context("the checkpoint's model config")),
             },

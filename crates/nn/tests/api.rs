@@ -120,9 +120,8 @@ fn checkpoint_round_trip_and_errors_name_the_tensor() {
         ..MlpConfig::default()
     };
     let a = MlpDenoiser::<f64>::new(cfg, &mut rng).unwrap();
-    let dir = std::env::temp_dir().join(format!("diffusion-nn-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("mlp.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.safetensors");
     checkpoint::save(&a, &path).unwrap();
     let mut b = MlpDenoiser::<f64>::new(cfg, &mut rng).unwrap();
     checkpoint::load(&mut b, &path).unwrap();
@@ -150,7 +149,7 @@ fn checkpoint_round_trip_and_errors_name_the_tensor() {
         "{err}"
     );
     // A file holding a different module: a missing tensor.
-    let other = dir.join("linear.safetensors");
+    let other = dir.path().join("linear.safetensors");
     checkpoint::save(
         &diffusion_nn::layers::Linear::<f64>::new(2, 2, true, &mut rng),
         &other,
@@ -166,7 +165,6 @@ fn checkpoint_round_trip_and_errors_name_the_tensor() {
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let err = checkpoint::load(&mut b, &path).unwrap_err();
     assert!(matches!(err, NnError::Safetensors { .. }), "{err}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

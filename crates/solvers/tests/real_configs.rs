@@ -84,9 +84,8 @@ fn stable_diffusion_config_loads_into_other_classes() {
 /// Python's json writes `-Infinity` as a bare token; config files with it load.
 #[test]
 fn python_infinity_tokens_load() {
-    let dir = std::env::temp_dir().join(format!("solvers-inf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("scheduler_config.json");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scheduler_config.json");
     std::fs::write(
         &path,
         r#"{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity, "prediction_type": "epsilon"}"#,
@@ -94,5 +93,4 @@ fn python_infinity_tokens_load() {
     .unwrap();
     let mut s = diffusion_solvers::from_config_file::<T>(&path).unwrap();
     s.set_timesteps(10).unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
 }

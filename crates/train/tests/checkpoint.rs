@@ -78,7 +78,8 @@ fn resume_continues_bit_identically() {
     let mut losses = Vec::new();
     straight.train(&ds, 2 * N, |s| losses.push(s.loss)).unwrap();
 
-    let dir = scratch_dir("resume").join("ckpt");
+    let scratch = scratch_dir("resume");
+    let dir = scratch.path().join("ckpt");
     let mut first = Trainer::new(Mlp::<f32>::new(2, 32, 2, 16, 3), sampler(), config()).unwrap();
     first.train(&ds, N, |_| {}).unwrap();
     first.save(&dir, &json!({"dim": 2, "hidden": 32})).unwrap();
@@ -121,7 +122,8 @@ fn resume_continues_bit_identically() {
 
 #[test]
 fn save_replaces_atomically_and_recovers_from_a_crash_between_renames() {
-    let root = scratch_dir("atomic");
+    let scratch = scratch_dir("atomic");
+    let root = scratch.path().to_path_buf();
     let dir = root.join("ckpt");
     let data = data();
     let ds = Dataset::new(&data).unwrap();
@@ -153,7 +155,8 @@ fn save_replaces_atomically_and_recovers_from_a_crash_between_renames() {
 
 #[test]
 fn weights_round_trip_in_both_precisions() {
-    let root = scratch_dir("roundtrip");
+    let scratch = scratch_dir("roundtrip");
+    let root = scratch.path().to_path_buf();
     let m = Mlp::<f64>::new(2, 8, 1, 4, 5);
     save_weights(&m, root.join("w64.safetensors")).unwrap();
     let mut back = Mlp::<f64>::new(2, 8, 1, 4, 6);
@@ -194,7 +197,8 @@ fn handmade(tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
 
 #[test]
 fn handmade_pytorch_style_file_with_half_precisions_loads() {
-    let root = scratch_dir("handmade");
+    let scratch = scratch_dir("handmade");
+    let root = scratch.path().to_path_buf();
     let path = root.join("h.safetensors");
     // f16 1.5 = 0x3E00, -2.0 = 0xC000; bf16 0.5 = 0x3F00, 3.0 = 0x4040; f32 0.25.
     let file = handmade(&[
@@ -233,7 +237,8 @@ fn expect_message(err: TrainError, parts: &[&str]) {
 
 #[test]
 fn missing_misshaped_extra_and_truncated_tensors_are_clear_errors() {
-    let root = scratch_dir("bad");
+    let scratch = scratch_dir("bad");
+    let root = scratch.path().to_path_buf();
     let path = root.join("w.safetensors");
     save_weights(&Mlp::<f32>::new(2, 8, 1, 4, 5), &path).unwrap();
     let before = Mlp::<f32>::new(2, 16, 1, 4, 1);
@@ -282,7 +287,8 @@ fn missing_misshaped_extra_and_truncated_tensors_are_clear_errors() {
 
 #[test]
 fn broken_checkpoints_are_errors() {
-    let root = scratch_dir("broken");
+    let scratch = scratch_dir("broken");
+    let root = scratch.path().to_path_buf();
     let dir = root.join("ckpt");
     let data = data();
     let ds = Dataset::new(&data).unwrap();
@@ -454,7 +460,8 @@ fn train_dit_with_ema(dir: &Path, steps: u64) -> (Trainer<f64, Dit<f64>>, Named)
 
 #[test]
 fn ema_file_is_a_complete_strictly_loadable_state_dict() {
-    let dir = scratch_dir("ema-complete").join("ckpt");
+    let scratch = scratch_dir("ema-complete");
+    let dir = scratch.path().join("ckpt");
     let (trained, oracle) = train_dit_with_ema(&dir, 4);
     let ema_path = dir.join("ema.safetensors");
     // Same tensor names as model.safetensors.
@@ -517,7 +524,8 @@ fn set_format_version(dir: &Path, version: u32) {
 
 #[test]
 fn version_1_checkpoints_with_parameter_only_ema_files_still_load() {
-    let dir = scratch_dir("ema-v1").join("ckpt");
+    let scratch = scratch_dir("ema-v1");
+    let dir = scratch.path().join("ckpt");
     let (trained, oracle) = train_dit_with_ema(&dir, 3);
     make_version_1(&dir, &trained);
 
@@ -545,7 +553,8 @@ fn version_1_checkpoints_with_parameter_only_ema_files_still_load() {
 
 #[test]
 fn damaged_or_unknown_ema_checkpoints_are_errors() {
-    let dir = scratch_dir("ema-bad").join("ckpt");
+    let scratch = scratch_dir("ema-bad");
+    let dir = scratch.path().join("ckpt");
     let (trained, _) = train_dit_with_ema(&dir, 1);
     // A version-2 checkpoint whose EMA file lacks the buffer is damaged: no fall back.
     make_version_1(&dir, &trained);
@@ -571,7 +580,8 @@ fn damaged_or_unknown_ema_checkpoints_are_errors() {
 
 #[test]
 fn runs_without_ema_load_their_raw_weights() {
-    let dir = scratch_dir("no-ema").join("ckpt");
+    let scratch = scratch_dir("no-ema");
+    let dir = scratch.path().join("ckpt");
     let data = data();
     let mut c = config();
     c.ema = None;
@@ -604,7 +614,8 @@ fn resume_can_extend_the_schedule_to_more_steps() {
     const TOTAL: u64 = 40;
     let data = data();
     let ds = Dataset::new(&data).unwrap();
-    let dir = scratch_dir("extend").join("ckpt");
+    let scratch = scratch_dir("extend");
+    let dir = scratch.path().join("ckpt");
     let mut first = Trainer::new(Mlp::<f32>::new(2, 16, 1, 8, 3), sampler(), config()).unwrap();
     first.train(&ds, FIRST, |_| {}).unwrap();
     first.save(&dir, &json!({})).unwrap();

@@ -216,18 +216,12 @@ pub fn shared_dir() -> Option<PathBuf> {
     p.is_dir().then_some(p)
 }
 
-/// A fresh empty scratch directory under the system temp dir.
-pub fn scratch_dir(tag: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let p = std::env::temp_dir().join(format!(
-        "diffusion-train-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
+/// A fresh empty scratch directory under the system temp dir, removed when dropped.
+pub fn scratch_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("diffusion-train-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// DDPM's linear beta schedule (1e-4 .. 0.02, N steps) as alphas_cumprod, in f64.
