@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use diffusion_core::{Noise, Rng};
-use diffusion_cuda::models::GpuDit;
+use diffusion_cuda::models::{GpuDit, GpuUNet};
 use diffusion_cuda::{CudaTensor, Gpu, Result, ops};
 use diffusion_nn::Parameters;
-use diffusion_nn::models::{Dit, DitConfig};
+use diffusion_nn::models::{Dit, DitConfig, UNet, UNetConfig};
 
 const LAUNCHES: usize = 10;
 const SAMPLES: usize = 9;
@@ -101,22 +101,34 @@ fn main() -> Result<()> {
         );
     }
 
-    // dit-tiny inference at batch 64 (compare: scripts/torch_dit_gpu.py), random weights in
-    // every layer so adaLN-Zero's zeros take no shortcut.
+    // The reference models' inference at the CPU benchmark's batches (compare:
+    // scripts/torch_gpu.py), random weights in every layer so adaLN-Zero's zeros take no
+    // shortcut.
     let mut rng = Rng::new(1);
-    let mut dit = Dit::<f32>::new(DitConfig::default(), &mut rng).expect("dit-tiny");
-    dit.visit_mut(&mut |_, p| {
+    let mut randomize = |p: &mut diffusion_nn::Param<f32>| {
         let mut z = vec![0.0; p.value.len()];
         rng.fill_normal(&mut z);
         for (v, z) in p.value.iter_mut().zip(z) {
             *v = (0.05 * z) as f32;
         }
-    });
-    let model = GpuDit::from_cpu(&gpu, &dit)?;
-    let batch = 64;
+    };
+    let mut dit = Dit::<f32>::new(DitConfig::default(), &mut Rng::new(2)).expect("dit-tiny");
+    dit.visit_mut(&mut |_, p| randomize(p));
+    let dit = GpuDit::from_cpu(&gpu, &dit)?;
+    let mut unet = UNet::<f32>::new(UNetConfig::default(), &mut Rng::new(3)).expect("unet-small");
+    unet.visit_mut(&mut |_, p| randomize(p));
+    let unet = GpuUNet::from_cpu(&gpu, &unet)?;
+    let timesteps = |batch: usize| -> Vec<f32> { (0..batch).map(|i| ((i * 37) % 1000) as f32).collect() };
+    let (batch, t) = (64, timesteps(64));
     let x = random(&gpu, batch * 4 * 16 * 16, 10)?.reshape(&[batch, 4, 16, 16])?;
-    let t: Vec<f32> = (0..batch).map(|i| ((i * 37) % 1000) as f32).collect();
-    let secs = median_seconds(&gpu, || model.infer(&x, &t, None).map(|_| ()))?;
+    let secs = median_seconds(&gpu, || dit.infer(&x, &t, None).map(|_| ()))?;
     println!("dit-tiny inference, batch {batch} (GpuDit): {:.3} ms", secs * 1e3);
+    let (batch, t) = (16, timesteps(16));
+    let x = random(&gpu, batch * 3 * 32 * 32, 11)?.reshape(&[batch, 3, 32, 32])?;
+    let secs = median_seconds(&gpu, || unet.infer(&x, &t).map(|_| ()))?;
+    println!(
+        "unet-small inference, batch {batch} (GpuUNet): {:.3} ms",
+        secs * 1e3
+    );
     Ok(())
 }

@@ -2,10 +2,11 @@
 // (DiT inference). One thread per output element, grid-stride; pure data movement or one
 // add, so f32 arithmetic matches the CPU's f32 operations exactly.
 
-// y[i] += v[i % period]: a bias over rows (period = columns) or a table repeated per batch
-// item (period = tokens * dim, e.g. positional embeddings).
-extern "C" __global__ void add_periodic_f32(float* y, const float* v, u64 n, u64 period) {
-    GRID_STRIDE(i, n) y[i] = y[i] + v[(u64)i % period];
+// y[i] += v[(i / block) % period]: a bias over rows (block 1, period = columns), a table
+// repeated per batch item (block 1, period = tokens * dim), a value per channel plane of an
+// NCHW tensor (block = spatial size, period = channels or batch * channels).
+extern "C" __global__ void add_broadcast_f32(float* y, const float* v, u64 n, u64 block, u64 period) {
+    GRID_STRIDE(i, n) y[i] = y[i] + v[((u64)i / block) % period];
 }
 
 // h[b, t, d] += g[b, d] * f[b, t, d]: adaLN-Zero's gated residual.
@@ -68,5 +69,40 @@ extern "C" __global__ void merge_heads_f32(const float* x, float* out, int B, in
         int t = (int)((i / ((i64)Dh * H)) % T);
         i64 b = i / ((i64)Dh * H * T);
         out[i] = x[((b * H + h) * T + t) * Dh + e];
+    }
+}
+
+// [B, Ca, S] and [B, Cb, S] to [B, Ca + Cb, S], the second multiplied by `scale` (a UNet's
+// long skip, concatenated after the decoder's channels).
+extern "C" __global__ void concat_channels_f32(const float* a, const float* b, float* out, int B, int Ca, int Cb,
+                                               i64 S, float scale) {
+    i64 total = (i64)B * (Ca + Cb) * S;
+    GRID_STRIDE(i, total) {
+        i64 s = i % S;
+        int c = (int)((i / S) % (Ca + Cb));
+        i64 n = i / (S * (Ca + Cb));
+        out[i] = c < Ca ? a[(n * Ca + c) * S + s] : b[(n * Cb + (c - Ca)) * S + s] * scale;
+    }
+}
+
+// Nearest-neighbour x2 upsampling of [P, H, W] planes to [P, 2H, 2W].
+extern "C" __global__ void upsample2_f32(const float* x, float* out, i64 P, int H, int W) {
+    i64 total = P * 4 * H * W;
+    GRID_STRIDE(i, total) {
+        int ox = (int)(i % (2 * W));
+        int oy = (int)((i / (2 * W)) % (2 * H));
+        i64 p = i / (4 * (i64)H * W);
+        out[i] = x[(p * H + oy / 2) * W + ox / 2];
+    }
+}
+
+// Batched transpose [B, R, C] to [B, C, R].
+extern "C" __global__ void transpose_f32(const float* x, float* out, int B, int R, int C) {
+    i64 total = (i64)B * R * C;
+    GRID_STRIDE(i, total) {
+        int r = (int)(i % R);
+        int c = (int)((i / R) % C);
+        i64 b = i / ((i64)R * C);
+        out[i] = x[(b * R + r) * C + c];
     }
 }

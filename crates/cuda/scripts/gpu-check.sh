@@ -52,7 +52,9 @@ run() {
     echo "== gpu_bench"
     "$BIN/gpu_bench" "${GPU_BENCH_ELEMENTS:-268435456}" 2>&1 | tee "$out/gpu_bench.txt" || status=1
     echo "== PyTorch eager on the same GPU"
-    python3 crates/cuda/scripts/torch_dit_gpu.py --batch 64 2>&1 | tee -a "$out/gpu_bench.txt" || status=1
+    for model in dit-tiny unet-small; do
+        python3 crates/cuda/scripts/torch_gpu.py --model $model 2>&1 | tee -a "$out/gpu_bench.txt" || status=1
+    done
     return $status
 }
 

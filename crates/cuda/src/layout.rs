@@ -15,26 +15,37 @@ type T32 = CudaTensor<f32>;
 /// `y[i] += v[i % v.len()]` in place: a bias over the rows of `y` (`v` one row long) or a
 /// table repeated for every batch item.
 pub fn add_periodic(y: &mut T32, v: &T32) -> Result<()> {
+    add_per_block(y, v, 1)
+}
+
+/// `y[i] += v[(i / block) % v.len()]` in place: with `block` = the spatial size of an NCHW
+/// tensor, one value per channel plane (`v`: `[channels]` or `[batch, channels]`).
+pub fn add_per_block(y: &mut T32, v: &T32, block: usize) -> Result<()> {
     let (n, period) = (y.len(), v.len());
     if n == 0 {
         return Ok(());
     }
-    if period == 0 || !n.is_multiple_of(period) {
+    if block == 0 || period == 0 || !n.is_multiple_of(block * period) {
         return Err(crate::CudaError::ShapeMismatch {
-            context: "add_periodic: y's length must be a multiple of v's",
-            expected: vec![period],
+            context: "add_per_block: y's length must be a multiple of block * v's length",
+            expected: vec![block, period],
             got: y.shape().to_vec(),
         });
     }
-    y.check_device(v, "add_periodic")?;
+    y.check_device(v, "add_per_block")?;
     let gpu = y.gpu().clone();
-    let f = gpu.function(&LAYOUT, "add_periodic_f32")?;
+    let f = gpu.function(&LAYOUT, "add_broadcast_f32")?;
     let vb = v.readable()?;
-    let (n64, p64) = (n as u64, period as u64);
+    let (n64, b64, p64) = (n as u64, block as u64, period as u64);
     let mut launch = gpu.stream().launch_builder(&f);
-    launch.arg(y.unique()?).arg(vb.as_ref()).arg(&n64).arg(&p64);
-    // SAFETY: the kernel reads v[i % period] and updates y[i] for i < n.
-    unsafe { launch.launch(grid_1d(n)) }.map_err(driver_err("add_periodic"))?;
+    launch
+        .arg(y.unique()?)
+        .arg(vb.as_ref())
+        .arg(&n64)
+        .arg(&b64)
+        .arg(&p64);
+    // SAFETY: the kernel reads v[(i / block) % period] and updates y[i] for i < n.
+    unsafe { launch.launch(grid_1d(n)) }.map_err(driver_err("add_per_block"))?;
     Ok(())
 }
 
@@ -66,7 +77,7 @@ pub fn gate_add(h: &mut T32, f: &T32, gate: &T32, (b, t, d): (usize, usize, usiz
 }
 
 /// One launch of a permutation kernel `name(src, dst, i32 dims...)` over `dst.len()` threads.
-fn permute(name: &str, src: &T32, dst: &mut T32, dims: [usize; 4]) -> Result<()> {
+fn permute(name: &str, src: &T32, dst: &mut T32, dims: &[usize]) -> Result<()> {
     expect_len("layout source", src, dst.len())?;
     if dst.is_empty() {
         return Ok(());
@@ -75,21 +86,16 @@ fn permute(name: &str, src: &T32, dst: &mut T32, dims: [usize; 4]) -> Result<()>
     let gpu = src.gpu().clone();
     let f = gpu.function(&LAYOUT, name)?;
     let sb = src.readable()?;
-    let d = [
-        to_i32("dim", dims[0])?,
-        to_i32("dim", dims[1])?,
-        to_i32("dim", dims[2])?,
-        to_i32("dim", dims[3])?,
-    ];
+    let dims = dims
+        .iter()
+        .map(|&d| to_i32("dim", d))
+        .collect::<Result<Vec<i32>>>()?;
     let n = dst.len();
     let mut launch = gpu.stream().launch_builder(&f);
-    launch
-        .arg(sb.as_ref())
-        .arg(dst.writable()?)
-        .arg(&d[0])
-        .arg(&d[1])
-        .arg(&d[2])
-        .arg(&d[3]);
+    launch.arg(sb.as_ref()).arg(dst.writable()?);
+    for d in &dims {
+        launch.arg(d);
+    }
     // SAFETY: src and dst hold the same number of elements (checked), the kernel maps each
     // destination index below n to a source index below n.
     unsafe { launch.launch(grid_1d(n)) }.map_err(driver_err("layout"))?;
@@ -101,7 +107,7 @@ fn permute(name: &str, src: &T32, dst: &mut T32, dims: [usize; 4]) -> Result<()>
 pub fn patch_rows(x: &T32, (b, c, s, p): (usize, usize, usize, usize), out: &mut T32) -> Result<()> {
     check_patches(b, c, s, p)?;
     expect_len("patch_rows x", x, b * c * s * s)?;
-    permute("patch_rows_f32", x, out, [b, c, s, p])
+    permute("patch_rows_f32", x, out, &[b, c, s, p])
 }
 
 /// Patch tokens `[b, (s/p)^2, p*p*c]` (features `(kh, kw, c)`, as `diffusion_nn`'s
@@ -109,7 +115,7 @@ pub fn patch_rows(x: &T32, (b, c, s, p): (usize, usize, usize, usize), out: &mut
 pub fn unpatchify(tokens: &T32, (b, c, s, p): (usize, usize, usize, usize), out: &mut T32) -> Result<()> {
     check_patches(b, c, s, p)?;
     expect_len("unpatchify out", out, b * c * s * s)?;
-    permute("unpatchify_f32", tokens, out, [b, c, s, p])
+    permute("unpatchify_f32", tokens, out, &[b, c, s, p])
 }
 
 fn check_patches(b: usize, c: usize, s: usize, p: usize) -> Result<()> {
@@ -125,11 +131,79 @@ fn check_patches(b: usize, c: usize, s: usize, p: usize) -> Result<()> {
 /// `[b, t, h*dh]` to `[b*h, t, dh]`.
 pub fn split_heads(x: &T32, (b, t, h, dh): (usize, usize, usize, usize), out: &mut T32) -> Result<()> {
     expect_len("split_heads x", x, b * t * h * dh)?;
-    permute("split_heads_f32", x, out, [b, t, h, dh])
+    permute("split_heads_f32", x, out, &[b, t, h, dh])
 }
 
 /// `[b*h, t, dh]` to `[b, t, h*dh]`.
 pub fn merge_heads(x: &T32, (b, t, h, dh): (usize, usize, usize, usize), out: &mut T32) -> Result<()> {
     expect_len("merge_heads x", x, b * t * h * dh)?;
-    permute("merge_heads_f32", x, out, [b, t, h, dh])
+    permute("merge_heads_f32", x, out, &[b, t, h, dh])
+}
+
+/// `[n, ca, s]` and `[n, cb, s]` to `[n, ca + cb, s]`, the second multiplied by `scale`.
+pub fn concat_channels(
+    a: &T32,
+    b: &T32,
+    (n, ca, cb, s): (usize, usize, usize, usize),
+    scale: f32,
+    out: &mut T32,
+) -> Result<()> {
+    expect_len("concat a", a, n * ca * s)?;
+    expect_len("concat b", b, n * cb * s)?;
+    expect_len("concat out", out, n * (ca + cb) * s)?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    out.check_device(a, "concat_channels")?;
+    out.check_device(b, "concat_channels")?;
+    let gpu = a.gpu().clone();
+    let f = gpu.function(&LAYOUT, "concat_channels_f32")?;
+    let (ab, bb) = (a.readable()?, b.readable()?);
+    let (ni, cai, cbi) = (to_i32("n", n)?, to_i32("ca", ca)?, to_i32("cb", cb)?);
+    let s64 = s as i64;
+    let len = out.len();
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch
+        .arg(ab.as_ref())
+        .arg(bb.as_ref())
+        .arg(out.writable()?)
+        .arg(&ni)
+        .arg(&cai)
+        .arg(&cbi)
+        .arg(&s64)
+        .arg(&scale);
+    // SAFETY: lengths checked above.
+    unsafe { launch.launch(grid_1d(len)) }.map_err(driver_err("concat_channels"))?;
+    Ok(())
+}
+
+/// Nearest-neighbour x2 upsampling of `planes` `[h, w]` planes to `[2h, 2w]`.
+pub fn upsample2(x: &T32, (planes, h, w): (usize, usize, usize), out: &mut T32) -> Result<()> {
+    expect_len("upsample2 x", x, planes * h * w)?;
+    expect_len("upsample2 out", out, planes * 4 * h * w)?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    out.check_device(x, "upsample2")?;
+    let gpu = x.gpu().clone();
+    let f = gpu.function(&LAYOUT, "upsample2_f32")?;
+    let xb = x.readable()?;
+    let (p64, hi, wi) = (planes as i64, to_i32("h", h)?, to_i32("w", w)?);
+    let len = out.len();
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch
+        .arg(xb.as_ref())
+        .arg(out.writable()?)
+        .arg(&p64)
+        .arg(&hi)
+        .arg(&wi);
+    // SAFETY: lengths checked above.
+    unsafe { launch.launch(grid_1d(len)) }.map_err(driver_err("upsample2"))?;
+    Ok(())
+}
+
+/// Batched transpose `[b, r, c]` to `[b, c, r]`.
+pub fn transpose(x: &T32, (b, r, c): (usize, usize, usize), out: &mut T32) -> Result<()> {
+    expect_len("transpose x", x, b * r * c)?;
+    permute("transpose_f32", x, out, &[b, r, c])
 }

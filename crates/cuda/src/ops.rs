@@ -414,6 +414,33 @@ pub fn gemm_batched(
     c: &mut T32,
 ) -> Result<()> {
     expect_len("gemm a", a, batch * m * k)?;
+    gemm_strided(a, m * k, b, batch, (m, k, n), (trans_a, trans_b), c)
+}
+
+/// [`gemm_batched`] with one `a` for every batch item: `c[p] = op(a) op(b[p])` (a
+/// convolution's weights against each image's columns).
+pub fn gemm_shared_a(
+    a: &T32,
+    b: &T32,
+    batch: usize,
+    (m, k, n): (usize, usize, usize),
+    trans_a: bool,
+    trans_b: bool,
+    c: &mut T32,
+) -> Result<()> {
+    expect_len("gemm a", a, m * k)?;
+    gemm_strided(a, 0, b, batch, (m, k, n), (trans_a, trans_b), c)
+}
+
+fn gemm_strided(
+    a: &T32,
+    stride_a: usize,
+    b: &T32,
+    batch: usize,
+    (m, k, n): (usize, usize, usize),
+    (trans_a, trans_b): (bool, bool),
+    c: &mut T32,
+) -> Result<()> {
     expect_len("gemm b", b, batch * k * n)?;
     expect_len("gemm c", c, batch * m * n)?;
     if batch * m * n == 0 {
@@ -450,10 +477,11 @@ pub fn gemm_batched(
         },
         batch_size: to_i32("batch", batch)?,
         stride_a: (k * n) as i64,
-        stride_b: (m * k) as i64,
+        stride_b: stride_a as i64,
         stride_c: (m * n) as i64,
     };
-    // SAFETY: buffer lengths match the strides and leading dimensions checked above.
+    // SAFETY: buffer lengths match the strides and leading dimensions checked above (a
+    // stride of 0 reads the one `a` for every item).
     unsafe { blas.gemm_strided_batched(cfg, bb.as_ref(), ab.as_ref(), c.writable()?) }.map_err(|e| {
         CudaError::Cublas {
             context: "gemm_strided_batched",

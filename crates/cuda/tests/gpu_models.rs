@@ -5,12 +5,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use diffusion_core::Parameterization;
 use diffusion_core::{Rng, Tensor};
 use diffusion_cuda::layout::{merge_heads, patch_rows, split_heads};
-use diffusion_cuda::models::GpuDit;
+use diffusion_cuda::models::{GpuDit, GpuDitDenoiser, GpuUNet};
 use diffusion_cuda::{CudaError, CudaTensor, Gpu, gpu_required};
-use diffusion_nn::models::{Dit, DitConfig};
-use diffusion_nn::{Network, Parameters};
+use diffusion_nn::models::{Dit, DitConfig, SkipScaling, UNet, UNetConfig};
+use diffusion_nn::{Network, NetworkDenoiser, Parameters};
+use diffusion_solvers::{by_name, sample_all};
 use ndarray::{ArrayD, IxDyn};
 
 fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
@@ -37,8 +39,16 @@ fn normals(rng: &mut Rng, n: usize, scale: f64) -> Vec<f64> {
 /// an f64 model.
 fn twin_dits(cfg: DitConfig, seed: u64) -> (Dit<f32>, Dit<f64>) {
     let mut rng = Rng::new(seed);
-    let mut lo = Dit::<f32>::new(cfg, &mut rng).unwrap();
-    let mut hi = Dit::<f64>::new(cfg, &mut rng).unwrap();
+    let lo = Dit::<f32>::new(cfg, &mut rng).unwrap();
+    let hi = Dit::<f64>::new(cfg, &mut rng).unwrap();
+    same_random_weights(lo, hi, &mut rng)
+}
+
+fn same_random_weights<L: Parameters<f32>, H: Parameters<f64>>(
+    mut lo: L,
+    mut hi: H,
+    rng: &mut Rng,
+) -> (L, H) {
     let mut values: HashMap<String, Vec<f64>> = HashMap::new();
     lo.visit_mut(&mut |name, p| {
         let fan_in = p
@@ -47,7 +57,7 @@ fn twin_dits(cfg: DitConfig, seed: u64) -> (Dit<f32>, Dit<f64>) {
             .get(1..)
             .map_or(1, |s| s.iter().product::<usize>())
             .max(1);
-        let v: Vec<f64> = normals(&mut rng, p.value.len(), 1.0 / (fan_in as f64).sqrt())
+        let v: Vec<f64> = normals(rng, p.value.len(), 1.0 / (fan_in as f64).sqrt())
             .into_iter()
             .map(|x| f64::from(x as f32))
             .collect();
@@ -181,4 +191,101 @@ fn layout_permutations_match_their_index_formulas() {
             }
         }
     }
+}
+
+/// Sampling end to end on the device (scheduler steps and the DiT both on the GPU) gives the
+/// samples of the same scheduler and model on the CPU, deterministic and ancestral.
+#[test]
+fn gpu_dit_samples_like_the_cpu_model() {
+    let Some(gpu) = gpu_or_skip("gpu_dit_samples_like_the_cpu_model") else {
+        return;
+    };
+    let cfg = DitConfig {
+        depth: 2,
+        ..DitConfig::default()
+    };
+    let (lo, _) = twin_dits(cfg, 7);
+    let gpu_model = GpuDitDenoiser {
+        model: GpuDit::from_cpu(&gpu, &lo).unwrap(),
+        parameterization: Parameterization::Epsilon,
+        cond: None,
+    };
+    let cpu_model = NetworkDenoiser::new(lo, Parameterization::Epsilon);
+    let shape = [2, cfg.in_ch, cfg.size, cfg.size];
+    let noise: Vec<f64> = normals(&mut Rng::new(8), shape.iter().product(), 1.0);
+    let x_cpu = ArrayD::from_shape_vec(IxDyn(&shape), noise.iter().map(|&v| v as f32).collect()).unwrap();
+    let x_gpu = CudaTensor::<f32>::from_f64(&gpu, &shape, &noise).unwrap();
+    for name in ["dpm_solver_multistep", "euler_ancestral"] {
+        let config = serde_json::json!({});
+        let mut cpu_s = by_name::<ArrayD<f32>>(name, &config).unwrap();
+        let mut gpu_s = by_name::<CudaTensor<f32>>(name, &config).unwrap();
+        cpu_s.set_timesteps(10).unwrap();
+        gpu_s.set_timesteps(10).unwrap();
+        let want = sample_all(cpu_s.as_mut(), &cpu_model, &x_cpu, Some(&mut Rng::new(9))).unwrap();
+        let got = sample_all(gpu_s.as_mut(), &gpu_model, &x_gpu, Some(&mut Rng::new(9))).unwrap();
+        let want: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
+        let e = rel(&got.to_host_f64().unwrap(), &want);
+        eprintln!("{name}: 10 steps with dit on the GPU vs the CPU: relative difference {e:.2e}");
+        assert!(e < 1e-4, "{name}: GPU and CPU samples differ by {e:e}");
+    }
+}
+
+fn check_unet(gpu: &Arc<Gpu>, cfg: UNetConfig, batch: usize, skip_tuning: Option<Vec<f64>>) {
+    let mut rng = Rng::new(11);
+    let lo = UNet::<f32>::new(cfg.clone(), &mut rng).unwrap();
+    let hi = UNet::<f64>::new(cfg.clone(), &mut rng).unwrap();
+    let (mut lo, mut hi) = same_random_weights(lo, hi, &mut rng);
+    lo.inference_skip_scales = skip_tuning.clone();
+    hi.inference_skip_scales = skip_tuning;
+    let shape = [batch, cfg.in_ch, cfg.size, cfg.size];
+    let x: Vec<f64> = normals(&mut Rng::new(12), shape.iter().product(), 1.0)
+        .into_iter()
+        .map(|v| f64::from(v as f32))
+        .collect();
+    let t: Vec<f64> = (0..batch).map(|i| (311 * i % 1000) as f64).collect();
+    let x64 = ArrayD::from_shape_vec(IxDyn(&shape), x.clone()).unwrap();
+    let t32: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+    let want: Vec<f64> = hi.infer(&x64, &t, None).unwrap().iter().copied().collect();
+    let cpu32: Vec<f64> = lo
+        .infer(&x64.mapv(|v| v as f32), &t32, None)
+        .unwrap()
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    let model = GpuUNet::from_cpu(gpu, &lo).unwrap();
+    let got = model
+        .infer(&CudaTensor::<f32>::from_f64(gpu, &shape, &x).unwrap(), &t32)
+        .unwrap();
+    assert_eq!(got.shape(), &shape);
+    let got = got.to_host_f64().unwrap();
+    let (e_gpu, e_cpu) = (rel(&got, &want), rel(&cpu32, &want));
+    eprintln!(
+        "unet base {} mults {:?} {:?} batch {batch}: GPU f32 vs CPU f64 {e_gpu:.2e} (CPU f32 vs CPU f64 {e_cpu:.2e})",
+        cfg.base, cfg.mults, cfg.skip_scaling
+    );
+    assert!(
+        e_gpu < 1e-4,
+        "GPU UNet differs from the f64 CPU model by {e_gpu:e}"
+    );
+    assert!(
+        e_gpu < 10.0 * e_cpu + 1e-6,
+        "GPU error {e_gpu:e} is far above f32 rounding ({e_cpu:e})"
+    );
+}
+
+#[test]
+fn gpu_unet_matches_the_cpu_model() {
+    let Some(gpu) = gpu_or_skip("gpu_unet_matches_the_cpu_model") else {
+        return;
+    };
+    check_unet(&gpu, UNetConfig::default(), 2, None);
+    // ScaleLong skips and Skip-Tuning factors, a smaller net.
+    let small = UNetConfig {
+        base: 32,
+        size: 16,
+        groups: 8,
+        skip_scaling: SkipScaling::Constant(0.7),
+        ..UNetConfig::default()
+    };
+    check_unet(&gpu, small, 3, Some(vec![1.0, 0.9, 0.8, 1.1, 0.95, 1.05, 0.85]));
 }

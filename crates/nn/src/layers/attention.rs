@@ -65,6 +65,10 @@ impl<A: Float> MultiheadAttention<A> {
         self.embed
     }
 
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
     fn check(&self, shape: &[usize], what: &str) -> Result<(usize, usize)> {
         if shape.len() != 3 || shape[2] != self.embed {
             return Err(NnError::Shape {

@@ -284,6 +284,20 @@ impl<A: Float> Conv<A> {
         self.weight.value.shape()[0]
     }
 
+    /// Stride per spatial axis.
+    pub fn stride(&self) -> &[usize] {
+        &self.stride[3 - self.rank..]
+    }
+
+    /// Zero padding per spatial axis.
+    pub fn padding(&self) -> &[usize] {
+        &self.pad[3 - self.rank..]
+    }
+
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
     fn kernel3(&self) -> [usize; 3] {
         to3(&self.weight.value.shape()[2..], 1)
     }

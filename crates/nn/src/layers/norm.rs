@@ -265,6 +265,14 @@ impl<A: Float> GroupNorm<A> {
         self.channels
     }
 
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
     /// `x: [batch, channels, spatial...]` as a slice; `spatial` = product of spatial dims.
     pub(crate) fn forward_slice(&self, x: &[A], spatial: usize) -> (Vec<A>, NormCache<A>) {
         let block = self.channels / self.groups * spatial;

@@ -495,6 +495,16 @@ impl<A: Float> UNet<A> {
         self.n_skips
     }
 
+    /// The factor skip `j` is multiplied by before concatenation: its training-time scale,
+    /// times the Skip-Tuning factor at `inference`.
+    pub fn skip_factor(&self, j: usize, inference: bool) -> A {
+        let factor = self.skip_scale(j);
+        match (&self.inference_skip_scales, inference) {
+            (Some(extra), true) => factor * cast(extra.get(j).copied().unwrap_or(1.0)),
+            _ => factor,
+        }
+    }
+
     /// The training-time scale of skip `j`.
     fn skip_scale(&self, j: usize) -> A {
         match (&self.cfg.skip_scaling, &self.skip_scales) {
@@ -539,10 +549,7 @@ impl<A: Float> UNet<A> {
                 Stage::Res(..) => {
                     next_skip -= 1;
                     let sk = &skips[next_skip];
-                    let mut factor = self.skip_scale(next_skip);
-                    if inference && let Some(extra) = &self.inference_skip_scales {
-                        factor = factor * cast(extra.get(next_skip).copied().unwrap_or(1.0));
-                    }
+                    let factor = self.skip_factor(next_skip, inference);
                     let (hc, sc) = (h.s[1], sk.s[1]);
                     let sp = h.spatial();
                     let mut cat = Vec::with_capacity(h.d.len() + sk.d.len());

@@ -1,6 +1,7 @@
-"""PyTorch eager dit-tiny inference on the GPU, timed the way examples/gpu_bench.rs times ours.
+"""PyTorch eager inference of the reference models on the GPU, timed the way
+examples/gpu_bench.rs times ours.
 
-Usage: python3 crates/cuda/scripts/torch_dit_gpu.py [--batch 64]
+Usage: python3 crates/cuda/scripts/torch_gpu.py [--model dit-tiny|unet-small] [--batch N]
 Same architecture (benches/pytorch/models.py), float32 with TF32 off (ours is plain f32
 cuBLAS), eval mode, no autograd; each sample is 10 back-to-back calls between
 synchronizations, median of 9 samples after 3 warm-up calls. Random weights everywhere
@@ -16,21 +17,23 @@ from models import build  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--model", default="dit-tiny")
+    ap.add_argument("--batch", type=int, default=None, help="default: the CPU benchmark's batch")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
     # models.py makes its timestep frequencies with a bare torch.arange: on the GPU too.
     torch.set_default_device("cuda")
-    model, shape, _ = build("dit-tiny")
+    model, shape, batch = build(args.model)
+    batch = args.batch or batch
     model = model.eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
                 p.normal_(0.0, 1.0 / max(1, p[0].numel()) ** 0.5 if p.dim() > 1 else 0.1)
-    x = torch.randn(args.batch, *shape, device="cuda")
-    t = torch.randint(0, 1000, (args.batch,), device="cuda")
+    x = torch.randn(batch, *shape, device="cuda")
+    t = torch.randint(0, 1000, (batch,), device="cuda")
     with torch.no_grad():
         for _ in range(3):
             model(x, t)
@@ -43,7 +46,7 @@ def main():
             torch.cuda.synchronize()
             samples.append((time.perf_counter() - t0) / 10)
     ms = statistics.median(samples) * 1e3
-    print(f"pytorch {torch.__version__} eager dit-tiny batch {args.batch}: {ms:.3f} ms "
+    print(f"pytorch {torch.__version__} eager {args.model} batch {batch}: {ms:.3f} ms "
           f"({torch.cuda.get_device_name()})")
 
 

@@ -1,48 +1,22 @@
-//! Whole networks on the GPU, built from a CPU model of `diffusion-nn` (so weights load the
-//! one way they already do: safetensors into the CPU model, then [`GpuDit::from_cpu`]).
+//! DiT inference on the GPU.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use diffusion_core::Tensor;
+use diffusion_core::{Denoiser, NoiseLevel, Parameterization, Tensor};
 use diffusion_nn::Parameters;
 use diffusion_nn::layers::timestep_embedding;
 use diffusion_nn::models::{Dit, DitConfig};
 
+use crate::Gpu;
 use crate::error::{CudaError, Result};
 use crate::layout::{add_periodic, gate_add, merge_heads, patch_rows, split_heads, unpatchify};
-use crate::ops::{adaln_modulate, attention, gelu_tanh, gemm_batched, layer_norm, silu};
-use crate::{CudaTensor, Gpu};
+use crate::ops::{adaln_modulate, attention, gelu_tanh, layer_norm, silu};
 
-type T32 = CudaTensor<f32>;
+use super::{GpuLinear, T32};
 
 /// DiT's LayerNorm epsilon (no affine part), as in the reference model.
 const NORM_EPS: f64 = 1e-6;
-
-/// A linear layer on the device: `y = x w^T + b` for `x: [rows, inputs]`.
-struct GpuLinear {
-    weight: T32,
-    bias: T32,
-    inputs: usize,
-    outputs: usize,
-}
-
-impl GpuLinear {
-    fn forward(&self, x: &T32, rows: usize) -> Result<T32> {
-        let mut y = T32::zeros(x.gpu(), &[rows, self.outputs]);
-        gemm_batched(
-            x,
-            &self.weight,
-            1,
-            (rows, self.inputs, self.outputs),
-            false,
-            true,
-            &mut y,
-        )?;
-        add_periodic(&mut y, &self.bias)?;
-        Ok(y)
-    }
-}
 
 /// The CPU model's tensors by name (parameters and buffers), as f32.
 struct Weights(HashMap<String, (Vec<usize>, Vec<f32>)>);
@@ -95,24 +69,7 @@ impl Weights {
                 self.get(&format!("{prefix}.bias"))?,
             )
         };
-        let rows = |v: &[f32], width: usize| -> Result<Vec<f32>> {
-            v.get(r0 * width..(r0 + outputs) * width)
-                .map(<[f32]>::to_vec)
-                .ok_or_else(|| CudaError::InvalidArgument {
-                    name: "weights",
-                    reason: format!(
-                        "`{prefix}` has {} values, fewer than rows {r0}..{}",
-                        v.len(),
-                        r0 + outputs
-                    ),
-                })
-        };
-        Ok(GpuLinear {
-            weight: T32::from_host(gpu, &[outputs, inputs], &rows(w, inputs)?)?,
-            bias: T32::from_host(gpu, &[outputs], &rows(b, 1)?)?,
-            inputs,
-            outputs,
-        })
+        GpuLinear::from_rows(gpu, w, Some(b), r0, outputs, inputs)
     }
 }
 
@@ -294,5 +251,28 @@ impl GpuDit {
         let mut y = T32::zeros(gpu, &[batch, c_in, s, s]);
         unpatchify(&o, (batch, c_in, s, p), &mut y)?;
         Ok(y)
+    }
+}
+
+/// A [`GpuDit`] as a solver's model: the GPU counterpart of `diffusion_nn::NetworkDenoiser`
+/// (the noise level's timestep for every item, optional class labels bound in), so every
+/// scheduler samples on the device end to end.
+#[derive(Debug)]
+pub struct GpuDitDenoiser {
+    pub model: GpuDit,
+    pub parameterization: Parameterization,
+    /// Class labels bound into the model (one per batch item), if any.
+    pub cond: Option<Vec<usize>>,
+}
+
+impl Denoiser<T32> for GpuDitDenoiser {
+    fn parameterization(&self) -> Parameterization {
+        self.parameterization
+    }
+
+    fn predict(&self, x: &T32, level: NoiseLevel) -> diffusion_core::Result<T32> {
+        let batch = x.shape().first().copied().unwrap_or(0);
+        let t = vec![level.timestep as f32; batch];
+        Ok(self.model.infer(x, &t, self.cond.as_deref())?)
     }
 }

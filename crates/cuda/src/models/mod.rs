@@ -1,0 +1,85 @@
+//! Whole networks on the GPU, built from a CPU model of `diffusion-nn` (so weights load the
+//! one way they already do: safetensors into the CPU model, then `from_cpu`).
+
+mod dit;
+mod unet;
+
+use std::sync::Arc;
+
+use diffusion_nn::layers::Linear;
+
+pub use dit::{GpuDit, GpuDitDenoiser};
+pub use unet::GpuUNet;
+
+use crate::error::{CudaError, Result};
+use crate::layout::add_periodic;
+use crate::ops::gemm_batched;
+use crate::{CudaTensor, Gpu};
+
+type T32 = CudaTensor<f32>;
+
+/// A linear layer on the device: `y = x w^T + b` for `x: [rows, inputs]`.
+pub(crate) struct GpuLinear {
+    weight: T32,
+    bias: Option<T32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl GpuLinear {
+    pub(crate) fn forward(&self, x: &T32, rows: usize) -> Result<T32> {
+        let mut y = T32::zeros(x.gpu(), &[rows, self.outputs]);
+        gemm_batched(
+            x,
+            &self.weight,
+            1,
+            (rows, self.inputs, self.outputs),
+            false,
+            true,
+            &mut y,
+        )?;
+        if let Some(b) = &self.bias {
+            add_periodic(&mut y, b)?;
+        }
+        Ok(y)
+    }
+
+    /// Rows `r0 .. r0 + outputs` of a weight `[*, inputs]` (row-major) and of its bias.
+    pub(crate) fn from_rows(
+        gpu: &Arc<Gpu>,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        r0: usize,
+        outputs: usize,
+        inputs: usize,
+    ) -> Result<Self> {
+        let rows = |v: &[f32], width: usize| -> Result<Vec<f32>> {
+            v.get(r0 * width..(r0 + outputs) * width)
+                .map(<[f32]>::to_vec)
+                .ok_or_else(|| CudaError::InvalidArgument {
+                    name: "weights",
+                    reason: format!(
+                        "{} values, fewer than rows {r0}..{} of width {width}",
+                        v.len(),
+                        r0 + outputs
+                    ),
+                })
+        };
+        Ok(Self {
+            weight: T32::from_host(gpu, &[outputs, inputs], &rows(weight, inputs)?)?,
+            bias: bias
+                .map(|b| T32::from_host(gpu, &[outputs], &rows(b, 1)?))
+                .transpose()?,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// A whole `diffusion-nn` linear layer.
+    pub(crate) fn from_cpu(gpu: &Arc<Gpu>, l: &Linear<f32>) -> Result<Self> {
+        let (outputs, inputs) = (l.weight.value.shape()[0], l.weight.value.shape()[1]);
+        let w: Vec<f32> = l.weight.value.iter().copied().collect();
+        let b: Option<Vec<f32>> = l.bias.as_ref().map(|b| b.value.iter().copied().collect());
+        Self::from_rows(gpu, &w, b.as_deref(), 0, outputs, inputs)
+    }
+}
