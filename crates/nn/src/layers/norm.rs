@@ -6,7 +6,7 @@
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::activation::{silu_in_place_seq, silu_into_seq};
+use super::activation::{silu_backward_in_place_seq, silu_in_place_seq, silu_into_seq};
 use super::{array, std_slice};
 use crate::error::{NnError, Result, check_shape};
 use crate::param::{Float, Param, Parameters, cast, wide};
@@ -57,6 +57,11 @@ fn normalize_with<A: Float>(x: &[A], m: A, s: A, out: &mut [A]) {
     }
 }
 
+/// The sum of a slice, in f64 lanes ([`lane_sum`]) rounded once to the element type.
+pub(crate) fn plane_sum<A: Float>(x: &[A]) -> A {
+    cast(lane_sum(x, x, |v, _| v))
+}
+
 /// Blocks handed to one rayon task: enough elements to amortise the task.
 fn blocks_per_task(block: usize) -> usize {
     (16 * 1024 / block.max(1)).max(1)
@@ -88,15 +93,20 @@ fn normalize_backward<A: Float>(xhat: &[A], rstd: &[A], g: &mut [A], block: usiz
         .zip(rstd.par_chunks(per_task))
         .for_each(|((g, xh), r)| {
             for ((g, xh), &r) in g.chunks_mut(block).zip(xh.chunks(block)).zip(r) {
-                let n = block as f64;
-                let mg = lane_sum(g, g, |v, _| v) / n;
-                let mgx = lane_sum(g, xh, |a, b| a * b) / n;
-                let r = wide(r);
-                for (gv, &xv) in g.iter_mut().zip(xh) {
-                    *gv = cast(r * (wide(*gv) - mg - wide(xv) * mgx));
-                }
+                normalize_backward_block(g, xh, r);
             }
         });
+}
+
+/// [`normalize_backward`] of one block.
+fn normalize_backward_block<A: Float>(g: &mut [A], xh: &[A], r: A) {
+    let n = g.len() as f64;
+    let mg = lane_sum(g, g, |v, _| v) / n;
+    let mgx = lane_sum(g, xh, |a, b| a * b) / n;
+    let r = wide(r);
+    for (gv, &xv) in g.iter_mut().zip(xh) {
+        *gv = cast(r * (wide(*gv) - mg - wide(xv) * mgx));
+    }
 }
 
 /// Per-channel affine transform shared by both norms. `channel_of(i)` maps an element
@@ -378,6 +388,67 @@ impl<A: Float> GroupNorm<A> {
             )
         });
         (y, cache)
+    }
+
+    /// The backward of [`GroupNorm::forward_silu`]: dL/dx given `dy` = dL/d(silu output) and
+    /// `pre` = the norm's output before the SiLU, block by block while in cache. The same
+    /// arithmetic as `silu_backward_slice` followed by [`GroupNorm::backward_slice`].
+    pub(crate) fn backward_silu(
+        &mut self,
+        cache: &NormCache<A>,
+        pre: &[A],
+        dy: &[A],
+        spatial: usize,
+    ) -> Vec<A> {
+        let s = spatial.max(1);
+        let (ch, per_group) = (self.channels, self.channels / self.groups);
+        let block = per_group * s;
+        let batch = dy.len() / (ch * s).max(1);
+        let w = self.weight.v().to_vec();
+        let mut g = vec![A::zero(); dy.len()];
+        // Per (item, channel): (sum of dL/dpre * xhat, sum of dL/dpre), for the affine gradients.
+        let mut partial = vec![(0.0, 0.0); batch * ch];
+        let per_task = blocks_per_task(block);
+        g.par_chunks_mut(block * per_task)
+            .zip(
+                pre.par_chunks(block * per_task)
+                    .zip(dy.par_chunks(block * per_task)),
+            )
+            .zip(
+                cache
+                    .xhat
+                    .par_chunks(block * per_task)
+                    .zip(cache.rstd.par_chunks(per_task)),
+            )
+            .zip(partial.par_chunks_mut(per_group * per_task))
+            .enumerate()
+            .for_each(|(task, (((gt, (pt, dt)), (xt, rt)), parts))| {
+                let blocks = gt.chunks_mut(block).zip(pt.chunks(block).zip(dt.chunks(block)));
+                let stats = xt.chunks(block).zip(rt).zip(parts.chunks_mut(per_group));
+                for (j, ((gb, (pb, db)), ((xb, &r), pp))) in blocks.zip(stats).enumerate() {
+                    gb.copy_from_slice(db);
+                    silu_backward_in_place_seq(pb, gb);
+                    let group = (task * per_task + j) % self.groups;
+                    for (cc, ((gp, xp), sums)) in gb.chunks_mut(s).zip(xb.chunks(s)).zip(pp).enumerate() {
+                        *sums = (lane_sum(gp, xp, |d, x| d * x), lane_sum(gp, gp, |d, _| d));
+                        let wc = w[group * per_group + cc];
+                        for v in gp {
+                            *v = *v * wc;
+                        }
+                    }
+                    normalize_backward_block(gb, xb, r);
+                }
+            });
+        for c in 0..ch {
+            let (mut gw, mut gb) = (0.0, 0.0);
+            for b in 0..batch {
+                gw += partial[b * ch + c].0;
+                gb += partial[b * ch + c].1;
+            }
+            self.weight.g()[c] = self.weight.g()[c] + cast::<A>(gw);
+            self.bias.g()[c] = self.bias.g()[c] + cast::<A>(gb);
+        }
+        g
     }
 
     pub(crate) fn backward_slice(&mut self, cache: &NormCache<A>, dy: &[A], spatial: usize) -> Vec<A> {

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::error::{NnError, Result, check_shape};
 use crate::layers::activation::{silu_backward_slice, silu_slice};
 use crate::layers::attention::AttentionCache;
-use crate::layers::norm::NormCache;
+use crate::layers::norm::{NormCache, plane_sum};
 use crate::layers::{
     Conv, GroupNorm, Linear, MultiheadAttention, Upsample, add_into, array, par_add_into, std_slice,
     timestep_embedding,
@@ -156,13 +156,11 @@ impl<A: Float> ResBlock<A> {
         let sp = c.x.spatial();
         let batch = c.x.s[0];
         let dsb = self.c2.backward_slice(&c.sb.d, &c.sb.s, dy, true)?;
-        let db = silu_backward_slice(&c.b, &dsb);
-        let dh1 = self.n2.backward_slice(&c.n2c, &db, sp);
-        let dtp: Vec<A> = dh1.chunks(sp).map(|p| p.iter().copied().sum()).collect();
+        let dh1 = self.n2.backward_silu(&c.n2c, &c.b, &dsb, sp);
+        let dtp: Vec<A> = dh1.par_chunks(sp.max(1)).map(plane_sum).collect();
         add_into(dste, &self.t.backward_slice(ste, &dtp, batch, true));
         let dsa = self.c1.backward_slice(&c.sa, &c.x.s, &dh1, true)?;
-        let da = silu_backward_slice(&c.a, &dsa);
-        let mut dx = self.n1.backward_slice(&c.n1c, &da, sp);
+        let mut dx = self.n1.backward_silu(&c.n1c, &c.a, &dsa, sp);
         match &mut self.skip {
             Some(sk) => par_add_into(&mut dx, &sk.backward_slice(&c.x.d, &c.x.s, dy, true)?),
             None => par_add_into(&mut dx, dy),
@@ -628,8 +626,9 @@ impl<A: Float> Network<A> for UNet<A> {
         let dos = self
             .out_conv
             .backward_slice(&c.os.d, &c.os.s, &std_slice(dy), true)?;
-        let don = silu_backward_slice(&c.on, &dos);
-        let mut dh = self.out_norm.backward_slice(&c.onc, &don, c.out_in.spatial());
+        let mut dh = self
+            .out_norm
+            .backward_silu(&c.onc, &c.on, &dos, c.out_in.spatial());
         // Gradients flowing into each skip tensor.
         let mut dskips: Vec<Option<Vec<A>>> = vec![None; c.skips.len()];
         let mut dscale = vec![A::zero(); c.skips.len()];
