@@ -74,6 +74,39 @@ pub(crate) fn exp_f32_in_place(x: &mut [f32]) {
     exp_generic(x)
 }
 
+/// Runs `f` compiled for AVX-512 (or AVX2 + FMA) when the CPU has it: the crate's baseline
+/// target is SSE2, so the elementwise loops around `exp` (arguments, sigmoid divisions,
+/// products) would otherwise run 4 lanes wide. `f` is inlined into the feature-enabled
+/// function; the arithmetic is the same IEEE operations at any width (no contraction), so
+/// results do not depend on the path taken.
+#[inline(always)]
+pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { wide_avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
+            return unsafe { wide_avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn wide_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn wide_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

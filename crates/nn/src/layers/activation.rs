@@ -17,33 +17,37 @@ const BLOCK: usize = 256;
 /// the vectorised [`Float::exp_in_place`].
 #[inline(always)]
 fn exp_map_into<A: Float>(x: &[A], out: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A) -> A) {
-    let mut buf = [A::zero(); BLOCK];
-    for (xb, ob) in x.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
-        let e = &mut buf[..xb.len()];
-        for (e, &v) in e.iter_mut().zip(xb) {
-            *e = arg(v);
+    crate::vmath::wide(|| {
+        let mut buf = [A::zero(); BLOCK];
+        for (xb, ob) in x.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+            let e = &mut buf[..xb.len()];
+            for (e, &v) in e.iter_mut().zip(xb) {
+                *e = arg(v);
+            }
+            A::exp_in_place(e);
+            for ((o, &v), &e) in ob.iter_mut().zip(xb).zip(e.iter()) {
+                *o = f(v, e);
+            }
         }
-        A::exp_in_place(e);
-        for ((o, &v), &e) in ob.iter_mut().zip(xb).zip(e.iter()) {
-            *o = f(v, e);
-        }
-    }
+    })
 }
 
 /// `out[i] = f(x[i], exp(arg(x[i])), dy[i])` (see [`exp_map_into`]).
 #[inline(always)]
 fn exp_map2_into<A: Float>(x: &[A], dy: &[A], out: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A, A) -> A) {
-    let mut buf = [A::zero(); BLOCK];
-    for ((xb, gb), ob) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)).zip(out.chunks_mut(BLOCK)) {
-        let e = &mut buf[..xb.len()];
-        for (e, &v) in e.iter_mut().zip(xb) {
-            *e = arg(v);
+    crate::vmath::wide(|| {
+        let mut buf = [A::zero(); BLOCK];
+        for ((xb, gb), ob) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)).zip(out.chunks_mut(BLOCK)) {
+            let e = &mut buf[..xb.len()];
+            for (e, &v) in e.iter_mut().zip(xb) {
+                *e = arg(v);
+            }
+            A::exp_in_place(e);
+            for (((o, &v), &e), &g) in ob.iter_mut().zip(xb).zip(e.iter()).zip(gb) {
+                *o = f(v, e, g);
+            }
         }
-        A::exp_in_place(e);
-        for (((o, &v), &e), &g) in ob.iter_mut().zip(xb).zip(e.iter()).zip(gb) {
-            *o = f(v, e, g);
-        }
-    }
+    })
 }
 
 /// Parallel [`exp_map_into`] over fixed chunks into a new vector.
@@ -85,17 +89,19 @@ fn par_exp_map2_in_place<A: Float>(
 /// [`par_exp_map2_in_place`] on the calling thread.
 #[inline(always)]
 fn exp_map2_in_place<A: Float>(x: &[A], g: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A, A) -> A) {
-    let mut buf = [A::zero(); BLOCK];
-    for (xb, gb) in x.chunks(BLOCK).zip(g.chunks_mut(BLOCK)) {
-        let e = &mut buf[..xb.len()];
-        for (e, &v) in e.iter_mut().zip(xb) {
-            *e = arg(v);
+    crate::vmath::wide(|| {
+        let mut buf = [A::zero(); BLOCK];
+        for (xb, gb) in x.chunks(BLOCK).zip(g.chunks_mut(BLOCK)) {
+            let e = &mut buf[..xb.len()];
+            for (e, &v) in e.iter_mut().zip(xb) {
+                *e = arg(v);
+            }
+            A::exp_in_place(e);
+            for ((gv, &v), &e) in gb.iter_mut().zip(xb).zip(e.iter()) {
+                *gv = f(v, e, *gv);
+            }
         }
-        A::exp_in_place(e);
-        for ((gv, &v), &e) in gb.iter_mut().zip(xb).zip(e.iter()) {
-            *gv = f(v, e, *gv);
-        }
-    }
+    })
 }
 
 /// `sigmoid(v)` from `e = exp(-v)`.
@@ -116,17 +122,19 @@ pub(crate) fn silu_into_seq<A: Float>(x: &[A], out: &mut [A]) {
 
 /// SiLU in place on the calling thread (for work already split across threads).
 pub(crate) fn silu_in_place_seq<A: Float>(x: &mut [A]) {
-    let mut buf = [A::zero(); BLOCK];
-    for xb in x.chunks_mut(BLOCK) {
-        let e = &mut buf[..xb.len()];
-        for (e, &v) in e.iter_mut().zip(xb.iter()) {
-            *e = -v;
+    crate::vmath::wide(|| {
+        let mut buf = [A::zero(); BLOCK];
+        for xb in x.chunks_mut(BLOCK) {
+            let e = &mut buf[..xb.len()];
+            for (e, &v) in e.iter_mut().zip(xb.iter()) {
+                *e = -v;
+            }
+            A::exp_in_place(e);
+            for (v, &e) in xb.iter_mut().zip(e.iter()) {
+                *v = *v * sigmoid_of_exp(e);
+            }
         }
-        A::exp_in_place(e);
-        for (v, &e) in xb.iter_mut().zip(e.iter()) {
-            *v = *v * sigmoid_of_exp(e);
-        }
-    }
+    })
 }
 
 #[inline(always)]
@@ -167,18 +175,20 @@ pub(crate) fn gelu_in_place<A: Float>(x: &mut [A]) {
 }
 
 fn gelu_in_place_seq<A: Float>(x: &mut [A]) {
-    let (c2, k): (A, A) = (cast(2.0 * GELU_C), cast(GELU_K));
-    let mut buf = [A::zero(); BLOCK];
-    for xb in x.chunks_mut(BLOCK) {
-        let e = &mut buf[..xb.len()];
-        for (e, &v) in e.iter_mut().zip(xb.iter()) {
-            *e = gelu_arg(v, c2, k);
+    crate::vmath::wide(|| {
+        let (c2, k): (A, A) = (cast(2.0 * GELU_C), cast(GELU_K));
+        let mut buf = [A::zero(); BLOCK];
+        for xb in x.chunks_mut(BLOCK) {
+            let e = &mut buf[..xb.len()];
+            for (e, &v) in e.iter_mut().zip(xb.iter()) {
+                *e = gelu_arg(v, c2, k);
+            }
+            A::exp_in_place(e);
+            for (v, &e) in xb.iter_mut().zip(e.iter()) {
+                *v = *v * sigmoid_of_exp(e);
+            }
         }
-        A::exp_in_place(e);
-        for (v, &e) in xb.iter_mut().zip(e.iter()) {
-            *v = *v * sigmoid_of_exp(e);
-        }
-    }
+    })
 }
 
 /// The argument and gradient closures of tanh-GELU's backward:
