@@ -122,16 +122,22 @@ pub(crate) fn silu_into_seq<A: Float>(x: &[A], out: &mut [A]) {
 
 /// SiLU in place on the calling thread (for work already split across threads).
 pub(crate) fn silu_in_place_seq<A: Float>(x: &mut [A]) {
+    exp_map_in_place(x, |v| -v, |v, e| v * sigmoid_of_exp(e));
+}
+
+/// `x[i] = f(x[i], exp(arg(x[i])))` in place on the calling thread (see [`exp_map_into`]).
+#[inline(always)]
+fn exp_map_in_place<A: Float>(x: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A) -> A) {
     crate::vmath::wide(|| {
         let mut buf = [A::zero(); BLOCK];
         for xb in x.chunks_mut(BLOCK) {
             let e = &mut buf[..xb.len()];
             for (e, &v) in e.iter_mut().zip(xb.iter()) {
-                *e = -v;
+                *e = arg(v);
             }
             A::exp_in_place(e);
             for (v, &e) in xb.iter_mut().zip(e.iter()) {
-                *v = *v * sigmoid_of_exp(e);
+                *v = f(*v, e);
             }
         }
     })
@@ -175,20 +181,8 @@ pub(crate) fn gelu_in_place<A: Float>(x: &mut [A]) {
 }
 
 fn gelu_in_place_seq<A: Float>(x: &mut [A]) {
-    crate::vmath::wide(|| {
-        let (c2, k): (A, A) = (cast(2.0 * GELU_C), cast(GELU_K));
-        let mut buf = [A::zero(); BLOCK];
-        for xb in x.chunks_mut(BLOCK) {
-            let e = &mut buf[..xb.len()];
-            for (e, &v) in e.iter_mut().zip(xb.iter()) {
-                *e = gelu_arg(v, c2, k);
-            }
-            A::exp_in_place(e);
-            for (v, &e) in xb.iter_mut().zip(e.iter()) {
-                *v = *v * sigmoid_of_exp(e);
-            }
-        }
-    })
+    let (c2, k): (A, A) = (cast(2.0 * GELU_C), cast(GELU_K));
+    exp_map_in_place(x, |v| gelu_arg(v, c2, k), |v, e| v * sigmoid_of_exp(e));
 }
 
 /// The argument and gradient closures of tanh-GELU's backward:
