@@ -109,13 +109,9 @@ pub fn train(args: &Args, progress: bool) -> Result<(ModelSpec, f64)> {
     let data = crate::data::load(&args.dataset, args.num_data, args.seed)?;
     let architecture = architecture(args, data.samples.shape())?;
     let schedule = BetaSchedule::from_name(&args.schedule)?;
-    let data_options = TrainingData {
-        dataset: args.dataset.clone(),
-        num_data: args.num_data,
-        seed: args.seed,
-    };
+    let data_record = TrainingData::of(&args.dataset, &data.samples);
     let spec = ModelSpec {
-        data: Some(data_options.clone()),
+        data: Some(data_record.clone()),
         ..ModelSpec::new(architecture, args.prediction.parameterization(), schedule)
     };
     let sampler = LevelSampler::discrete(spec.alphas_cumprod()?)?;
@@ -128,18 +124,18 @@ pub fn train(args: &Args, progress: bool) -> Result<(ModelSpec, f64)> {
         if model_options(&saved) != model_options(&spec) {
             bail!("--resume with different model or schedule options than the saved run: {saved:?}");
         }
-        // A different dataset would continue the run silently on other data (older
-        // checkpoints did not record theirs: nothing to compare).
-        if let Some(d) = saved.data.as_ref().filter(|&d| *d != data_options) {
+        // Other data would continue the run silently on a different dataset (checkpoints
+        // written before the record existed have nothing to compare).
+        if let Some(d) = saved.data.as_ref().filter(|d| !d.same_samples(&data_record)) {
             bail!(
-                "--resume must train on the run's data: it started with --dataset {} --num-data {} --seed {}, \
-                 not --dataset {} --num-data {} --seed {}",
+                "--resume must train on the run's data: it started with --dataset {} ({:?} samples), \
+                 and --dataset {} --num-data {} --seed {} loads {:?} samples with other values",
                 d.dataset,
-                d.num_data,
-                d.seed,
-                data_options.dataset,
-                data_options.num_data,
-                data_options.seed
+                d.shape,
+                args.dataset,
+                args.num_data,
+                args.seed,
+                data_record.shape
             );
         }
         let mut trainer = Trainer::resume(&args.out, spec.build(args.seed)?, sampler)?;
@@ -333,19 +329,30 @@ mod tests {
         train(&tiny_dit(out.clone(), 2, false), false).unwrap();
         let recorded = crate::trained::read_spec(&out).unwrap().data.unwrap();
         assert_eq!(recorded.dataset, "shapes_rgb:8");
+        assert_eq!(recorded.shape, [32, 3, 8, 8]);
         for change in [(|a: &mut Args| a.num_data = 64) as fn(&mut Args), |a| a.seed = 4] {
             let mut other = tiny_dit(out.clone(), 4, true);
             change(&mut other);
             let err = train(&other, false).unwrap_err().to_string();
             assert!(err.contains("must train on the run's data"), "{err}");
             assert!(
-                err.contains("--dataset shapes_rgb:8 --num-data 32 --seed 3"),
+                err.contains("started with --dataset shapes_rgb:8 ([32, 3, 8, 8] samples)"),
                 "{err}"
             );
         }
         // The same data resumes.
         train(&tiny_dit(out.clone(), 4, true), false).unwrap();
         assert_eq!(read_json(out.join(TRAINER_FILE))["step"], 4);
+        // A checkpoint written before the data record existed resumes (nothing to compare),
+        // and records its data from then on.
+        let mut config = read_json(out.join(CONFIG_FILE));
+        config["model"].as_object_mut().unwrap().remove("data");
+        std::fs::write(out.join(CONFIG_FILE), serde_json::to_vec(&config).unwrap()).unwrap();
+        let mut other_seed = tiny_dit(out.clone(), 6, true);
+        other_seed.seed = 4;
+        train(&other_seed, false).unwrap();
+        assert_eq!(read_json(out.join(TRAINER_FILE))["step"], 6);
+        assert!(crate::trained::read_spec(&out).unwrap().data.is_some());
     }
 
     /// The sampler's model is the EMA file verbatim: averaged parameters and the buffers

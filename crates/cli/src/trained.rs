@@ -193,13 +193,40 @@ pub struct ModelSpec {
     pub data: Option<TrainingData>,
 }
 
-/// The options that decide a training run's dataset: a resumed run must load the same.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a training run trained on: the `--dataset` option as given (for messages) and a
+/// fingerprint of the samples themselves, so a resumed run can insist on the same data
+/// however it is named (a relative or absolute path, a seed or count that a file ignores).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingData {
     pub dataset: String,
-    pub num_data: usize,
-    pub seed: u64,
+    pub shape: Vec<usize>,
+    /// Sum of the samples and their position-weighted sum (`sum (i + 1) x_i`, in order): a
+    /// change of any value or of the order changes one of them. Exact f64 values: a dataset
+    /// loads bit for bit the same every time.
+    pub sum: f64,
+    pub weighted_sum: f64,
+}
+
+impl TrainingData {
+    pub fn of(dataset: &str, samples: &ndarray::ArrayD<f64>) -> Self {
+        let (mut sum, mut weighted_sum) = (0.0, 0.0);
+        for (i, &v) in samples.iter().enumerate() {
+            sum += v;
+            weighted_sum += (i as f64 + 1.0) * v;
+        }
+        Self {
+            dataset: dataset.to_string(),
+            shape: samples.shape().to_vec(),
+            sum,
+            weighted_sum,
+        }
+    }
+
+    /// Whether `other` holds the same samples (the dataset option may be spelled differently).
+    pub fn same_samples(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.sum == other.sum && self.weighted_sum == other.weighted_sum
+    }
 }
 
 /// The MLP-only format written before image models existed, still readable.

@@ -41,19 +41,20 @@ fn lane_sum<A: Float>(a: &[A], b: &[A], f: impl Fn(f64, f64) -> f64) -> f64 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
-/// `(mean, 1 / sqrt(var + eps))` of a block, computed in f64 and rounded to the element type.
-fn block_stats<A: Float>(x: &[A], eps: f64) -> (A, A) {
+/// `(mean, 1 / sqrt(var + eps))` of a block, in f64.
+fn block_stats<A: Float>(x: &[A], eps: f64) -> (f64, f64) {
     let n = x.len() as f64;
     let mean = lane_sum(x, x, |v, _| v) / n;
     let var = lane_sum(x, x, |v, _| (v - mean) * (v - mean)) / n;
-    (cast(mean), cast(1.0 / (var + eps).sqrt()))
+    (mean, 1.0 / (var + eps).sqrt())
 }
 
-/// `out = (x - m) * s`, in the element type: the statistics carry the precision, and f32
-/// lanes are twice as many per vector as f64 ones.
-fn normalize_with<A: Float>(x: &[A], m: A, s: A, out: &mut [A]) {
+/// `out = (x - mean) * rstd`, in f64 and rounded once: subtracting an f32-rounded mean
+/// would shift every output by up to half an ulp of the mean times `rstd`, which matters
+/// when the mean is large against the spread.
+fn normalize_with<A: Float>(x: &[A], mean: f64, rstd: f64, out: &mut [A]) {
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v - m) * s;
+        *o = cast((wide(v) - mean) * rstd);
     }
 }
 
@@ -77,9 +78,9 @@ fn normalize_blocks<A: Float>(x: &[A], block: usize, eps: f64) -> (Vec<A>, Vec<A
         .zip(rstd.par_chunks_mut(per_task))
         .for_each(|((out, x), r)| {
             for ((out, x), r) in out.chunks_mut(block).zip(x.chunks(block)).zip(r) {
-                let (m, s) = block_stats(x, eps);
-                normalize_with(x, m, s, out);
-                *r = s;
+                let (mean, rstd) = block_stats(x, eps);
+                normalize_with(x, mean, rstd, out);
+                *r = cast(rstd);
             }
         });
     (xhat, rstd)
@@ -344,7 +345,7 @@ impl<A: Float> GroupNorm<A> {
                     ab.copy_from_slice(xh);
                     affine(ab);
                     silu_into_seq(ab, yb);
-                    *r = sd;
+                    *r = cast(sd);
                 }
                 None => {
                     normalize_with(xb, m, sd, yb);
@@ -524,5 +525,33 @@ impl<A> Parameters<A> for GroupNorm<A> {
     fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<A>)) {
         f("weight", &mut self.weight);
         f("bias", &mut self.bias);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f32 rows whose mean dwarfs their spread normalise to within f32 rounding of the f64
+    /// result: the mean is subtracted in f64, never after rounding it to f32.
+    #[test]
+    fn f32_rows_with_a_large_mean_stay_at_f32_rounding() {
+        let (rows, dim) = (8, 192);
+        let mut z = vec![0.0; rows * dim];
+        diffusion_core::Rng::new(1).fill_normal(&mut z);
+        let x: Vec<f32> = z.iter().map(|v| (1000.0 + v) as f32).collect();
+        let norm = LayerNorm::<f32>::new(dim, 1e-6, false);
+        let got = norm.normalize(&x);
+        for (row, out) in x.chunks(dim).zip(got.xhat.chunks(dim)) {
+            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / dim as f64;
+            let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / dim as f64;
+            for (&v, &o) in row.iter().zip(out) {
+                let want = (f64::from(v) - mean) / (var + 1e-6).sqrt();
+                assert!(
+                    (f64::from(o) - want).abs() <= 2e-7 * want.abs().max(1.0),
+                    "{o} vs {want}"
+                );
+            }
+        }
     }
 }
