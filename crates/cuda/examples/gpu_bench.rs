@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use diffusion_core::{Noise, Rng};
 use diffusion_cuda::models::{GpuDit, GpuUNet};
+use diffusion_cuda::optim::{AdamWConfig, GpuAdamW};
 use diffusion_cuda::{CudaTensor, Gpu, Result, ops};
 use diffusion_nn::Parameters;
 use diffusion_nn::models::{Dit, DitConfig, UNet, UNetConfig};
@@ -114,7 +115,7 @@ fn main() -> Result<()> {
     };
     let mut dit = Dit::<f32>::new(DitConfig::default(), &mut Rng::new(2)).expect("dit-tiny");
     dit.visit_mut(&mut |_, p| randomize(p));
-    let dit = GpuDit::from_cpu(&gpu, &dit)?;
+    let mut dit = GpuDit::from_cpu(&gpu, &dit)?;
     let mut unet = UNet::<f32>::new(UNetConfig::default(), &mut Rng::new(3)).expect("unet-small");
     unet.visit_mut(&mut |_, p| randomize(p));
     let unet = GpuUNet::from_cpu(&gpu, &unet)?;
@@ -123,6 +124,22 @@ fn main() -> Result<()> {
     let x = random(&gpu, batch * 4 * 16 * 16, 10)?.reshape(&[batch, 4, 16, 16])?;
     let secs = median_seconds(&gpu, || dit.infer(&x, &t, None).map(|_| ()))?;
     println!("dit-tiny inference, batch {batch} (GpuDit): {:.3} ms", secs * 1e3);
+    // A training step as PyTorch's: forward, MSE gradient, backward, AdamW, weights back.
+    let target = random(&gpu, batch * 4 * 16 * 16, 12)?.reshape(&[batch, 4, 16, 16])?;
+    let mut params = dit.parameters()?;
+    let mut adamw = GpuAdamW::new(AdamWConfig::default(), &params)?;
+    let n = (batch * 4 * 16 * 16) as f64;
+    let secs = median_seconds(&gpu, || {
+        let (mut dy, cache) = dit.forward_train(&x, &t, None)?;
+        dy.try_lincomb(2.0 / n, &[(-2.0 / n, &target)], None)?;
+        let grads = dit.backward(&cache, &dy)?;
+        adamw.step(&mut params, &grads.params, 1e-4)?;
+        dit.set_parameters(&params)
+    })?;
+    println!(
+        "dit-tiny training step, batch {batch} (GpuDit + GpuAdamW): {:.3} ms",
+        secs * 1e3
+    );
     let (batch, t) = (16, timesteps(16));
     let x = random(&gpu, batch * 3 * 32 * 32, 11)?.reshape(&[batch, 3, 32, 32])?;
     let secs = median_seconds(&gpu, || unet.infer(&x, &t).map(|_| ()))?;

@@ -15,7 +15,8 @@ extern "C" __global__ void gate_add_f32(float* h, const float* f, const float* g
     GRID_STRIDE(i, total) {
         int d = (int)(i % D);
         int b = (int)(i / ((i64)T * D));
-        h[i] = h[i] + g[(i64)b * D + d] * f[i];
+        // Explicitly rounded: NVRTC would contract a * b + c into an FMA, the CPU rounds twice.
+        h[i] = __fadd_rn(h[i], __fmul_rn(g[(i64)b * D + d], f[i]));
     }
 }
 
@@ -44,6 +45,36 @@ extern "C" __global__ void unpatchify_f32(const float* tokens, float* x, int B, 
         int ti = rowi / P, kh = rowi % P, tj = col / P, kw = col % P;
         i64 token = ((i64)b * g + ti) * g + tj;
         x[i] = tokens[token * (P * P * C) + (kh * P + kw) * C + c];
+    }
+}
+
+// The adjoint of patch_rows_f32, which is its inverse (the patches tile the image): patch
+// rows [B, (S/p)^2, C*p*p] back to images [B, C, S, S]. The same index map, written the other
+// way: every pixel is written by exactly one thread.
+extern "C" __global__ void patch_rows_bwd_f32(const float* rows, float* x, int B, int C, int S, int P) {
+    int g = S / P, row = C * P * P;
+    i64 total = (i64)B * g * g * row;
+    GRID_STRIDE(i, total) {
+        int r = (int)(i % row);
+        i64 token = i / row;
+        int tj = (int)(token % g), ti = (int)((token / g) % g), b = (int)(token / ((i64)g * g));
+        int kw = r % P, kh = (r / P) % P, c = r / (P * P);
+        x[(((i64)b * C + c) * S + ti * P + kh) * S + tj * P + kw] = rows[i];
+    }
+}
+
+// The inverse of unpatchify_f32 (DiT's output gradient back to the tokens of its final
+// linear layer): images [B, C, S, S] to tokens [B, (S/p)^2, p*p*C] laid out (kh, kw, c).
+// The same index map as unpatchify_f32, written the other way.
+extern "C" __global__ void patchify_f32(const float* x, float* tokens, int B, int C, int S, int P) {
+    int g = S / P;
+    i64 total = (i64)B * C * S * S;
+    GRID_STRIDE(i, total) {
+        int col = (int)(i % S), rowi = (int)((i / S) % S), c = (int)((i / ((i64)S * S)) % C);
+        int b = (int)(i / ((i64)C * S * S));
+        int ti = rowi / P, kh = rowi % P, tj = col / P, kw = col % P;
+        i64 token = ((i64)b * g + ti) * g + tj;
+        tokens[token * (P * P * C) + (kh * P + kw) * C + c] = x[i];
     }
 }
 

@@ -27,7 +27,7 @@ for line in sys.stdin:
 run() {
     local out=${OUT:-/tmp/gpu-check}
     mkdir -p "$out"
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$out/nvidia-smi.txt"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
     local dirs
     dirs=$( (ls -d /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib 2>/dev/null
              find / -xdev \( -name 'libnvrtc.so*' -o -name 'libcublas.so*' \) -path '*nvidia*' 2>/dev/null |
@@ -55,6 +55,7 @@ run() {
     for model in dit-tiny unet-small; do
         python3 crates/cuda/scripts/torch_gpu.py --model $model 2>&1 | tee -a "$out/gpu_bench.txt" || status=1
     done
+    python3 crates/cuda/scripts/torch_gpu.py --model dit-tiny --train 2>&1 | tee -a "$out/gpu_bench.txt" || status=1
     return $status
 }
 

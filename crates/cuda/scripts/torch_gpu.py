@@ -19,6 +19,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="dit-tiny")
     ap.add_argument("--batch", type=int, default=None, help="default: the CPU benchmark's batch")
+    ap.add_argument("--train", action="store_true", help="time a training step (MSE, backward, AdamW)")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -34,19 +35,34 @@ def main():
                 p.normal_(0.0, 1.0 / max(1, p[0].numel()) ** 0.5 if p.dim() > 1 else 0.1)
     x = torch.randn(batch, *shape, device="cuda")
     t = torch.randint(0, 1000, (batch,), device="cuda")
-    with torch.no_grad():
-        for _ in range(3):
-            model(x, t)
-        torch.cuda.synchronize()
-        samples = []
-        for _ in range(9):
-            t0 = time.perf_counter()
-            for _ in range(10):
+    if args.train:
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        target = torch.randn_like(x)
+
+        def call():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(model(x, t), target).backward()
+            opt.step()
+    else:
+
+        def call():
+            with torch.no_grad():
                 model(x, t)
-            torch.cuda.synchronize()
-            samples.append((time.perf_counter() - t0) / 10)
+
+    for _ in range(3):
+        call()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(9):
+        t0 = time.perf_counter()
+        for _ in range(10):
+            call()
+        torch.cuda.synchronize()
+        samples.append((time.perf_counter() - t0) / 10)
     ms = statistics.median(samples) * 1e3
-    print(f"pytorch {torch.__version__} eager {args.model} batch {batch}: {ms:.3f} ms "
+    what = "training step" if args.train else "inference"
+    print(f"pytorch {torch.__version__} eager {args.model} {what} batch {batch}: {ms:.3f} ms "
           f"({torch.cuda.get_device_name()})")
 
 

@@ -47,8 +47,30 @@ pub const LAYOUT: KernelFile = KernelFile {
     source: include_str!("../kernels/layout.cu"),
 };
 
+/// Backward-pass reductions and glue (bias gradients, the gated residual's backward).
+pub const GRAD: KernelFile = KernelFile {
+    name: "grad",
+    source: include_str!("../kernels/grad.cu"),
+};
+
+/// The AdamW update.
+pub const OPTIM: KernelFile = KernelFile {
+    name: "optim",
+    source: include_str!("../kernels/optim.cu"),
+};
+
 /// Every embedded kernel file.
-pub const ALL: [KernelFile; 7] = [LINCOMB, ACTIVATIONS, NORM, SOFTMAX, IM2COL, ADALN, LAYOUT];
+pub const ALL: [KernelFile; 9] = [
+    LINCOMB,
+    ACTIVATIONS,
+    NORM,
+    SOFTMAX,
+    IM2COL,
+    ADALN,
+    LAYOUT,
+    GRAD,
+    OPTIM,
+];
 
 /// Must equal `LINCOMB_MAX_TERMS` in lincomb.cu (checked by a test).
 pub const LINCOMB_MAX_TERMS: usize = 16;

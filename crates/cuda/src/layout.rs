@@ -118,6 +118,22 @@ pub fn unpatchify(tokens: &T32, (b, c, s, p): (usize, usize, usize, usize), out:
     permute("unpatchify_f32", tokens, out, &[b, c, s, p])
 }
 
+/// The adjoint of [`patch_rows`], which is its inverse: rows `[b, (s/p)^2, c*p*p]` back to
+/// images `[b, c, s, s]` (the input gradient of a patch embedding).
+pub fn patch_rows_bwd(rows: &T32, (b, c, s, p): (usize, usize, usize, usize), out: &mut T32) -> Result<()> {
+    check_patches(b, c, s, p)?;
+    expect_len("patch_rows_bwd out", out, b * c * s * s)?;
+    permute("patch_rows_bwd_f32", rows, out, &[b, c, s, p])
+}
+
+/// The inverse of [`unpatchify`]: images `[b, c, s, s]` to patch tokens `[b, (s/p)^2, p*p*c]`
+/// (features `(kh, kw, c)`), as `diffusion_nn`'s `patchify` (DiT's output gradient).
+pub fn patchify(x: &T32, (b, c, s, p): (usize, usize, usize, usize), out: &mut T32) -> Result<()> {
+    check_patches(b, c, s, p)?;
+    expect_len("patchify x", x, b * c * s * s)?;
+    permute("patchify_f32", x, out, &[b, c, s, p])
+}
+
 fn check_patches(b: usize, c: usize, s: usize, p: usize) -> Result<()> {
     if p == 0 || !s.is_multiple_of(p) {
         return Err(crate::CudaError::InvalidArgument {

@@ -5,7 +5,9 @@
 //! - `CudaTensor<T>` (f32, f64) implements [`diffusion_core::Tensor`], so every solver runs on
 //!   the GPU unchanged; its fused `lincomb` draws the same Philox noise as the CPU backend.
 //! - `ops` runs network layers on the GPU (cuBLAS GEMM, activations, norms, softmax,
-//!   attention, im2col/col2im, adaLN modulation).
+//!   attention, im2col/col2im, adaLN modulation); `grad` the backward-only pieces (bias
+//!   gradients, gated residual and attention backward); `optim` AdamW.
+//! - `models::GpuDit` runs DiT inference, and a training step's forward and backward passes.
 //! - Kernels are CUDA C files embedded in the binary and compiled at run time by NVRTC,
 //!   once per device context. Nothing is linked at build time: the driver, NVRTC and cuBLAS
 //!   are loaded at run time, and each missing piece is a typed [`CudaError`], never a panic.
@@ -21,6 +23,8 @@ pub mod reference;
 #[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
+pub mod grad;
+#[cfg(feature = "cuda")]
 pub mod layout;
 #[cfg(feature = "cuda")]
 pub mod models;
@@ -28,6 +32,8 @@ pub mod models;
 pub mod nvrtc;
 #[cfg(feature = "cuda")]
 pub mod ops;
+#[cfg(feature = "cuda")]
+pub mod optim;
 #[cfg(feature = "cuda")]
 mod tensor;
 

@@ -497,9 +497,22 @@ pub fn attention(
     k: &T32,
     v: &T32,
     bh: usize,
-    (lq, lk, d): (usize, usize, usize),
+    lens: (usize, usize, usize),
     out: &mut T32,
 ) -> Result<()> {
+    attention_with_probs(q, k, v, bh, lens, out).map(drop)
+}
+
+/// [`attention`], also returning the probabilities `softmax(q k^T / sqrt(d))` (`[bh, lq, lk]`)
+/// that its backward ([`crate::grad::attention_bwd`]) needs.
+pub fn attention_with_probs(
+    q: &T32,
+    k: &T32,
+    v: &T32,
+    bh: usize,
+    (lq, lk, d): (usize, usize, usize),
+    out: &mut T32,
+) -> Result<T32> {
     expect_len("attention q", q, bh * lq * d)?;
     expect_len("attention k", k, bh * lk * d)?;
     expect_len("attention v", v, bh * lk * d)?;
@@ -515,7 +528,8 @@ pub fn attention(
     gemm_batched(q, k, bh, (lq, d, lk), false, true, &mut scores)?;
     let mut probs = T32::zeros(&gpu, &[bh, lq, lk]);
     softmax(&scores, lk, 1.0 / (d as f64).sqrt(), &mut probs)?;
-    gemm_batched(&probs, v, bh, (lq, lk, d), false, false, out)
+    gemm_batched(&probs, v, bh, (lq, lk, d), false, false, out)?;
+    Ok(probs)
 }
 
 fn conv_launch(file: &KernelFile, kernel: &str, g: ConvGeometry, src: &T32, dst: &mut T32) -> Result<()> {

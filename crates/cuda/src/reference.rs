@@ -287,6 +287,55 @@ pub fn attention(q: &[f64], k: &[f64], v: &[f64], bh: usize, lq: usize, lk: usiz
     gemm_batched(&p, v, bh, (lq, lk, d), false, false)
 }
 
+/// Gradients of [`attention`] for the output gradient `d_out` (`[bh, lq, d]`):
+/// `(dq, dk, dv)`, from `P = softmax(q k^T / sqrt(d))`: `dV = P^T dO`, `dP = dO V^T`,
+/// `dS = softmax_bwd(dP)` (the scale included), `dQ = dS K`, `dK = dS^T Q`.
+pub fn attention_bwd(
+    d_out: &[f64],
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    bh: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let scale = 1.0 / (d as f64).sqrt();
+    let p = softmax(&gemm_batched(q, k, bh, (lq, d, lk), false, true), lk, scale);
+    let dv = gemm_batched(&p, d_out, bh, (lk, lq, d), true, false);
+    let dp = gemm_batched(d_out, v, bh, (lq, d, lk), false, true);
+    let ds = softmax_bwd(&dp, &p, lk, scale);
+    let dq = gemm_batched(&ds, k, bh, (lq, lk, d), false, false);
+    let dk = gemm_batched(&ds, q, bh, (lk, lq, d), true, false);
+    (dq, dk, dv)
+}
+
+/// adaLN-Zero's gated residual `h + gate * f` (`h`, `f`: `[b, l, d]`, `gate`: `[b, d]`).
+pub fn gate_add(h: &[f64], f: &[f64], gate: &[f64], b: usize, l: usize, d: usize) -> Vec<f64> {
+    (0..b * l * d)
+        .map(|i| h[i] + gate[(i / (l * d)) * d + i % d] * f[i])
+        .collect()
+}
+
+/// Gradients of [`gate_add`] for the gated branch: `(df, dgate)`.
+pub fn gate_add_bwd(
+    dh: &[f64],
+    f: &[f64],
+    gate: &[f64],
+    b: usize,
+    l: usize,
+    d: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut df = vec![0.0; b * l * d];
+    let mut dgate = vec![0.0; b * d];
+    for i in 0..b * l * d {
+        let p = (i / (l * d)) * d + i % d;
+        df[i] = dh[i] * gate[p];
+        dgate[p] += dh[i] * f[i];
+    }
+    (df, dgate)
+}
+
 /// Geometry of a 2-D convolution on NCHW images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {

@@ -211,6 +211,67 @@ impl<T: GpuElement> CudaTensor<T> {
             .map_err(driver_err("memcpy_dtod"))
     }
 
+    /// The flat (row-major) concatenation of `parts`, in order, as one tensor of `shape`:
+    /// e.g. per-row-block weight gradients `[n_i, k]` joined into `[sum n_i, k]`.
+    pub fn concat(gpu: &Arc<Gpu>, parts: &[&Self], shape: &[usize]) -> Result<Self> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut out = Self::zeros(gpu, shape);
+        if total != out.len() {
+            return Err(CudaError::ShapeMismatch {
+                context: "concat: the parts' elements must fill the shape",
+                expected: shape.to_vec(),
+                got: vec![total],
+            });
+        }
+        for p in parts {
+            out.check_device(p, "concat")?;
+        }
+        if total == 0 {
+            return Ok(out);
+        }
+        let bufs = parts.iter().map(|p| p.readable()).collect::<Result<Vec<_>>>()?;
+        let stream = gpu.stream().clone();
+        let dst = out.writable()?;
+        let mut at = 0;
+        for b in bufs.iter().filter(|b| !b.is_empty()) {
+            let mut view = dst
+                .try_slice_mut(at..at + b.len())
+                .ok_or_else(|| CudaError::InvalidArgument {
+                    name: "concat",
+                    reason: format!("part at {at} of {} elements overruns {total}", b.len()),
+                })?;
+            stream
+                .memcpy_dtod(b.as_ref(), &mut view)
+                .map_err(driver_err("memcpy_dtod"))?;
+            at += b.len();
+        }
+        Ok(out)
+    }
+
+    /// A copy of the flat (row-major) elements `start ..` as a tensor of `shape`: e.g. rows
+    /// `r0 .. r0 + n` of a matrix `[r, k]` are `copy_range(r0 * k, &[n, k])`.
+    pub fn copy_range(&self, start: usize, shape: &[usize]) -> Result<Self> {
+        let mut out = Self::zeros(&self.gpu, shape);
+        let len = out.len();
+        let src = self.readable()?;
+        let view = start
+            .checked_add(len)
+            .and_then(|end| src.try_slice(start..end))
+            .ok_or_else(|| CudaError::ShapeMismatch {
+                context: "copy_range: elements start .. start + len of a tensor",
+                expected: vec![start, len],
+                got: self.shape.clone(),
+            })?;
+        if len == 0 {
+            return Ok(out);
+        }
+        let stream = self.gpu.stream().clone();
+        stream
+            .memcpy_dtod(&view, out.writable()?)
+            .map_err(driver_err("memcpy_dtod"))?;
+        Ok(out)
+    }
+
     /// A device buffer holding the current values (allocating zeros for a lazy tensor).
     pub(crate) fn readable(&self) -> Result<Arc<CudaSlice<T>>> {
         match &self.storage {
@@ -342,6 +403,7 @@ impl<T: GpuElement> CudaTensor<T> {
         if chunks.is_empty() {
             chunks.push(&[]);
         }
+        let last = chunks.len();
         for (i, chunk) in chunks.into_iter().enumerate() {
             let mut args = LincombTerms {
                 ptr: [0; LINCOMB_MAX_TERMS],
@@ -355,12 +417,10 @@ impl<T: GpuElement> CudaTensor<T> {
                 args.coef[j] = *c;
                 guards.push(g);
             }
-            // Later chunks accumulate onto the output of the first.
-            let (keep, old_ptr, noise) = if i == 0 {
-                (keep, old_ptr, noise)
-            } else {
-                (1.0, out_ptr, None)
-            };
+            // Later chunks accumulate onto the output of the first (`1 * acc` is exact), and
+            // the noise rides on the last, so it is added after every term, as on the CPU.
+            let (keep, old_ptr) = if i == 0 { (keep, old_ptr) } else { (1.0, out_ptr) };
+            let noise = if i + 1 == last { noise } else { None };
             let block = noise.map_or(
                 NormalBlock {
                     seed: 0,

@@ -142,6 +142,45 @@ fn lincomb_matches_the_cpu_backend_including_noise() {
     eprintln!("lincomb with noise: {identical} of {n} elements bit-identical to the CPU backend");
 }
 
+/// More terms than one kernel pass takes (16), with `keep` and noise: the passes chain in
+/// the CPU backend's order (old, every term, then the noise), so the results agree.
+#[test]
+fn lincomb_many_terms_with_noise_matches_the_cpu_backend() {
+    let Some(gpu) = gpu_or_skip("lincomb_many_terms_with_noise_matches_the_cpu_backend") else {
+        return;
+    };
+    let n = 1001;
+    let inputs: Vec<Vec<f64>> = (0..21).map(|i| randn(300 + i, n, 1.0)).collect();
+    let host =
+        |v: &[f64]| ArrayD::from_shape_vec(IxDyn(&[n]), v.iter().map(|&t| t as f32).collect()).unwrap();
+    let cpu_terms: Vec<ArrayD<f32>> = inputs[1..].iter().map(|v| host(v)).collect();
+    let gpu_terms: Vec<CudaTensor<f32>> = inputs[1..].iter().map(|v| upload(&gpu, &[n], v)).collect();
+    let coefs: Vec<f64> = (0..20).map(|i| 0.05 * (i as f64 - 9.5)).collect();
+    let (mut cpu_x, mut gpu_x) = (host(&inputs[0]), upload(&gpu, &[n], &inputs[0]));
+    let (mut rng_cpu, mut rng_gpu) = (Rng::with_stream(5, 2), Rng::with_stream(5, 2));
+    let cpu_list: Vec<(f64, &ArrayD<f32>)> = coefs.iter().copied().zip(&cpu_terms).collect();
+    let gpu_list: Vec<(f64, &CudaTensor<f32>)> = coefs.iter().copied().zip(&gpu_terms).collect();
+    cpu_x
+        .lincomb(0.7, &cpu_list, Some(Noise::new(0.3, &mut rng_cpu)))
+        .unwrap();
+    gpu_x
+        .lincomb(0.7, &gpu_list, Some(Noise::new(0.3, &mut rng_gpu)))
+        .unwrap();
+    assert_eq!(rng_cpu, rng_gpu);
+    let got = gpu_x.to_host_f64().unwrap();
+    let scale = got.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let (mut identical, mut worst) = (0, 0.0f64);
+    for (g, c) in got.iter().zip(cpu_x.iter()) {
+        identical += usize::from(*g == f64::from(*c));
+        worst = worst.max((g - f64::from(*c)).abs() / scale);
+    }
+    eprintln!("20 terms + noise: {identical} of {n} elements bit-identical, worst {worst:.2e}");
+    assert!(
+        worst <= f64::from(f32::EPSILON),
+        "GPU and CPU differ by {worst:e}"
+    );
+}
+
 #[test]
 fn lincomb_f64_noise_matches_the_cpu_draw() {
     let Some(gpu) = gpu_or_skip("lincomb_f64_noise_matches_the_cpu_draw") else {

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use diffusion_nn::layers::Linear;
 
-pub use dit::{GpuDit, GpuDitDenoiser};
+pub use dit::{GpuDit, GpuDitCache, GpuDitDenoiser, GpuDitGrads};
 pub use unet::GpuUNet;
 
 use crate::error::{CudaError, Result};
+use crate::grad::column_sums;
 use crate::layout::add_periodic;
 use crate::ops::gemm_batched;
 use crate::{CudaTensor, Gpu};
@@ -42,6 +43,38 @@ impl GpuLinear {
             add_periodic(&mut y, b)?;
         }
         Ok(y)
+    }
+
+    /// The parameter gradients for input rows `x` (`[rows, inputs]`) and output gradient `dy`
+    /// (`[rows, outputs]`): `dW = dy^T x` and, with a bias, `db` = the column sums of `dy`.
+    pub(crate) fn param_grads(&self, x: &T32, dy: &T32, rows: usize) -> Result<(T32, Option<T32>)> {
+        let gpu = x.gpu();
+        let mut dw = T32::zeros(gpu, &[self.outputs, self.inputs]);
+        gemm_batched(dy, x, 1, (self.outputs, rows, self.inputs), true, false, &mut dw)?;
+        let db = match &self.bias {
+            Some(_) => {
+                let mut db = T32::zeros(gpu, &[self.outputs]);
+                column_sums(dy, rows, self.outputs, &mut db)?;
+                Some(db)
+            }
+            None => None,
+        };
+        Ok((dw, db))
+    }
+
+    /// The input gradient `dx = dy W` (`[rows, inputs]`) for the output gradient `dy`.
+    pub(crate) fn input_grad(&self, dy: &T32, rows: usize) -> Result<T32> {
+        let mut dx = T32::zeros(dy.gpu(), &[rows, self.inputs]);
+        gemm_batched(
+            dy,
+            &self.weight,
+            1,
+            (rows, self.outputs, self.inputs),
+            false,
+            false,
+            &mut dx,
+        )?;
+        Ok(dx)
     }
 
     /// Rows `r0 .. r0 + outputs` of a weight `[*, inputs]` (row-major) and of its bias.

@@ -297,3 +297,30 @@ fn adaln_gradients_match_finite_differences() {
     assert_close(&dshift, &fd_grad(&shift, |s| loss(&x, s, &scale)), 1e-8, "dshift");
     assert_close(&dscale, &fd_grad(&scale, |s| loss(&x, &shift, s)), 1e-8, "dscale");
 }
+
+#[test]
+fn attention_gradients_match_finite_differences() {
+    let (bh, lq, lk, d) = (2, 3, 4, 5);
+    let (q, k, v) = (
+        randn(28, bh * lq * d),
+        randn(29, bh * lk * d),
+        randn(30, bh * lk * d),
+    );
+    let w = randn(31, bh * lq * d);
+    let loss = |q: &[f64], k: &[f64], v: &[f64]| dot(&attention(q, k, v, bh, lq, lk, d), &w);
+    let (dq, dk, dv) = attention_bwd(&w, &q, &k, &v, bh, lq, lk, d);
+    assert_close(&dq, &fd_grad(&q, |q| loss(q, &k, &v)), 1e-8, "dq");
+    assert_close(&dk, &fd_grad(&k, |k| loss(&q, k, &v)), 1e-8, "dk");
+    assert_close(&dv, &fd_grad(&v, |v| loss(&q, &k, v)), 1e-8, "dv");
+}
+
+#[test]
+fn gate_add_gradients_match_finite_differences() {
+    let (b, l, d) = (2, 3, 4);
+    let (h, f, w) = (randn(32, b * l * d), randn(33, b * l * d), randn(34, b * l * d));
+    let gate = randn(35, b * d);
+    let loss = |f: &[f64], g: &[f64]| dot(&gate_add(&h, f, g, b, l, d), &w);
+    let (df, dgate) = gate_add_bwd(&w, &f, &gate, b, l, d);
+    assert_close(&df, &fd_grad(&f, |f| loss(f, &gate)), 1e-8, "df");
+    assert_close(&dgate, &fd_grad(&gate, |g| loss(&f, g)), 1e-8, "dgate");
+}
