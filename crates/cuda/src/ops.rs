@@ -299,14 +299,15 @@ pub fn layer_norm_bwd(
     gamma: Option<&T32>,
     stats: &NormStats,
     dx: &mut T32,
-    dgamma: &mut T32,
-    dbeta: &mut T32,
+    dparams: Option<(&mut T32, &mut T32)>,
 ) -> Result<()> {
     for (t, len) in [(dy, rows * dim), (x, rows * dim), (&*dx, rows * dim)] {
         expect_len("layer_norm_bwd", t, len)?;
     }
-    for (t, len) in [(&*dgamma, dim), (&*dbeta, dim)] {
-        expect_len("layer_norm_bwd params", t, len)?;
+    if let Some((dgamma, dbeta)) = &dparams {
+        for (t, len) in [(&**dgamma, dim), (&**dbeta, dim)] {
+            expect_len("layer_norm_bwd params", t, len)?;
+        }
     }
     if let Some(g) = gamma {
         expect_len("layer_norm_bwd gamma", g, dim)?;
@@ -334,6 +335,12 @@ pub fn layer_norm_bwd(
         .arg(&d);
     // SAFETY: lengths checked above.
     unsafe { launch.launch(grid_rows(rows)?) }.map_err(driver_err("layer_norm_bwd_dx"))?;
+    // The affine gradients are column sums over every row, one thread a column: skipped when
+    // not asked for (a norm without affine parameters, as in DiT), where they would cost more
+    // than the rest of the backward.
+    let Some((dgamma, dbeta)) = dparams else {
+        return Ok(());
+    };
     let f = gpu.function(&NORM, "layer_norm_bwd_params_f32")?;
     let mut launch = stream.launch_builder(&f);
     launch

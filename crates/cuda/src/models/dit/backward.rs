@@ -143,9 +143,7 @@ impl Parts {
 /// LayerNorm's (no affine part) input gradient.
 fn ln_backward(dy: &T32, x: &T32, stats: &NormStats, rows: usize, d: usize) -> Result<T32> {
     let mut dx = dy.zeros_like();
-    // No affine parameters: their gradients are computed by the kernel and dropped.
-    let (mut dgamma, mut dbeta) = (T32::zeros(dy.gpu(), &[d]), T32::zeros(dy.gpu(), &[d]));
-    layer_norm_bwd(dy, x, rows, d, None, stats, &mut dx, &mut dgamma, &mut dbeta)?;
+    layer_norm_bwd(dy, x, rows, d, None, stats, &mut dx, None)?;
     Ok(dx)
 }
 
