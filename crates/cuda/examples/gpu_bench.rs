@@ -118,7 +118,7 @@ fn main() -> Result<()> {
     let mut dit = GpuDit::from_cpu(&gpu, &dit)?;
     let mut unet = UNet::<f32>::new(UNetConfig::default(), &mut Rng::new(3)).expect("unet-small");
     unet.visit_mut(&mut |_, p| randomize(p));
-    let unet = GpuUNet::from_cpu(&gpu, &unet)?;
+    let mut unet = GpuUNet::from_cpu(&gpu, &unet)?;
     let timesteps = |batch: usize| -> Vec<f32> { (0..batch).map(|i| ((i * 37) % 1000) as f32).collect() };
     let (batch, t) = (64, timesteps(64));
     let x = random(&gpu, batch * 4 * 16 * 16, 10)?.reshape(&[batch, 4, 16, 16])?;
@@ -145,6 +145,21 @@ fn main() -> Result<()> {
     let secs = median_seconds(&gpu, || unet.infer(&x, &t).map(|_| ()))?;
     println!(
         "unet-small inference, batch {batch} (GpuUNet): {:.3} ms",
+        secs * 1e3
+    );
+    let target = random(&gpu, batch * 3 * 32 * 32, 13)?.reshape(&[batch, 3, 32, 32])?;
+    let mut params = unet.parameters()?;
+    let mut adamw = GpuAdamW::new(AdamWConfig::default(), &params)?;
+    let n = (batch * 3 * 32 * 32) as f64;
+    let secs = median_seconds(&gpu, || {
+        let (mut dy, cache) = unet.forward_train(&x, &t)?;
+        dy.try_lincomb(2.0 / n, &[(-2.0 / n, &target)], None)?;
+        let grads = unet.backward(&cache, &dy)?;
+        adamw.step(&mut params, &grads.params, 1e-4)?;
+        unet.set_parameters(&params)
+    })?;
+    println!(
+        "unet-small training step, batch {batch} (GpuUNet + GpuAdamW): {:.3} ms",
         secs * 1e3
     );
     Ok(())

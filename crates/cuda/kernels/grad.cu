@@ -39,3 +39,30 @@ extern "C" __global__ void gate_add_bwd_gate_f32(const float* dh, const float* f
         dg[p] = (float)acc;
     }
 }
+
+// sums[c] = sum_{n, s} x[n, c, s] for x [N, C, S]: a convolution's bias gradient (N = batch),
+// or with N = 1 and C = batch * channels the sum of each channel plane (the gradient of a
+// value added to a whole plane, as a UNet's time embedding). One block per c: thread t adds
+// j = t, t + blockDim.x, ... (j = n * S + s) in order, then a fixed tree adds the partials.
+extern "C" __global__ void channel_sums_f32(const float* x, float* sums, int N, int C, i64 S) {
+    extern __shared__ double shared[];
+    int c = blockIdx.x;
+    i64 count = (i64)N * S;
+    double acc = 0.0;
+    for (i64 j = threadIdx.x; j < count; j += blockDim.x) {
+        i64 n = j / S, s = j % S;
+        acc += (double)x[(n * C + c) * S + s];
+    }
+    double total = block_sum(acc, shared);
+    if (threadIdx.x == 0) sums[c] = (float)total;
+}
+
+// out[i] = sum_b x[b, i] for x [B, L], b in order: per-image weight gradients summed over
+// the batch. One thread per i (reads of neighbouring threads are contiguous).
+extern "C" __global__ void batch_sums_f32(const float* x, float* out, int B, i64 L) {
+    GRID_STRIDE(i, L) {
+        double acc = 0.0;
+        for (int b = 0; b < B; ++b) acc += (double)x[(i64)b * L + i];
+        out[i] = (float)acc;
+    }
+}

@@ -137,3 +137,34 @@ extern "C" __global__ void transpose_f32(const float* x, float* out, int B, int 
         out[i] = x[(b * R + r) * C + c];
     }
 }
+
+// The adjoint of upsample2_f32: dx[p, y, x] = the sum of the 2x2 block of dout [P, 2H, 2W]
+// that pixel was copied to (f64, rounded once).
+extern "C" __global__ void upsample2_bwd_f32(const float* dout, float* dx, i64 P, int H, int W) {
+    i64 total = P * H * W;
+    GRID_STRIDE(i, total) {
+        int x = (int)(i % W);
+        int y = (int)((i / W) % H);
+        i64 p = i / ((i64)H * W);
+        const float* o = dout + (p * 2 * H + 2 * y) * (i64)(2 * W) + 2 * x;
+        double acc = (double)o[0] + (double)o[1] + (double)o[2 * W] + (double)o[2 * W + 1];
+        dx[i] = (float)acc;
+    }
+}
+
+// The adjoint of concat_channels_f32: [B, Ca + Cb, S] split into a [B, Ca, S] and
+// b [B, Cb, S], the second multiplied by `scale` (the gradient reaching a UNet's long skip).
+extern "C" __global__ void split_channels_f32(const float* in, float* a, float* b, int B, int Ca, int Cb, i64 S,
+                                              float scale) {
+    i64 total = (i64)B * (Ca + Cb) * S;
+    GRID_STRIDE(i, total) {
+        i64 s = i % S;
+        int c = (int)((i / S) % (Ca + Cb));
+        i64 n = i / (S * (Ca + Cb));
+        if (c < Ca) {
+            a[(n * Ca + c) * S + s] = in[i];
+        } else {
+            b[(n * Cb + (c - Ca)) * S + s] = __fmul_rn(in[i], scale);
+        }
+    }
+}

@@ -45,9 +45,9 @@ run() {
     mkdir -p /tmp/ptx; export PATH="$PATH:/usr/local/cuda/bin"
     if "$BIN/kernels_check" /tmp/ptx >/dev/null && command -v ptxas >/dev/null; then
         for f in /tmp/ptx/*.ptx; do ptxas -arch=sm_90 -v "$f" -o /dev/null 2>&1; done |
-            tee "$out/ptxas.txt" >/dev/null
-        grep -E -A3 "entry function 'lincomb" "$out/ptxas.txt" | grep -E "entry|Used|spill"
-        echo "kernels with spills: $(grep -cE '[1-9][0-9]* bytes spill' "$out/ptxas.txt")"
+            tee /tmp/ptxas.txt >/dev/null
+        grep -E -A3 "entry function 'lincomb" /tmp/ptxas.txt | grep -E "entry|Used|spill"
+        echo "kernels with spills: $(grep -cE '[1-9][0-9]* bytes spill' /tmp/ptxas.txt)"
     fi
     echo "== gpu_bench"
     "$BIN/gpu_bench" "${GPU_BENCH_ELEMENTS:-268435456}" 2>&1 | tee "$out/gpu_bench.txt" || status=1
@@ -55,7 +55,9 @@ run() {
     for model in dit-tiny unet-small; do
         python3 crates/cuda/scripts/torch_gpu.py --model $model 2>&1 | tee -a "$out/gpu_bench.txt" || status=1
     done
-    python3 crates/cuda/scripts/torch_gpu.py --model dit-tiny --train 2>&1 | tee -a "$out/gpu_bench.txt" || status=1
+    for model in dit-tiny unet-small; do
+        python3 crates/cuda/scripts/torch_gpu.py --model $model --train 2>&1 | tee -a "$out/gpu_bench.txt" || status=1
+    done
     return $status
 }
 

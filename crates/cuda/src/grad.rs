@@ -1,6 +1,6 @@
-//! Backward-pass building blocks on the GPU: bias gradients (column sums), the backward of
-//! adaLN-Zero's gated residual ([`crate::layout::gate_add`]) and attention's backward,
-//! composed of [`gemm_batched`] and [`softmax_bwd`]. Every reduction sums in f64 in a fixed
+//! Backward-pass building blocks on the GPU: bias gradients (column and channel sums), the
+//! backward of adaLN-Zero's gated residual ([`crate::layout::gate_add`]), attention's backward
+//! (composed of [`gemm_batched`] and [`softmax_bwd`]) and a 2-D convolution's backward. Every reduction sums in f64 in a fixed
 //! order, so gradients repeat bit for bit run to run.
 
 use cudarc::driver::PushKernelArg;
@@ -9,7 +9,8 @@ use diffusion_core::Tensor;
 use crate::device::{driver_err, grid_1d, grid_rows};
 use crate::error::{CudaError, Result};
 use crate::kernels::GRAD;
-use crate::ops::{expect_len, gemm_batched, softmax_bwd, to_i32};
+use crate::ops::{col2im, expect_len, gemm_batched, gemm_shared_a, im2col, softmax_bwd, to_i32};
+use crate::reference::ConvGeometry;
 use crate::tensor::CudaTensor;
 
 type T32 = CudaTensor<f32>;
@@ -132,4 +133,105 @@ pub fn attention_bwd(
     softmax_bwd(&dp, probs, lk, scale, &mut ds)?;
     gemm_batched(&ds, k, bh, (lq, lk, d), false, false, dq)?;
     gemm_batched(&ds, q, bh, (lk, lq, d), true, false, dk)
+}
+
+/// `out[c] = sum_{n, s} x[n, c, s]` for `x: [n, c, s]`: a convolution's bias gradient; with
+/// `n = 1` and `c = batch * channels`, the sum of every channel plane (the gradient of a
+/// value added to a whole plane, as a UNet ResBlock's time embedding).
+pub fn channel_sums(x: &T32, (n, c, s): (usize, usize, usize), out: &mut T32) -> Result<()> {
+    expect_len("channel_sums x", x, n * c * s)?;
+    expect_len("channel_sums out", out, c)?;
+    out.check_device(x, "channel_sums")?;
+    if c == 0 {
+        return Ok(());
+    }
+    let gpu = x.gpu().clone();
+    let f = gpu.function(&GRAD, "channel_sums_f32")?;
+    let xb = x.readable()?;
+    let (ni, ci, s64) = (to_i32("n", n)?, to_i32("c", c)?, s as i64);
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch
+        .arg(xb.as_ref())
+        .arg(out.writable()?)
+        .arg(&ni)
+        .arg(&ci)
+        .arg(&s64);
+    // SAFETY: lengths checked above; one block per channel writes only its own sum (an empty
+    // channel sums to zero).
+    unsafe { launch.launch(grid_rows(c)?) }.map_err(driver_err("channel_sums"))?;
+    Ok(())
+}
+
+/// `out[i] = sum_b x[b, i]` for `x: [batch, len]`, items added in order (per-image weight
+/// gradients summed over the batch).
+pub fn batch_sums(x: &T32, batch: usize, len: usize, out: &mut T32) -> Result<()> {
+    expect_len("batch_sums x", x, batch * len)?;
+    expect_len("batch_sums out", out, len)?;
+    out.check_device(x, "batch_sums")?;
+    if len == 0 {
+        return Ok(());
+    }
+    let gpu = x.gpu().clone();
+    let f = gpu.function(&GRAD, "batch_sums_f32")?;
+    let xb = x.readable()?;
+    let (bi, l64) = (to_i32("batch", batch)?, len as i64);
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch.arg(xb.as_ref()).arg(out.writable()?).arg(&bi).arg(&l64);
+    // SAFETY: lengths checked above; one thread per output element.
+    unsafe { launch.launch(grid_1d(len)) }.map_err(driver_err("batch_sums"))?;
+    Ok(())
+}
+
+/// The gradients of a 2-D convolution ([`conv2d_bwd`]).
+#[derive(Debug)]
+pub struct ConvGrads {
+    /// dL/dx, `[n, c, h, w]`.
+    pub dx: T32,
+    /// dL/dW, `[cout, c * kh * kw]` (the weight's rows, as the forward multiplies them).
+    pub dweight: T32,
+    /// dL/db, `[cout]` (the gradient of a bias, whether or not the layer has one).
+    pub dbias: T32,
+}
+
+/// Whether the convolution's columns are the image itself (1x1, stride 1, no padding).
+fn cols_are_image(g: &ConvGeometry) -> bool {
+    g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0
+}
+
+/// Backward of the convolution `y_b = W cols_b + bias` (`cols_b` = im2col of image `b`,
+/// `W`: `[cout, K]`, `K = c * kh * kw`) for the input `x` (`[n, c, h, w]`) and the output
+/// gradient `dy` (`[n, cout, oh, ow]`): `dW = sum_b dy_b cols_b^T` (one batched product
+/// into `[n, cout, K]`, then the items summed in order), `dbias` = `dy` summed over the
+/// batch and positions, `dx = col2im(W^T dy_b)`.
+pub fn conv2d_bwd(x: &T32, weight: &T32, dy: &T32, g: ConvGeometry, cout: usize) -> Result<ConvGrads> {
+    let (oh, ow) = g.output_hw()?;
+    let (n, kk, l) = (g.n, g.c * g.kh * g.kw, oh * ow);
+    expect_len("conv2d_bwd x", x, g.image_len())?;
+    expect_len("conv2d_bwd weight", weight, cout * kk)?;
+    expect_len("conv2d_bwd dy", dy, n * cout * l)?;
+    let gpu = x.gpu().clone();
+    let direct = cols_are_image(&g);
+    let cols = if direct {
+        x.clone()
+    } else {
+        let mut cols = T32::zeros(&gpu, &[n, kk, l]);
+        im2col(x, g, &mut cols)?;
+        cols
+    };
+    let mut per_image = T32::zeros(&gpu, &[n, cout, kk]);
+    gemm_batched(dy, &cols, n, (cout, l, kk), false, true, &mut per_image)?;
+    let mut dweight = T32::zeros(&gpu, &[cout, kk]);
+    batch_sums(&per_image, n, cout * kk, &mut dweight)?;
+    let mut dbias = T32::zeros(&gpu, &[cout]);
+    channel_sums(dy, (n, cout, l), &mut dbias)?;
+    let mut dcols = T32::zeros(&gpu, &[n, kk, l]);
+    gemm_shared_a(weight, dy, n, (kk, cout, l), true, false, &mut dcols)?;
+    let dx = if direct {
+        dcols.reshape(&[g.n, g.c, g.h, g.w])?
+    } else {
+        let mut dx = T32::zeros(&gpu, &[g.n, g.c, g.h, g.w]);
+        col2im(&dcols, g, &mut dx)?;
+        dx
+    };
+    Ok(ConvGrads { dx, dweight, dbias })
 }

@@ -223,3 +223,70 @@ pub fn transpose(x: &T32, (b, r, c): (usize, usize, usize), out: &mut T32) -> Re
     expect_len("transpose x", x, b * r * c)?;
     permute("transpose_f32", x, out, &[b, r, c])
 }
+
+/// The adjoint of [`upsample2`]: `dout` `[planes, 2h, 2w]` to `dx` `[planes, h, w]`, each
+/// pixel the sum of the 2x2 block it was copied to.
+pub fn upsample2_bwd(dout: &T32, (planes, h, w): (usize, usize, usize), dx: &mut T32) -> Result<()> {
+    expect_len("upsample2_bwd dout", dout, planes * 4 * h * w)?;
+    expect_len("upsample2_bwd dx", dx, planes * h * w)?;
+    if dx.is_empty() {
+        return Ok(());
+    }
+    dx.check_device(dout, "upsample2_bwd")?;
+    let gpu = dout.gpu().clone();
+    let f = gpu.function(&LAYOUT, "upsample2_bwd_f32")?;
+    let db = dout.readable()?;
+    // The kernel indexes rows of the output (2h x 2w) in 32 bits.
+    to_i32("2h", 2 * h)?;
+    to_i32("2w", 2 * w)?;
+    let (p64, hi, wi) = (planes as i64, to_i32("h", h)?, to_i32("w", w)?);
+    let len = dx.len();
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch
+        .arg(db.as_ref())
+        .arg(dx.writable()?)
+        .arg(&p64)
+        .arg(&hi)
+        .arg(&wi);
+    // SAFETY: lengths checked above; each thread reads its own 2x2 block.
+    unsafe { launch.launch(grid_1d(len)) }.map_err(driver_err("upsample2_bwd"))?;
+    Ok(())
+}
+
+/// The adjoint of [`concat_channels`]: `cat` `[n, ca + cb, s]` split into `a` `[n, ca, s]`
+/// and `b` `[n, cb, s]`, the second multiplied by `scale`.
+pub fn split_channels(
+    cat: &T32,
+    (n, ca, cb, s): (usize, usize, usize, usize),
+    scale: f32,
+    a: &mut T32,
+    b: &mut T32,
+) -> Result<()> {
+    expect_len("split_channels cat", cat, n * (ca + cb) * s)?;
+    expect_len("split_channels a", a, n * ca * s)?;
+    expect_len("split_channels b", b, n * cb * s)?;
+    if cat.is_empty() {
+        return Ok(());
+    }
+    cat.check_device(a, "split_channels")?;
+    cat.check_device(b, "split_channels")?;
+    let gpu = cat.gpu().clone();
+    let f = gpu.function(&LAYOUT, "split_channels_f32")?;
+    let cb_in = cat.readable()?;
+    let (ni, cai, cbi) = (to_i32("n", n)?, to_i32("ca", ca)?, to_i32("cb", cb)?);
+    let s64 = s as i64;
+    let len = cat.len();
+    let mut launch = gpu.stream().launch_builder(&f);
+    launch
+        .arg(cb_in.as_ref())
+        .arg(a.writable()?)
+        .arg(b.writable()?)
+        .arg(&ni)
+        .arg(&cai)
+        .arg(&cbi)
+        .arg(&s64)
+        .arg(&scale);
+    // SAFETY: lengths checked above; every element of `cat` goes to exactly one output.
+    unsafe { launch.launch(grid_1d(len)) }.map_err(driver_err("split_channels"))?;
+    Ok(())
+}

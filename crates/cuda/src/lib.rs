@@ -7,7 +7,8 @@
 //! - `ops` runs network layers on the GPU (cuBLAS GEMM, activations, norms, softmax,
 //!   attention, im2col/col2im, adaLN modulation); `grad` the backward-only pieces (bias
 //!   gradients, gated residual and attention backward); `optim` AdamW.
-//! - `models::GpuDit` runs DiT inference, and a training step's forward and backward passes.
+//! - `models::GpuDit` and `models::GpuUNet` (2-D) run inference, and a training step's
+//!   forward and backward passes.
 //! - Kernels are CUDA C files embedded in the binary and compiled at run time by NVRTC,
 //!   once per device context. Nothing is linked at build time: the driver, NVRTC and cuBLAS
 //!   are loaded at run time, and each missing piece is a typed [`CudaError`], never a panic.

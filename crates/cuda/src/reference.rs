@@ -6,6 +6,12 @@
 
 use crate::error::{CudaError, Result};
 
+mod unet_ops;
+
+pub use unet_ops::{
+    batch_sums, channel_sums, concat_channels, conv2d, conv2d_bwd, split_channels, upsample2, upsample2_bwd,
+};
+
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }

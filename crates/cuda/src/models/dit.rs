@@ -18,6 +18,7 @@ use crate::error::{CudaError, Result};
 use crate::layout::{add_periodic, gate_add, merge_heads, patch_rows, split_heads, unpatchify};
 use crate::ops::{adaln_modulate, attention_with_probs, gelu_tanh, layer_norm, silu};
 
+use super::grads::linear_names;
 use super::{GpuLinear, T32};
 
 use backward::{BlockCache, HeadCache};
@@ -68,17 +69,6 @@ impl Weights {
     ) -> Result<GpuLinear> {
         let (w, b) = linear_names(prefix);
         GpuLinear::from_rows(gpu, self.get(&w)?, Some(self.get(&b)?), r0, outputs, inputs)
-    }
-}
-
-/// The weight and bias names of the linear layer `prefix` of the CPU model: attention's packed
-/// projection is `in_proj_weight` / `in_proj_bias` (PyTorch's names), the others
-/// `prefix.weight` / `prefix.bias`.
-fn linear_names(prefix: &str) -> (String, String) {
-    if prefix.ends_with("in_proj") {
-        (format!("{prefix}_weight"), format!("{prefix}_bias"))
-    } else {
-        (format!("{prefix}.weight"), format!("{prefix}.bias"))
     }
 }
 

@@ -2,6 +2,7 @@
 //! one way they already do: safetensors into the CPU model, then `from_cpu`).
 
 mod dit;
+mod grads;
 mod unet;
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use diffusion_nn::layers::Linear;
 
 pub use dit::{GpuDit, GpuDitCache, GpuDitDenoiser, GpuDitGrads};
-pub use unet::GpuUNet;
+pub use unet::{GpuUNet, GpuUNetCache, GpuUNetGrads};
 
 use crate::error::{CudaError, Result};
 use crate::grad::column_sums;

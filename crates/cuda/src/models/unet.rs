@@ -1,8 +1,15 @@
-//! UNet inference on the GPU (2-D), the same function as `diffusion_nn::models::UNet::infer`.
+//! UNet on the GPU (2-D): inference, the same function as `diffusion_nn::models::UNet::infer`,
+//! and the forward pass of a training step (one code path, so both compute the same
+//! function). Each layer's forward also returns what its backward needs (`backward.rs`); the
+//! model keeps those caches only for training. Named parameters are in `params.rs`.
+
+mod backward;
+mod params;
 
 use std::sync::Arc;
 
 use diffusion_core::Tensor;
+use diffusion_nn::Parameters;
 use diffusion_nn::layers::{Conv, GroupNorm, MultiheadAttention, timestep_embedding};
 use diffusion_nn::models::UNet;
 use diffusion_nn::models::unet::{AttnBlock, ResBlock, Stage};
@@ -10,10 +17,13 @@ use diffusion_nn::models::unet::{AttnBlock, ResBlock, Stage};
 use crate::Gpu;
 use crate::error::{CudaError, Result};
 use crate::layout::{add_per_block, concat_channels, merge_heads, split_heads, transpose, upsample2};
-use crate::ops::{attention, gemm_shared_a, group_norm, im2col, silu};
+use crate::ops::{NormStats, attention_with_probs, gemm_shared_a, group_norm, im2col, silu};
 use crate::reference::{ConvGeometry, GroupNormShape};
 
 use super::{GpuLinear, T32};
+
+use backward::{AttnCache, NormCache, ResCache, SkipInfo, StageCache};
+pub use backward::{GpuUNetCache, GpuUNetGrads};
 
 fn values(p: &diffusion_nn::Param<f32>) -> Vec<f32> {
     p.value.iter().copied().collect()
@@ -27,6 +37,7 @@ fn unsupported(reason: String) -> CudaError {
 }
 
 /// An NCHW activation and its `(batch, channels, height, width)`.
+#[derive(Clone, Debug)]
 struct Act {
     t: T32,
     n: usize,
@@ -76,8 +87,16 @@ impl GpuConv {
         })
     }
 
-    fn forward(&self, x: &Act) -> Result<Act> {
-        let geom = ConvGeometry {
+    /// The geometry of this convolution on `x`; `x` must have the layer's input channels.
+    fn geometry(&self, x: &Act) -> Result<ConvGeometry> {
+        if x.c != self.cin {
+            return Err(CudaError::ShapeMismatch {
+                context: "GpuUNet convolution input channels",
+                expected: vec![self.cin],
+                got: vec![x.c],
+            });
+        }
+        Ok(ConvGeometry {
             n: x.n,
             c: self.cin,
             h: x.h,
@@ -87,7 +106,11 @@ impl GpuConv {
             stride: self.stride,
             pad: self.pad,
             dilation: 1,
-        };
+        })
+    }
+
+    fn forward(&self, x: &Act) -> Result<Act> {
+        let geom = self.geometry(x)?;
         let (oh, ow) = geom.output_hw()?;
         let (kk, l) = (self.cin * self.k * self.k, oh * ow);
         let mut y = T32::zeros(x.t.gpu(), &[x.n, self.cout, oh, ow]);
@@ -128,21 +151,40 @@ impl GpuGroupNorm {
         })
     }
 
-    fn forward(&self, x: &Act, then_silu: bool) -> Result<Act> {
-        let shape = GroupNormShape {
+    fn shape(&self, x: &Act) -> GroupNormShape {
+        GroupNormShape {
             n: x.n,
             c: x.c,
             s: x.h * x.w,
             groups: self.groups,
-        };
+        }
+    }
+
+    /// GroupNorm (then SiLU): the output and what the backward needs.
+    fn forward(&self, x: &Act, then_silu: bool) -> Result<(Act, NormCache)> {
         let mut y = x.t.zeros_like();
-        group_norm(&x.t, shape, Some(&self.gamma), Some(&self.beta), self.eps, &mut y)?;
-        if then_silu {
+        let stats: NormStats = group_norm(
+            &x.t,
+            self.shape(x),
+            Some(&self.gamma),
+            Some(&self.beta),
+            self.eps,
+            &mut y,
+        )?;
+        let out = if then_silu {
             let mut s = y.zeros_like();
             silu(&y, &mut s)?;
-            y = s;
-        }
-        Ok(Act { t: y, ..*x })
+            s
+        } else {
+            y.clone()
+        };
+        let cache = NormCache {
+            x: x.clone(),
+            normed: y,
+            then_silu,
+            stats,
+        };
+        Ok((Act { t: out, ..*x }, cache))
     }
 }
 
@@ -168,17 +210,19 @@ impl GpuResBlock {
     }
 
     /// `ste`: silu of the time embedding, `[batch, temb]`.
-    fn forward(&self, x: &Act, ste: &T32) -> Result<Act> {
-        let mut h1 = self.c1.forward(&self.n1.forward(x, true)?)?;
+    fn forward(&self, x: &Act, ste: &T32) -> Result<(Act, ResCache)> {
+        let (sa, n1) = self.n1.forward(x, true)?;
+        let mut h1 = self.c1.forward(&sa)?;
         let tp = self.t.forward(ste, x.n)?;
         add_per_block(&mut h1.t, &tp, h1.h * h1.w)?;
-        let mut y = self.c2.forward(&self.n2.forward(&h1, true)?)?;
+        let (sb, n2) = self.n2.forward(&h1, true)?;
+        let mut y = self.c2.forward(&sb)?;
         let skip = match &self.skip {
             Some(s) => s.forward(x)?.t,
             None => x.t.clone(),
         };
         y.t.try_lincomb(1.0, &[(1.0, &skip)], None)?;
-        Ok(y)
+        Ok((y, ResCache { n1, sa, n2, sb }))
     }
 }
 
@@ -208,10 +252,13 @@ impl GpuAttnBlock {
     }
 
     /// `x + MHA(GroupNorm(x))` over the `h * w` positions.
-    fn forward(&self, x: &Act) -> Result<Act> {
+    fn forward(&self, x: &Act) -> Result<(Act, AttnCache)> {
         let (n, c, s) = (x.n, x.c, x.h * x.w);
+        if self.heads == 0 || !c.is_multiple_of(self.heads) {
+            return Err(unsupported(format!("{c} channels in {} heads", self.heads)));
+        }
         let (heads, dh) = (self.heads, c / self.heads);
-        let normed = self.norm.forward(x, false)?;
+        let (normed, norm) = self.norm.forward(x, false)?;
         let mut tokens = normed.t.zeros_like();
         transpose(&normed.t, (n, c, s), &mut tokens)?;
         let split = |t: &T32| -> Result<T32> {
@@ -223,14 +270,23 @@ impl GpuAttnBlock {
         let k = split(&self.k.forward(&tokens, n * s)?)?;
         let v = split(&self.v.forward(&tokens, n * s)?)?;
         let mut o = q.zeros_like();
-        attention(&q, &k, &v, n * heads, (s, s, dh), &mut o)?;
+        let probs = attention_with_probs(&q, &k, &v, n * heads, (s, s, dh), &mut o)?;
         let mut merged = o.zeros_like();
         merge_heads(&o, (n, s, heads, dh), &mut merged)?;
         let projected = self.out_proj.forward(&merged, n * s)?;
         let mut y = x.t.zeros_like();
         transpose(&projected, (n, s, c), &mut y)?;
         y.try_lincomb(1.0, &[(1.0, &x.t)], None)?;
-        Ok(Act { t: y, ..*x })
+        let cache = AttnCache {
+            norm,
+            tokens,
+            q,
+            k,
+            v,
+            probs,
+            merged,
+        };
+        Ok((Act { t: y, ..*x }, cache))
     }
 }
 
@@ -254,37 +310,48 @@ impl GpuStage {
         })
     }
 
-    fn forward(&self, x: &Act, ste: &T32) -> Result<Act> {
+    fn forward(&self, x: &Act, ste: &T32) -> Result<(Act, StageCache)> {
         match self {
             Self::Res(r, a) => {
-                let h = r.forward(x, ste)?;
+                let (h, rc) = r.forward(x, ste)?;
                 match a {
-                    Some(a) => a.forward(&h),
-                    None => Ok(h),
+                    Some(a) => {
+                        let (h, ac) = a.forward(&h)?;
+                        Ok((h, StageCache::Res(Box::new(rc), Some(Box::new(ac)))))
+                    }
+                    None => Ok((h, StageCache::Res(Box::new(rc), None))),
                 }
             }
-            Self::Down(c) => c.forward(x),
+            Self::Down(c) => Ok((c.forward(x)?, StageCache::Down(x.clone()))),
             Self::Up(c) => {
                 let mut u = T32::zeros(x.t.gpu(), &[x.n, x.c, 2 * x.h, 2 * x.w]);
                 upsample2(&x.t, (x.n * x.c, x.h, x.w), &mut u)?;
-                c.forward(&Act {
+                let u = Act {
                     t: u,
                     h: 2 * x.h,
                     w: 2 * x.w,
                     ..*x
-                })
+                };
+                Ok((c.forward(&u)?, StageCache::Up(u)))
             }
         }
     }
 }
 
-/// UNet inference on the GPU (2-D models), from a `diffusion-nn` [`UNet`]'s weights, with its
-/// skip factors (ScaleLong scales and Skip-Tuning factors) as `UNet::infer` applies them.
+/// A UNet on the GPU (2-D models), from a `diffusion-nn` [`UNet`]'s weights: inference with
+/// its skip factors (ScaleLong scales and Skip-Tuning factors) as `UNet::infer` applies them,
+/// and a training step's gradients ([`GpuUNet::forward_train`], [`GpuUNet::backward`]) with
+/// the training-time factors, as `Network::forward` / `backward`. Learnable skip scales
+/// (`SkipScaling::Learnable`) run inference only: training them is a typed error.
 pub struct GpuUNet {
     gpu: Arc<Gpu>,
     in_ch: usize,
     size: usize,
     base: usize,
+    temb: usize,
+    /// The CPU model's parameter names and shapes, in `Parameters::visit` order: the names
+    /// and order of the gradients and of [`GpuUNet::parameters`].
+    params: Vec<(String, Vec<usize>)>,
     t_mlp0: GpuLinear,
     t_mlp2: GpuLinear,
     inp: GpuConv,
@@ -295,7 +362,10 @@ pub struct GpuUNet {
     up: Vec<GpuStage>,
     out_norm: GpuGroupNorm,
     out_conv: GpuConv,
+    /// Skip factors at inference (with Skip-Tuning) and in training (without).
     skip_factors: Vec<f32>,
+    train_skip_factors: Vec<f32>,
+    learnable_skips: bool,
 }
 
 impl std::fmt::Debug for GpuUNet {
@@ -323,11 +393,15 @@ impl GpuUNet {
                 .map(|s| GpuStage::from_cpu(gpu, s))
                 .collect::<Result<Vec<_>>>()
         };
+        let mut params = Vec::new();
+        model.visit(&mut |name, p| params.push((name.to_string(), p.value.shape().to_vec())));
         Ok(Self {
             gpu: gpu.clone(),
             in_ch: cfg.in_ch,
             size: cfg.size,
             base: cfg.base,
+            temb: cfg.temb,
+            params,
             t_mlp0: GpuLinear::from_cpu(gpu, &model.t_mlp0)?,
             t_mlp2: GpuLinear::from_cpu(gpu, &model.t_mlp2)?,
             inp: GpuConv::from_cpu(gpu, &model.inp)?,
@@ -341,11 +415,46 @@ impl GpuUNet {
             skip_factors: (0..model.num_skips())
                 .map(|j| model.skip_factor(j, true))
                 .collect(),
+            train_skip_factors: (0..model.num_skips())
+                .map(|j| model.skip_factor(j, false))
+                .collect(),
+            learnable_skips: model.skip_scales.is_some(),
         })
     }
 
     /// The model's output for images `x: [batch, in_ch, size, size]` at timesteps `t`.
     pub fn infer(&self, x: &T32, t: &[f32]) -> Result<T32> {
+        Ok(self.run(x, t, &self.skip_factors, false)?.0)
+    }
+
+    /// The training forward pass (`Network::forward` of the CPU model: skip factors without
+    /// Skip-Tuning), also keeping what [`GpuUNet::backward`] needs. Without Skip-Tuning
+    /// factors it is [`GpuUNet::infer`]'s computation.
+    pub fn forward_train(&self, x: &T32, t: &[f32]) -> Result<(T32, GpuUNetCache)> {
+        self.check_trainable()?;
+        let (y, cache) = self.run(x, t, &self.train_skip_factors, true)?;
+        let cache = cache.ok_or(CudaError::InvalidArgument {
+            name: "forward_train",
+            reason: "the forward pass kept no cache".into(),
+        })?;
+        Ok((y, cache))
+    }
+
+    /// Training needs every parameter on the device: learnable skip scales are not.
+    fn check_trainable(&self) -> Result<()> {
+        if self.learnable_skips {
+            return Err(unsupported(
+                "GpuUNet does not train learnable skip scales (SkipScaling::Learnable); \
+                 use SkipScaling::Constant or None"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The forward pass, as `UNet::run` of `diffusion-nn`, with skip `j` multiplied by
+    /// `factors[j]`; with `keep`, also the cache of every intermediate the backward reads.
+    fn run(&self, x: &T32, t: &[f32], factors: &[f32], keep: bool) -> Result<(T32, Option<GpuUNetCache>)> {
         let (batch, c, s) = (t.len(), self.in_ch, self.size);
         if x.shape() != [batch, c, s, s] {
             return Err(CudaError::ShapeMismatch {
@@ -375,40 +484,80 @@ impl GpuUNet {
         };
         let mut h = self.inp.forward(&x)?;
         // Skips share their buffers with `h` (copy-on-write): no copies.
-        let mut skips = vec![Act { t: h.t.clone(), ..h }];
+        let mut skips = vec![h.clone()];
+        let mut down = Vec::new();
         for st in &self.down {
-            h = st.forward(&h, &ste)?;
-            skips.push(Act { t: h.t.clone(), ..h });
-        }
-        h = self.mid0.forward(&h, &ste)?;
-        h = self.mid1.forward(&h)?;
-        h = self.mid2.forward(&h, &ste)?;
-        for st in &self.up {
-            if let GpuStage::Res(..) = st {
-                let j = skips.len() - 1;
-                let skip = skips.pop().expect("one skip per decoder ResBlock");
-                let spatial = h.h * h.w;
-                let mut cat = T32::zeros(gpu, &[batch, h.c + skip.c, h.h, h.w]);
-                concat_channels(
-                    &h.t,
-                    &skip.t,
-                    (batch, h.c, skip.c, spatial),
-                    self.skip_factors[j],
-                    &mut cat,
-                )?;
-                h = st.forward(
-                    &Act {
-                        t: cat,
-                        c: h.c + skip.c,
-                        ..h
-                    },
-                    &ste,
-                )?;
-            } else {
-                h = st.forward(&h, &ste)?;
+            let (nh, sc) = st.forward(&h, &ste)?;
+            h = nh;
+            skips.push(h.clone());
+            if keep {
+                down.push(sc);
             }
         }
-        let out = self.out_conv.forward(&self.out_norm.forward(&h, true)?)?;
-        Ok(out.t)
+        // The middle block's caches are at the lowest resolution: kept either way.
+        let (h1, mid0) = self.mid0.forward(&h, &ste)?;
+        let (h2, mid1) = self.mid1.forward(&h1)?;
+        let (mut h, mid2) = self.mid2.forward(&h2, &ste)?;
+        let mut up = Vec::new();
+        for st in &self.up {
+            let mut skip_info = None;
+            let input = if let GpuStage::Res(..) = st {
+                let j = skips
+                    .len()
+                    .checked_sub(1)
+                    .ok_or_else(|| unsupported("more decoder ResBlocks than encoder skips".into()))?;
+                let factor = *factors.get(j).ok_or_else(|| {
+                    unsupported(format!("no skip factor for skip {j} of {}", factors.len()))
+                })?;
+                let skip = skips.pop().ok_or_else(|| unsupported("no skip left".into()))?;
+                let spatial = h.h * h.w;
+                if skip.h != h.h || skip.w != h.w || skip.n != h.n {
+                    return Err(CudaError::ShapeMismatch {
+                        context: "GpuUNet skip [batch, channels, h, w] against the decoder's",
+                        expected: vec![h.n, skip.c, h.h, h.w],
+                        got: vec![skip.n, skip.c, skip.h, skip.w],
+                    });
+                }
+                let mut cat = T32::zeros(gpu, &[batch, h.c + skip.c, h.h, h.w]);
+                concat_channels(&h.t, &skip.t, (batch, h.c, skip.c, spatial), factor, &mut cat)?;
+                skip_info = Some(SkipInfo {
+                    j,
+                    hc: h.c,
+                    skip_c: skip.c,
+                    factor,
+                });
+                Act {
+                    t: cat,
+                    c: h.c + skip.c,
+                    ..h
+                }
+            } else {
+                h
+            };
+            let (nh, sc) = st.forward(&input, &ste)?;
+            h = nh;
+            if keep {
+                up.push((sc, skip_info));
+            }
+        }
+        let (os, out_norm) = self.out_norm.forward(&h, true)?;
+        let out = self.out_conv.forward(&os)?;
+        let cache = keep.then(|| GpuUNetCache {
+            batch,
+            temb,
+            z,
+            sz,
+            te,
+            ste,
+            x,
+            down,
+            mid0,
+            mid1,
+            mid2,
+            up,
+            out_norm,
+            os,
+        });
+        Ok((out.t, cache))
     }
 }

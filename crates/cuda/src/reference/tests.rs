@@ -324,3 +324,59 @@ fn gate_add_gradients_match_finite_differences() {
     assert_close(&df, &fd_grad(&f, |f| loss(f, &gate)), 1e-8, "df");
     assert_close(&dgate, &fd_grad(&gate, |g| loss(&f, g)), 1e-8, "dgate");
 }
+
+#[test]
+fn conv2d_gradients_match_finite_differences() {
+    let g = ConvGeometry {
+        n: 2,
+        c: 3,
+        h: 5,
+        w: 4,
+        kh: 3,
+        kw: 3,
+        stride: 2,
+        pad: 1,
+        dilation: 1,
+    };
+    let cout = 2;
+    let (oh, ow) = g.output_hw().unwrap();
+    let kk = g.c * g.kh * g.kw;
+    let (x, wt, bias) = (randn(40, g.image_len()), randn(41, cout * kk), randn(42, cout));
+    let dy = randn(43, g.n * cout * oh * ow);
+    let loss = |x: &[f64], wt: &[f64], b: &[f64]| dot(&conv2d(x, wt, b, g, cout).unwrap(), &dy);
+    let (dx, dw, db) = conv2d_bwd(&x, &wt, &dy, g, cout).unwrap();
+    assert_close(&dx, &fd_grad(&x, |x| loss(x, &wt, &bias)), 1e-8, "conv dx");
+    assert_close(&dw, &fd_grad(&wt, |w| loss(&x, w, &bias)), 1e-8, "conv dweight");
+    assert_close(&db, &fd_grad(&bias, |b| loss(&x, &wt, b)), 1e-8, "conv dbias");
+}
+
+#[test]
+fn upsample_and_split_are_the_adjoints_of_their_forwards() {
+    let (planes, h, w) = (3, 2, 5);
+    let (x, d) = (randn(44, planes * h * w), randn(45, planes * 4 * h * w));
+    let lhs = dot(&upsample2(&x, planes, h, w), &d);
+    let rhs = dot(&x, &upsample2_bwd(&d, planes, h, w));
+    assert!(
+        (lhs - rhs).abs() < 1e-12 * lhs.abs().max(1.0),
+        "upsample2: {lhs} vs {rhs}"
+    );
+    let (n, ca, cb, s, scale) = (2, 3, 4, 5, 0.7);
+    let (a, b) = (randn(46, n * ca * s), randn(47, n * cb * s));
+    let d = randn(48, n * (ca + cb) * s);
+    let (da, db) = split_channels(&d, n, ca, cb, s, scale);
+    let lhs = dot(&concat_channels(&a, &b, n, ca, cb, s, scale), &d);
+    let rhs = dot(&a, &da) + dot(&b, &db);
+    assert!(
+        (lhs - rhs).abs() < 1e-12 * lhs.abs().max(1.0),
+        "concat: {lhs} vs {rhs}"
+    );
+    let sums = channel_sums(&d, n, ca + cb, s);
+    let total: f64 = d.iter().sum();
+    assert!((sums.iter().sum::<f64>() - total).abs() < 1e-12 * total.abs().max(1.0));
+    assert_close(
+        &batch_sums(&d, n, (ca + cb) * s),
+        &channel_sums(&d, n, (ca + cb) * s, 1),
+        1e-15,
+        "sums",
+    );
+}

@@ -6,19 +6,16 @@
 //! the CPU parameter's name and the parts are joined in row order at the end, so the
 //! gradients come out named, shaped and ordered as `Dit`'s `Parameters::visit`.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use diffusion_core::Tensor;
 
-use crate::Gpu;
 use crate::error::{CudaError, Result};
 use crate::grad::{attention_bwd, gate_add_bwd};
 use crate::layout::{merge_heads, patch_rows_bwd, patchify, split_heads};
 use crate::ops::{NormStats, adaln_modulate_bwd, gelu_tanh_bwd, layer_norm_bwd, silu_bwd};
 
+use super::super::grads::Parts;
 use super::super::{GpuLinear, T32};
-use super::{GpuDit, GpuDitBlock, linear_names};
+use super::{GpuDit, GpuDitBlock};
 
 /// What one block's forward pass keeps (the CPU model's `BlockCache`, plus the tensors the
 /// fused CPU code recomputes).
@@ -94,52 +91,6 @@ impl GpuDitGrads {
     }
 }
 
-/// Gradient parts by CPU parameter name (row blocks, in row order).
-#[derive(Default)]
-struct Parts(HashMap<String, Vec<T32>>);
-
-impl Parts {
-    fn push(&mut self, name: String, part: T32) {
-        self.0.entry(name).or_default().push(part);
-    }
-
-    /// The weight and bias gradients of (a row block of) the linear layer `prefix`.
-    fn linear(&mut self, prefix: &str, (dw, db): (T32, Option<T32>)) {
-        let (w, b) = linear_names(prefix);
-        self.push(w, dw);
-        if let Some(db) = db {
-            self.push(b, db);
-        }
-    }
-
-    /// The gradients in the order and shapes of `params`; every part must be claimed.
-    fn assemble(mut self, gpu: &Arc<Gpu>, params: &[(String, Vec<usize>)]) -> Result<Vec<(String, T32)>> {
-        let grads = params
-            .iter()
-            .map(|(name, shape)| {
-                let parts = self.0.remove(name).ok_or_else(|| CudaError::InvalidArgument {
-                    name: "GpuDit::backward",
-                    reason: format!("no gradient was computed for parameter `{name}`"),
-                })?;
-                let joined = match parts.as_slice() {
-                    [one] => one.reshape(shape)?,
-                    _ => T32::concat(gpu, &parts.iter().collect::<Vec<_>>(), shape)?,
-                };
-                Ok((name.clone(), joined))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if !self.0.is_empty() {
-            let mut extra: Vec<&String> = self.0.keys().collect();
-            extra.sort();
-            return Err(CudaError::InvalidArgument {
-                name: "GpuDit::backward",
-                reason: format!("gradients for parameters the CPU model does not have: {extra:?}"),
-            });
-        }
-        Ok(grads)
-    }
-}
-
 /// LayerNorm's (no affine part) input gradient.
 fn ln_backward(dy: &T32, x: &T32, stats: &NormStats, rows: usize, d: usize) -> Result<T32> {
     let mut dx = dy.zeros_like();
@@ -210,7 +161,7 @@ impl GpuDit {
             self.block_backward(i, blk, bc, cache, &mut dh, &mut dsc, &mut parts)?;
         }
         let input = self.stem_backward(cache, &dh, &dsc, &mut parts)?;
-        let params = parts.assemble(&self.gpu, &self.params)?;
+        let params = parts.assemble(&self.gpu, &self.params, "GpuDit::backward")?;
         Ok(GpuDitGrads { input, params })
     }
 

@@ -7,8 +7,9 @@ use diffusion_core::Tensor;
 
 use crate::error::{CudaError, Result};
 
+use super::super::grads::linear_names;
 use super::super::{GpuLinear, T32};
-use super::{GpuDit, GpuDitBlock, linear_names};
+use super::{GpuDit, GpuDitBlock};
 
 const Y_EMBED: &str = "y_embed.weight";
 
