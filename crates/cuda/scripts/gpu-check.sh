@@ -2,6 +2,7 @@
 # The GPU checks of diffusion-cuda as one script, for a lent GPU machine that has no Rust.
 #   bash crates/cuda/scripts/gpu-check.sh prepare   # here: build the test and bench binaries into .gpu/
 #   bash crates/cuda/scripts/gpu-check.sh run       # there: run them (DIFFUSION_REQUIRE_GPU=1), then time
+#                                                   # (GPU_CHECK_TESTS_ONLY=1: the tests alone)
 # `run` finds libnvrtc and libcublas in a CUDA toolkit or in pip's nvidia-* wheels, writes logs
 # to $OUT (when set) and prints a short summary last.
 set -uo pipefail
@@ -41,6 +42,7 @@ run() {
         if ! "$t" --nocapture --test-threads=1 >"$out/$(basename "$t").log" 2>&1; then status=1; fi
         grep -E "relative|test result|FAILED|panicked|SKIP|error" "$out/$(basename "$t").log" | head -60
     done
+    if [ -n "${GPU_CHECK_TESTS_ONLY:-}" ]; then return $status; fi
     echo "== registers and spills (ptxas -v, sm_90)"
     mkdir -p /tmp/ptx; export PATH="$PATH:/usr/local/cuda/bin"
     if "$BIN/kernels_check" /tmp/ptx >/dev/null && command -v ptxas >/dev/null; then

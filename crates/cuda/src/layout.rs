@@ -26,10 +26,12 @@ pub fn add_per_block(y: &mut T32, v: &T32, block: usize) -> Result<()> {
         return Ok(());
     }
     if block == 0 || period == 0 || !n.is_multiple_of(block * period) {
-        return Err(crate::CudaError::ShapeMismatch {
-            context: "add_per_block: y's length must be a multiple of block * v's length",
-            expected: vec![block, period],
-            got: y.shape().to_vec(),
+        return Err(crate::CudaError::InvalidArgument {
+            name: "add_per_block",
+            reason: format!(
+                "y ({:?}, {n} elements) is not a whole number of blocks of {block} times {period} values",
+                y.shape()
+            ),
         });
     }
     y.check_device(v, "add_per_block")?;

@@ -4,30 +4,19 @@
 //! Inputs are random (never zeros) and every output buffer is poisoned with NaN first.
 #![cfg(feature = "cuda")]
 
+mod common;
+
+use common::gpu_or_skip;
 use std::sync::Arc;
 
 use diffusion_core::{Noise, Rng, Tensor};
 use diffusion_cuda::reference::{self as cpu, ConvGeometry, GroupNormShape};
-use diffusion_cuda::{CudaError, CudaTensor, Gpu, gpu_required, ops};
+use diffusion_cuda::{CudaError, CudaTensor, Gpu, ops};
 use ndarray::{ArrayD, IxDyn};
 
 /// The normwise relative error every f32 kernel must beat (far under the 1e-3 requirement;
 /// f32 rounding of f64 results is ~6e-8, GEMM accumulation adds ~sqrt(k) of that).
 const REL_TOL: f64 = 1e-5;
-
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    match Gpu::new(0) {
-        Ok(gpu) => Some(gpu),
-        Err(e) => {
-            assert!(
-                !gpu_required(),
-                "{test}: DIFFUSION_REQUIRE_GPU is set but no GPU is usable: {e}"
-            );
-            eprintln!("SKIP {test}: no usable GPU ({e})");
-            None
-        }
-    }
-}
 
 /// Random f32-representable values (the GPU sees exactly what the reference sees).
 fn randn(seed: u64, len: usize, scale: f64) -> Vec<f64> {

@@ -2,38 +2,20 @@
 //! the f64 CPU model is the oracle; the f32 CPU model shows what f32 rounding alone costs.
 #![cfg(feature = "cuda")]
 
-use std::collections::HashMap;
+mod common;
+
+use common::{gpu_or_skip, normals, rel, same_random_weights};
 use std::sync::Arc;
 
 use diffusion_core::Parameterization;
 use diffusion_core::{Rng, Tensor};
 use diffusion_cuda::layout::{merge_heads, patch_rows, split_heads};
 use diffusion_cuda::models::{GpuDit, GpuDitDenoiser, GpuUNet};
-use diffusion_cuda::{CudaError, CudaTensor, Gpu, gpu_required};
+use diffusion_cuda::{CudaError, CudaTensor, Gpu};
 use diffusion_nn::models::{Dit, DitConfig, SkipScaling, UNet, UNetConfig};
-use diffusion_nn::{Network, NetworkDenoiser, Parameters};
+use diffusion_nn::{Network, NetworkDenoiser};
 use diffusion_solvers::{by_name, sample_all};
 use ndarray::{ArrayD, IxDyn};
-
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    match Gpu::new(0) {
-        Ok(gpu) => Some(gpu),
-        Err(e) => {
-            assert!(
-                !gpu_required(),
-                "{test}: DIFFUSION_REQUIRE_GPU is set but no GPU is usable: {e}"
-            );
-            eprintln!("SKIP {test}: no usable GPU ({e})");
-            None
-        }
-    }
-}
-
-fn normals(rng: &mut Rng, n: usize, scale: f64) -> Vec<f64> {
-    let mut v = vec![0.0; n];
-    rng.fill_normal(&mut v);
-    v.iter().map(|z| scale * z).collect()
-}
 
 /// The same random weights (every tensor, so adaLN-Zero's zeros hide no path) in an f32 and
 /// an f64 model.
@@ -42,42 +24,6 @@ fn twin_dits(cfg: DitConfig, seed: u64) -> (Dit<f32>, Dit<f64>) {
     let lo = Dit::<f32>::new(cfg, &mut rng).unwrap();
     let hi = Dit::<f64>::new(cfg, &mut rng).unwrap();
     same_random_weights(lo, hi, &mut rng)
-}
-
-fn same_random_weights<L: Parameters<f32>, H: Parameters<f64>>(
-    mut lo: L,
-    mut hi: H,
-    rng: &mut Rng,
-) -> (L, H) {
-    let mut values: HashMap<String, Vec<f64>> = HashMap::new();
-    lo.visit_mut(&mut |name, p| {
-        let fan_in = p
-            .value
-            .shape()
-            .get(1..)
-            .map_or(1, |s| s.iter().product::<usize>())
-            .max(1);
-        let v: Vec<f64> = normals(rng, p.value.len(), 1.0 / (fan_in as f64).sqrt())
-            .into_iter()
-            .map(|x| f64::from(x as f32))
-            .collect();
-        for (dst, &x) in p.value.iter_mut().zip(&v) {
-            *dst = x as f32;
-        }
-        values.insert(name.to_string(), v);
-    });
-    hi.visit_mut(&mut |name, p| {
-        for (dst, &x) in p.value.iter_mut().zip(&values[name]) {
-            *dst = x;
-        }
-    });
-    (lo, hi)
-}
-
-/// max |a - b| / max |b|.
-fn rel(a: &[f64], b: &[f64]) -> f64 {
-    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 fn check_dit(gpu: &Arc<Gpu>, cfg: DitConfig, batch: usize, labels: Option<&[usize]>) {

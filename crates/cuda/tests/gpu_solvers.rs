@@ -3,10 +3,12 @@
 //! model (evaluated on the host for both, so only the solver arithmetic and noise differ).
 #![cfg(feature = "cuda")]
 
-use std::sync::Arc;
+mod common;
+
+use common::gpu_or_skip;
 
 use diffusion_core::{Denoiser, NoiseLevel, Parameterization, Rng, Tensor};
-use diffusion_cuda::{CudaTensor, Gpu, gpu_required};
+use diffusion_cuda::CudaTensor;
 use diffusion_solvers::{Control, by_name, sample};
 use diffusion_testbed::{GaussianMixture, GmmDenoiser};
 use ndarray::{ArrayD, IxDyn};
@@ -30,20 +32,6 @@ impl Denoiser<CudaTensor<f32>> for OnHost<'_> {
 /// Whether a difference fails its tolerance (NaN fails).
 fn apart(difference: f64, tolerance: f64) -> bool {
     difference.is_nan() || difference >= tolerance
-}
-
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    match Gpu::new(0) {
-        Ok(gpu) => Some(gpu),
-        Err(e) => {
-            assert!(
-                !gpu_required(),
-                "{test}: DIFFUSION_REQUIRE_GPU is set but no GPU is usable: {e}"
-            );
-            eprintln!("SKIP {test}: no usable GPU ({e})");
-            None
-        }
-    }
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //! `diffusion_cuda::reference`. Each test skips with a printed message when no GPU is usable.
 #![cfg(feature = "cuda")]
 
-use std::collections::HashMap;
+mod common;
+
+use common::{compare_step, cpu_step, gpu_or_skip, normals, rel, same_random_weights};
 use std::sync::Arc;
 
 use diffusion_core::{Rng, Tensor};
@@ -14,36 +16,14 @@ use diffusion_cuda::grad::{batch_sums, channel_sums, conv2d_bwd};
 use diffusion_cuda::layout::{split_channels, upsample2_bwd};
 use diffusion_cuda::models::GpuUNet;
 use diffusion_cuda::reference::{self as cpu, ConvGeometry};
-use diffusion_cuda::{CudaError, CudaTensor, Gpu, gpu_required};
+use diffusion_cuda::{CudaError, CudaTensor, Gpu};
+use diffusion_nn::Parameters;
 use diffusion_nn::models::{SkipScaling, UNet, UNetConfig};
-use diffusion_nn::{Float, Network, Parameters};
-use ndarray::{ArrayD, IxDyn};
 
 type T32 = CudaTensor<f32>;
 
 /// Every gradient's relative error (max |gpu - f64| / max |f64|, per tensor) must be below this.
 const GRAD_TOL: f64 = 1e-4;
-
-fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    match Gpu::new(0) {
-        Ok(gpu) => Some(gpu),
-        Err(e) => {
-            assert!(
-                !gpu_required(),
-                "{test}: DIFFUSION_REQUIRE_GPU is set but no GPU is usable: {e}"
-            );
-            eprintln!("SKIP {test}: no usable GPU ({e})");
-            None
-        }
-    }
-}
-
-/// Normal values with standard deviation `scale`, rounded to f32 (so both sides see the same).
-fn normals(rng: &mut Rng, n: usize, scale: f64) -> Vec<f64> {
-    let mut v = vec![0.0; n];
-    rng.fill_normal(&mut v);
-    v.iter().map(|z| f64::from((scale * z) as f32)).collect()
-}
 
 /// The small 2-D UNet of these tests: two levels, attention at the last, one ResBlock each.
 fn small(skip_scaling: SkipScaling) -> UNetConfig {
@@ -66,73 +46,9 @@ fn small(skip_scaling: SkipScaling) -> UNetConfig {
 /// an f32 and an f64 model.
 fn twin_unets(cfg: &UNetConfig, seed: u64) -> (UNet<f32>, UNet<f64>) {
     let mut rng = Rng::new(seed);
-    let mut lo = UNet::<f32>::new(cfg.clone(), &mut rng).unwrap();
-    let mut hi = UNet::<f64>::new(cfg.clone(), &mut rng).unwrap();
-    let mut values: HashMap<String, Vec<f64>> = HashMap::new();
-    lo.visit_mut(&mut |name, p| {
-        let fan_in = p
-            .value
-            .shape()
-            .get(1..)
-            .map_or(1, |s| s.iter().product::<usize>())
-            .max(1);
-        let v = normals(&mut rng, p.value.len(), 1.0 / (fan_in as f64).sqrt());
-        for (dst, &x) in p.value.iter_mut().zip(&v) {
-            *dst = x as f32;
-        }
-        values.insert(name.to_string(), v);
-    });
-    hi.visit_mut(&mut |name, p| {
-        for (dst, &x) in p.value.iter_mut().zip(&values[name]) {
-            *dst = x;
-        }
-    });
-    (lo, hi)
-}
-
-/// max |a - b| / max |b|.
-fn rel(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len(), "rel: lengths differ");
-    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-300);
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
-/// One training step's results on the CPU: output, input gradient, parameter gradients
-/// (name, shape, values) in visit order.
-struct CpuStep {
-    y: Vec<f64>,
-    dx: Vec<f64>,
-    grads: Vec<(String, Vec<usize>, Vec<f64>)>,
-}
-
-/// `Network::forward`, then `backward` for the loss `mean((y - target)^2)`, i.e.
-/// `dy = 2 (y - target) / n`.
-fn cpu_step<A: Float>(model: &mut UNet<A>, x: &[f64], shape: &[usize], t: &[f64], target: &[f64]) -> CpuStep {
-    let xa = ArrayD::from_shape_vec(IxDyn(shape), x.iter().map(|&v| A::of_f64(v)).collect()).unwrap();
-    let ta: Vec<A> = t.iter().map(|&v| A::of_f64(v)).collect();
-    let (y, cache) = model.forward(&xa, &ta, None).unwrap();
-    let n = y.len() as f64;
-    let dy: Vec<A> = y
-        .iter()
-        .zip(target)
-        .map(|(&y, &tg)| A::of_f64(2.0 * (y.as_f64() - tg) / n))
-        .collect();
-    let dy = ArrayD::from_shape_vec(y.raw_dim(), dy).unwrap();
-    model.zero_grad();
-    let dx = model.backward(&cache, &dy).unwrap();
-    let mut grads = Vec::new();
-    model.visit(&mut |name, p| {
-        grads.push((
-            name.to_string(),
-            p.grad.shape().to_vec(),
-            p.grad.iter().map(|v| v.as_f64()).collect(),
-        ))
-    });
-    CpuStep {
-        y: y.iter().map(|v| v.as_f64()).collect(),
-        dx: dx.iter().map(|v| v.as_f64()).collect(),
-        grads,
-    }
+    let lo = UNet::<f32>::new(cfg.clone(), &mut rng).unwrap();
+    let hi = UNet::<f64>::new(cfg.clone(), &mut rng).unwrap();
+    same_random_weights(lo, hi, &mut rng)
 }
 
 /// Every gradient of a GPU training step against the f64 CPU model; prints one line per
@@ -147,8 +63,8 @@ fn check_gradients(gpu: &Arc<Gpu>, cfg: &UNetConfig, batch: usize) {
     let t: Vec<f64> = (0..batch).map(|i| (137 * i % 1000) as f64).collect();
     let t32: Vec<f32> = t.iter().map(|&v| v as f32).collect();
     let model = GpuUNet::from_cpu(gpu, &lo).unwrap();
-    let want = cpu_step(&mut hi, &x, &shape, &t, &target);
-    let cpu32 = cpu_step(&mut lo, &x, &shape, &t, &target);
+    let want = cpu_step(&mut hi, &x, &shape, &t, None, &target);
+    let cpu32 = cpu_step(&mut lo, &x, &shape, &t, None, &target);
 
     let gx = T32::from_f64(gpu, &shape, &x).unwrap();
     let (gy, cache) = model.forward_train(&gx, &t32).unwrap();
@@ -158,56 +74,17 @@ fn check_gradients(gpu: &Arc<Gpu>, cfg: &UNetConfig, batch: usize) {
     dy.try_lincomb(2.0 / n, &[(-2.0 / n, &gtarget)], None).unwrap();
     let grads = model.backward(&cache, &dy).unwrap();
 
-    eprintln!(
-        "unet base {} mults {:?} {:?} batch {batch}: relative errors vs the f64 CPU model",
-        cfg.base, cfg.mults, cfg.skip_scaling
-    );
-    eprintln!(
-        "  {:<30} {:>18} {:>9} {:>9} {:>9}",
-        "tensor", "shape", "GPU f32", "CPU f32", "max |g|"
-    );
-    let mut failures = Vec::new();
-    let mut report = |name: &str, shape: &[usize], got: &[f64], want: &[f64], cpu32: &[f64]| {
-        let (e_gpu, e_cpu) = (rel(got, want), rel(cpu32, want));
-        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let finite = got.iter().all(|v| v.is_finite());
-        let flag = if e_gpu < GRAD_TOL && finite {
-            ""
-        } else {
-            "  <-- FAIL"
-        };
-        eprintln!(
-            "  {name:<30} {:>18} {e_gpu:>9.2e} {e_cpu:>9.2e} {scale:>9.2e}{flag}",
-            format!("{shape:?}")
-        );
-        if !flag.is_empty() {
-            failures.push(format!("{name}: {e_gpu:e} (CPU f32 {e_cpu:e})"));
-        }
-    };
-    report("output y", &shape, &gy.to_host_f64().unwrap(), &want.y, &cpu32.y);
-    report(
-        "input gradient dx",
-        grads.input.shape(),
-        &grads.input.to_host_f64().unwrap(),
-        &want.dx,
-        &cpu32.dx,
-    );
-    let names: Vec<&str> = grads.params.iter().map(|(n, _)| n.as_str()).collect();
-    let cpu_names: Vec<&str> = want.grads.iter().map(|(n, _, _)| n.as_str()).collect();
-    assert_eq!(
-        names, cpu_names,
-        "gradient names/order differ from UNet's Parameters::visit"
-    );
-    for ((name, g), ((_, shape, w), (_, _, c))) in
-        grads.params.iter().zip(want.grads.iter().zip(&cpu32.grads))
-    {
-        assert_eq!(g.shape(), shape.as_slice(), "{name}: gradient shape");
-        report(name, shape, &g.to_host_f64().unwrap(), w, c);
-    }
-    assert!(
-        failures.is_empty(),
-        "{} tensors differ from the f64 CPU model by {GRAD_TOL:e} or more: {failures:#?}",
-        failures.len()
+    compare_step(
+        &format!(
+            "unet base {} mults {:?} {:?} batch {batch}",
+            cfg.base, cfg.mults, cfg.skip_scaling
+        ),
+        GRAD_TOL,
+        &gy,
+        &grads.input,
+        &grads.params,
+        &want,
+        &cpu32,
     );
 }
 
