@@ -12,26 +12,9 @@ use crate::tensor::CudaTensor;
 
 type T32 = CudaTensor<f32>;
 
-/// AdamW hyperparameters; the defaults are PyTorch's (`torch.optim.AdamW`), as
-/// `diffusion-train`'s `AdamWConfig`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AdamWConfig {
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-}
-
-impl Default for AdamWConfig {
-    fn default() -> Self {
-        Self {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 1e-2,
-        }
-    }
-}
+/// AdamW's hyperparameters: `diffusion-train`'s (PyTorch's defaults), so a run configures
+/// the CPU and the GPU optimizer with one type.
+pub use diffusion_train::AdamWConfig;
 
 fn check(name: &'static str, v: f64, ok: bool, range: &str) -> Result<()> {
     if v.is_finite() && ok {
@@ -44,19 +27,13 @@ fn check(name: &'static str, v: f64, ok: bool, range: &str) -> Result<()> {
     }
 }
 
-impl AdamWConfig {
-    /// The ranges `diffusion-train` accepts: betas in `[0, 1)`, `eps > 0`, `weight_decay >= 0`.
-    pub fn validate(&self) -> Result<()> {
-        check("beta1", self.beta1, (0.0..1.0).contains(&self.beta1), "[0, 1)")?;
-        check("beta2", self.beta2, (0.0..1.0).contains(&self.beta2), "[0, 1)")?;
-        check("eps", self.eps, self.eps > 0.0, "(0, inf)")?;
-        check(
-            "weight_decay",
-            self.weight_decay,
-            self.weight_decay >= 0.0,
-            "[0, inf)",
-        )
-    }
+/// `diffusion-train`'s range checks (betas in `[0, 1)`, `eps > 0`, `weight_decay >= 0`) as
+/// this crate's error.
+fn validate(config: &AdamWConfig) -> Result<()> {
+    config.validate().map_err(|e| CudaError::InvalidArgument {
+        name: "AdamWConfig",
+        reason: e.to_string(),
+    })
 }
 
 /// The `k`-th (1-based) AdamW update of `param` in place, with its gradient `grad` and the
@@ -75,7 +52,7 @@ pub fn adamw_step(
     k: u64,
     lr: f64,
 ) -> Result<()> {
-    cfg.validate()?;
+    validate(cfg)?;
     check("learning rate", lr, lr >= 0.0, "[0, inf)")?;
     if k == 0 {
         return Err(CudaError::InvalidArgument {
@@ -151,7 +128,7 @@ pub struct GpuAdamW {
 impl GpuAdamW {
     /// Zero moments shaped like `params`, step 0.
     pub fn new(config: AdamWConfig, params: &[(String, T32)]) -> Result<Self> {
-        config.validate()?;
+        validate(&config)?;
         let moments = params
             .iter()
             .map(|(name, p)| GpuMoments {

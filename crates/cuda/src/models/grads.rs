@@ -72,3 +72,26 @@ impl Parts {
         Ok(grads)
     }
 }
+
+/// Checks that `params` are named, ordered and shaped as `expected` (a model's parameter
+/// list) before a model loads them, so a mismatch changes nothing.
+pub(crate) fn check_parameter_list(
+    context: &'static str,
+    expected: &[(String, Vec<usize>)],
+    params: &[(String, T32)],
+) -> Result<()> {
+    use diffusion_core::Tensor;
+    let same = params.len() == expected.len()
+        && params
+            .iter()
+            .zip(expected)
+            .all(|((n, t), (m, shape))| n == m && t.shape() == shape.as_slice());
+    if same {
+        return Ok(());
+    }
+    let got: Vec<(&str, &[usize])> = params.iter().map(|(n, t)| (n.as_str(), t.shape())).collect();
+    Err(CudaError::InvalidArgument {
+        name: context,
+        reason: format!("expected {expected:?}, got {got:?}"),
+    })
+}

@@ -3,11 +3,9 @@
 
 use std::collections::HashMap;
 
-use diffusion_core::Tensor;
-
 use crate::error::{CudaError, Result};
 
-use super::super::grads::linear_names;
+use super::super::grads::{check_parameter_list, linear_names};
 use super::super::{GpuLinear, T32};
 use super::{GpuDit, GpuDitBlock};
 
@@ -52,18 +50,7 @@ impl GpuDit {
     /// e.g. after an optimizer step) into the model. Names, order and shapes are checked
     /// before anything changes.
     pub fn set_parameters(&mut self, params: &[(String, T32)]) -> Result<()> {
-        let names_match = params.len() == self.params.len()
-            && params
-                .iter()
-                .zip(&self.params)
-                .all(|((n, t), (m, shape))| n == m && t.shape() == shape.as_slice());
-        if !names_match {
-            let got: Vec<(&str, &[usize])> = params.iter().map(|(n, t)| (n.as_str(), t.shape())).collect();
-            return Err(CudaError::InvalidArgument {
-                name: "GpuDit::set_parameters",
-                reason: format!("expected {:?}, got {got:?}", self.params),
-            });
-        }
+        check_parameter_list("GpuDit::set_parameters", &self.params, params)?;
         let by_name: HashMap<&str, &T32> = params.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let get = |name: &str| by_name.get(name).copied().ok_or_else(|| missing(name));
         for (prefix, layers) in self.linear_groups_mut() {

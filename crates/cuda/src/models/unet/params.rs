@@ -8,7 +8,7 @@ use diffusion_core::Tensor;
 
 use crate::error::{CudaError, Result};
 
-use super::super::grads::linear_names;
+use super::super::grads::{check_parameter_list, linear_names};
 use super::super::{GpuLinear, T32};
 use super::{GpuAttnBlock, GpuConv, GpuGroupNorm, GpuResBlock, GpuStage, GpuUNet};
 
@@ -129,18 +129,7 @@ impl GpuUNet {
     /// before anything changes.
     pub fn set_parameters(&mut self, params: &[(String, T32)]) -> Result<()> {
         self.check_trainable()?;
-        let names_match = params.len() == self.params.len()
-            && params
-                .iter()
-                .zip(&self.params)
-                .all(|((n, t), (m, shape))| n == m && t.shape() == shape.as_slice());
-        if !names_match {
-            let got: Vec<(&str, &[usize])> = params.iter().map(|(n, t)| (n.as_str(), t.shape())).collect();
-            return Err(CudaError::InvalidArgument {
-                name: "GpuUNet::set_parameters",
-                reason: format!("expected {:?}, got {got:?}", self.params),
-            });
-        }
+        check_parameter_list("GpuUNet::set_parameters", &self.params, params)?;
         let by_name: HashMap<&str, &T32> = params.iter().map(|(n, t)| (n.as_str(), t)).collect();
         // Every part is read out first, so a failed copy leaves the model unchanged.
         let mut slots = Vec::new();
