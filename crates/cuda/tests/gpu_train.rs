@@ -8,10 +8,12 @@
 
 mod common;
 
-use common::{compare_step, cpu_step, gpu_or_skip, normals, rel, same_random_weights};
+use common::{
+    assert_parameters, compare_step, cpu_parameters, cpu_step, gpu_or_skip, normals, rel, same_random_weights,
+};
 use std::sync::Arc;
 
-use diffusion_core::{Rng, Tensor};
+use diffusion_core::Rng;
 use diffusion_cuda::grad::{attention_bwd, column_sums, gate_add_bwd};
 use diffusion_cuda::layout::{patch_rows, patch_rows_bwd, patchify, unpatchify};
 use diffusion_cuda::models::GpuDit;
@@ -19,7 +21,6 @@ use diffusion_cuda::ops::attention_with_probs;
 use diffusion_cuda::optim::{AdamWConfig, GpuAdamW, adamw_step};
 use diffusion_cuda::reference as cpu;
 use diffusion_cuda::{CudaError, CudaTensor, Gpu};
-use diffusion_nn::Parameters;
 use diffusion_nn::models::{Dit, DitConfig};
 use ndarray::{ArrayD, IxDyn};
 
@@ -138,24 +139,8 @@ fn gpu_dit_parameters_are_the_cpu_models() {
     };
     let (lo, _) = twin_dits(cfg, 26);
     let mut model = GpuDit::from_cpu(&gpu, &lo).unwrap();
-    let mut want: Vec<(String, Vec<usize>, Vec<f64>)> = Vec::new();
-    lo.visit(&mut |name, p| {
-        want.push((
-            name.to_string(),
-            p.value.shape().to_vec(),
-            p.value.iter().map(|&v| f64::from(v)).collect(),
-        ))
-    });
-    let check = |params: &[(String, T32)], factor: f64| {
-        assert_eq!(params.len(), want.len(), "parameter count");
-        for ((name, t), (wn, ws, wv)) in params.iter().zip(&want) {
-            assert_eq!(name, wn, "parameter order");
-            assert_eq!(t.shape(), ws.as_slice(), "{name}: shape");
-            let got = t.to_host_f64().unwrap();
-            let scaled: Vec<f64> = wv.iter().map(|v| v * factor).collect();
-            assert!(got == scaled, "{name}: values differ (factor {factor})");
-        }
-    };
+    let want = cpu_parameters(&lo);
+    let check = |params: &[(String, T32)], factor: f64| assert_parameters(params, &want, factor);
     let mut params = model.parameters().unwrap();
     check(&params, 1.0);
     // Halving is exact in f32: load halved weights, read them back.

@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{compare_step, cpu_step, gpu_or_skip, normals, rel, same_random_weights};
+use common::{
+    assert_parameters, compare_step, cpu_parameters, cpu_step, gpu_or_skip, normals, rel, same_random_weights,
+};
 use std::sync::Arc;
 
 use diffusion_core::{Rng, Tensor};
@@ -17,7 +19,6 @@ use diffusion_cuda::layout::{split_channels, upsample2_bwd};
 use diffusion_cuda::models::GpuUNet;
 use diffusion_cuda::reference::{self as cpu, ConvGeometry};
 use diffusion_cuda::{CudaError, CudaTensor, Gpu};
-use diffusion_nn::Parameters;
 use diffusion_nn::models::{SkipScaling, UNet, UNetConfig};
 
 type T32 = CudaTensor<f32>;
@@ -149,24 +150,8 @@ fn gpu_unet_parameters_are_the_cpu_models() {
     };
     let (lo, _) = twin_unets(&small(SkipScaling::None), 36);
     let mut model = GpuUNet::from_cpu(&gpu, &lo).unwrap();
-    let mut want: Vec<(String, Vec<usize>, Vec<f64>)> = Vec::new();
-    lo.visit(&mut |name, p| {
-        want.push((
-            name.to_string(),
-            p.value.shape().to_vec(),
-            p.value.iter().map(|&v| f64::from(v)).collect(),
-        ))
-    });
-    let check = |params: &[(String, T32)], factor: f64| {
-        assert_eq!(params.len(), want.len(), "parameter count");
-        for ((name, t), (wn, ws, wv)) in params.iter().zip(&want) {
-            assert_eq!(name, wn, "parameter order");
-            assert_eq!(t.shape(), ws.as_slice(), "{name}: shape");
-            let got = t.to_host_f64().unwrap();
-            let scaled: Vec<f64> = wv.iter().map(|v| v * factor).collect();
-            assert!(got == scaled, "{name}: values differ (factor {factor})");
-        }
-    };
+    let want = cpu_parameters(&lo);
+    let check = |params: &[(String, T32)], factor: f64| assert_parameters(params, &want, factor);
     let mut params = model.parameters().unwrap();
     check(&params, 1.0);
     // Halving is exact in f32: load halved weights, read them back, and the model computes

@@ -177,3 +177,29 @@ pub fn compare_step(
         failures.len()
     );
 }
+
+/// A CPU model's parameters (name, shape, values) in visit order.
+pub fn cpu_parameters<N: Parameters<f32>>(model: &N) -> Vec<(String, Vec<usize>, Vec<f64>)> {
+    let mut out = Vec::new();
+    model.visit(&mut |name, p| {
+        out.push((
+            name.to_string(),
+            p.value.shape().to_vec(),
+            p.value.iter().map(|&v| f64::from(v)).collect(),
+        ))
+    });
+    out
+}
+
+/// A GPU model's parameter list equals `want` times `factor` exactly: names, order, shapes,
+/// values.
+pub fn assert_parameters(params: &[(String, T32)], want: &[(String, Vec<usize>, Vec<f64>)], factor: f64) {
+    assert_eq!(params.len(), want.len(), "parameter count");
+    for ((name, t), (wn, ws, wv)) in params.iter().zip(want) {
+        assert_eq!(name, wn, "parameter order");
+        assert_eq!(t.shape(), ws.as_slice(), "{name}: shape");
+        let got = t.to_host_f64().unwrap();
+        let scaled: Vec<f64> = wv.iter().map(|v| v * factor).collect();
+        assert!(got == scaled, "{name}: values differ (factor {factor})");
+    }
+}
