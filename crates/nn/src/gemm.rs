@@ -153,6 +153,13 @@ pub(crate) struct Split {
 }
 
 impl Split {
+    /// One piece on the calling thread.
+    pub const SERIAL: Self = Self {
+        pm: 1,
+        pn: 1,
+        shared: false,
+    };
+
     /// The split used for an `m x n x k` product: a function of the sizes only, never of the
     /// thread count, so every output element is computed by the same sequence of
     /// operations on any machine load or pool size. K is never split.
@@ -199,10 +206,7 @@ pub(crate) fn macs() -> u64 {
 /// `c = a @ b` (or `c += a @ b` with `accumulate`).
 pub(crate) fn matmul<A: Float>(c: MatMut<'_, A>, a: MatRef<'_, A>, b: MatRef<'_, A>, accumulate: bool) {
     let split = Split::for_sizes(c.rows, c.cols, a.cols);
-    MACS.fetch_add(
-        (c.rows * c.cols * a.cols) as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    add_macs(c.rows * c.cols * a.cols);
     matmul_split(c, a, b, accumulate, split);
 }
 
@@ -215,15 +219,8 @@ pub(crate) fn matmul_serial<A: Float>(
     b: MatRef<'_, A>,
     accumulate: bool,
 ) {
-    MACS.fetch_add(
-        (c.rows * c.cols * a.cols) as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    let serial = Split {
-        pm: 1,
-        pn: 1,
-        shared: false,
-    };
+    add_macs(c.rows * c.cols * a.cols);
+    let serial = Split::SERIAL;
     matmul_split(c, a, b, accumulate, serial);
 }
 
@@ -241,6 +238,29 @@ pub(crate) fn matmul_serial_if<A: Float>(
     } else {
         matmul(c, a, b, accumulate)
     }
+}
+
+/// [`matmul_serial_if`] without adding to the multiply-add count: for algorithms whose
+/// products stand for a larger nominal count (Winograd convolutions), which they report
+/// through [`add_macs`].
+pub(crate) fn matmul_uncounted<A: Float>(
+    serial: bool,
+    c: MatMut<'_, A>,
+    a: MatRef<'_, A>,
+    b: MatRef<'_, A>,
+    accumulate: bool,
+) {
+    let split = if serial {
+        Split::SERIAL
+    } else {
+        Split::for_sizes(c.rows, c.cols, a.cols)
+    };
+    matmul_split(c, a, b, accumulate, split);
+}
+
+/// Adds `n` multiply-adds to the count of [`macs`].
+pub(crate) fn add_macs(n: usize) {
+    MACS.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// [`matmul`] with an explicit split (benchmarks compare splits with this).

@@ -160,6 +160,8 @@ fn conv_gradients_all_ranks_strides_padding_groups() {
         (1, 3, 4, &[3], &[1], &[1], 1, &[9]),
         (1, 4, 6, &[2], &[2], &[0], 2, &[8]),
         (2, 3, 4, &[3, 3], &[1, 1], &[1, 1], 1, &[6, 5]),
+        // Large enough (8 x 8 tiles) for the Winograd path, odd width cropped.
+        (2, 3, 4, &[3, 3], &[1, 1], &[1, 1], 1, &[16, 15]),
         (2, 4, 4, &[3, 2], &[2, 1], &[1, 0], 2, &[7, 6]),
         (2, 3, 5, &[1, 1], &[1, 1], &[0, 0], 1, &[4, 4]),
         (2, 4, 6, &[2, 2], &[2, 2], &[0, 0], 1, &[4, 4]),
@@ -213,6 +215,93 @@ fn conv_matches_direct_convolution() {
                 }
             }
         }
+    }
+}
+
+/// The textbook 3x3, stride 1, padding 1 convolution summed in f64 loops, and its exact
+/// adjoints: `(y, dx, dw)` for input `x` `[n, cin, h, w]`, weights `w`, bias `b` and
+/// output gradient `dy`.
+fn direct_same_conv3x3(
+    x: &ArrayD<f64>,
+    w: &ArrayD<f64>,
+    b: &ArrayD<f64>,
+    dy: &ArrayD<f64>,
+) -> (ArrayD<f64>, ArrayD<f64>, ArrayD<f64>) {
+    let (n, cin, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let cout = w.shape()[0];
+    let mut y = ArrayD::zeros(IxDyn(&[n, cout, h, wd]));
+    let mut dx = ArrayD::zeros(x.raw_dim());
+    let mut dw = ArrayD::zeros(w.raw_dim());
+    for bi in 0..n {
+        for o in 0..cout {
+            for i in 0..h {
+                for j in 0..wd {
+                    let mut acc = b[[o]];
+                    let g = dy[[bi, o, i, j]];
+                    for c in 0..cin {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (yi, xj) = ((i + ky) as isize - 1, (j + kx) as isize - 1);
+                                if yi >= 0 && xj >= 0 && (yi as usize) < h && (xj as usize) < wd {
+                                    let at = [bi, c, yi as usize, xj as usize];
+                                    acc += w[[o, c, ky, kx]] * x[at];
+                                    dx[at] += g * w[[o, c, ky, kx]];
+                                    dw[[o, c, ky, kx]] += g * x[at];
+                                }
+                            }
+                        }
+                    }
+                    y[[bi, o, i, j]] = acc;
+                }
+            }
+        }
+    }
+    (y, dx, dw)
+}
+
+fn max_rel_err(got: impl IntoIterator<Item = f64>, want: &ArrayD<f64>) -> f64 {
+    let scale = want.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+    got.into_iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| m.max((g - w).abs()))
+        / scale
+}
+
+#[test]
+fn winograd_convolutions_match_the_direct_sum() {
+    // The 3x3 same-padded convolutions of planes with >= 64 tiles run by Winograd F(2x2, 3x3):
+    // one chunk with a cropped odd edge; and, with 64 channels, several chunks whose
+    // boundaries fall inside tile rows, on the batch-parallel (5 items) and the
+    // product-parallel (1 item) paths. Oracle: direct sums in f64 (forward, dx and dW).
+    let mut rng = Rng::new(11);
+    for (batch, cin, cout, h, w) in [(2, 3, 4, 17, 16), (1, 64, 64, 18, 22), (5, 64, 48, 16, 17)] {
+        let mut conv = Conv::<f64>::square(2, cin, cout, 3, 1, 1, &mut rng).unwrap();
+        let x = randn(&[batch, cin, h, w], &mut rng);
+        let dy = randn(&[batch, cout, h, w], &mut rng);
+        let (y_ref, dx_ref, dw_ref) =
+            direct_same_conv3x3(&x, &conv.weight.value, &conv.bias.as_ref().unwrap().value, &dy);
+        let (y, cache) = conv.forward(&x).unwrap();
+        let case = format!("{batch}x{cin}x{h}x{w} -> {cout}");
+        let e = max_rel_err(y.iter().copied(), &y_ref);
+        assert!(e < 1e-13, "{case}: forward rel err {e:e}");
+        conv.zero_grad();
+        let dx = conv.backward(&cache, &dy).unwrap();
+        let e = max_rel_err(dx.iter().copied(), &dx_ref);
+        assert!(e < 1e-13, "{case}: dx rel err {e:e}");
+        let e = max_rel_err(conv.weight.grad.iter().copied(), &dw_ref);
+        assert!(e < 1e-13, "{case}: dW rel err {e:e}");
+        // f32: the transforms' rounding stays at the level of the direct sum.
+        let mut c32 = Conv::<f32>::square(2, cin, cout, 3, 1, 1, &mut rng).unwrap();
+        c32.weight.value = conv.weight.value.mapv(|v| v as f32);
+        c32.bias.as_mut().unwrap().value = conv.bias.as_ref().unwrap().value.mapv(|v| v as f32);
+        let (y32, cache32) = c32.forward(&x.mapv(|v| v as f32)).unwrap();
+        let e = max_rel_err(y32.iter().map(|&v| v as f64), &y_ref);
+        assert!(e < 2e-6, "{case}: f32 forward rel err {e:e}");
+        let dx32 = c32.backward(&cache32, &dy.mapv(|v| v as f32)).unwrap();
+        let e = max_rel_err(dx32.iter().map(|&v| v as f64), &dx_ref);
+        assert!(e < 2e-6, "{case}: f32 dx rel err {e:e}");
+        let e = max_rel_err(c32.weight.grad.iter().map(|&v| v as f64), &dw_ref);
+        assert!(e < 2e-6, "{case}: f32 dW rel err {e:e}");
     }
 }
 

@@ -8,9 +8,9 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::{array, par_items_with_grads, std_slice, uniform_array, with_scratch};
+use super::{array, par_items_with_grads, std_slice, uniform_array, winograd, with_scratch};
 use crate::error::{NnError, Result, check_shape};
-use crate::gemm::{MatMut, MatRef, matmul_serial_if};
+use crate::gemm::{MatMut, MatRef, add_macs, matmul_serial_if};
 use crate::param::{Float, Param, Parameters};
 
 /// Sizes of one convolution call, all as 3-d.
@@ -50,6 +50,22 @@ impl Geom {
             out: self.input,
             ..*self
         }
+    }
+
+    /// A 2-d 3x3 convolution with unit stride and padding 1 over planes of at least one
+    /// full Winograd chunk: run by Winograd F(2x2, 3x3) (when it has one group). Smaller
+    /// planes make short, inefficient products there (measured slower than im2col at 8x8).
+    fn winograd_plane(&self) -> Option<winograd::Plane> {
+        let plane = winograd::Plane {
+            h: self.input[1],
+            w: self.input[2],
+        };
+        (self.input[0] == 1
+            && self.kernel == [1, 3, 3]
+            && self.stride == [1, 1, 1]
+            && self.pad == [0, 1, 1]
+            && plane.fills_a_chunk())
+        .then_some(plane)
     }
 
     /// A 1x1 convolution with unit stride and no padding needs no im2col.
@@ -398,6 +414,20 @@ impl<A: Float> Conv<A> {
         let (per_in, per_out) = (g.cin * g.in_len(), self.out_channels() * g.out_len());
         let mut y = vec![A::zero(); batch * per_out];
         let serial = batch >= SERIAL_ITEMS;
+        if let Some(p) = self.winograd(&g) {
+            let cout = self.out_channels();
+            add_macs(batch * per_out * g.cin * 9);
+            let u = winograd::transform_weights(self.weight.v(), cout, g.cin);
+            let (lv, lm) = p.scratch::<A>(g.cin, cout);
+            let bias = self.bias.as_ref().map(|b| b.v());
+            y.par_chunks_mut(per_out).enumerate().for_each(|(b, yb)| {
+                with_scratch(lv, lm, |bv, bm| {
+                    let xb = &x[b * per_in..(b + 1) * per_in];
+                    winograd::forward_item(xb, &u, bias, (g.cin, cout), p, yb, (bv, bm), serial)
+                })
+            });
+            return Ok((y, out_shape));
+        }
         if per_out > 0 {
             let ncols = if g.is_pointwise() {
                 0
@@ -411,6 +441,72 @@ impl<A: Float> Conv<A> {
             });
         }
         Ok((y, out_shape))
+    }
+
+    /// The Winograd plane of geometry `g`, when this convolution runs by Winograd.
+    fn winograd(&self, g: &Geom) -> Option<winograd::Plane> {
+        g.winograd_plane().filter(|_| self.groups == 1)
+    }
+
+    /// The kernels rotated by 180 degrees with in/out channels swapped (`[cin, cout, k]`):
+    /// the kernels of the adjoint convolution.
+    fn adjoint_weight(&self, cin: usize, k: usize) -> Vec<A> {
+        let (cout, weight) = (self.out_channels(), self.weight.v());
+        let mut flipped = vec![A::zero(); weight.len()];
+        for o in 0..cout {
+            for c in 0..cin {
+                for t in 0..k {
+                    flipped[(c * cout + o) * k + k - 1 - t] = weight[(o * cin + c) * k + t];
+                }
+            }
+        }
+        flipped
+    }
+
+    /// [`Self::backward_slice`] by Winograd: the weight gradient is accumulated in the
+    /// transformed domain (per group of items) and transformed back once; `dx` is the
+    /// adjoint convolution.
+    fn backward_winograd(
+        &mut self,
+        x: &[A],
+        (batch, g, p): (usize, Geom, winograd::Plane),
+        dy: &[A],
+        need_dx: bool,
+    ) -> Vec<A> {
+        let (cin, cout) = (g.cin, self.out_channels());
+        let (per_in, per_out) = (cin * g.in_len(), cout * g.out_len());
+        let ulen = winograd::POINTS * cout * cin;
+        let has_bias = self.bias.is_some();
+        let serial = batch >= SERIAL_ITEMS;
+        add_macs(batch * per_out * cin * 9 * if need_dx { 2 } else { 1 });
+        let u_adj = need_dx.then(|| winograd::transform_weights(&self.adjoint_weight(cin, 9), cin, cout));
+        let ((v1, m1), (v2, m2)) = (p.scratch::<A>(cin, cout), p.scratch::<A>(cout, cin));
+        // Without dx, one placeholder element per item keeps the per-item split.
+        let mut dx = vec![A::zero(); if need_dx { batch * per_in } else { batch }];
+        let grads = par_items_with_grads(
+            &mut dx,
+            batch,
+            ulen + if has_bias { cout } else { 0 },
+            |b, dxb, grad| {
+                let xb = &x[b * per_in..(b + 1) * per_in];
+                let dyb = &dy[b * per_out..(b + 1) * per_out];
+                with_scratch(v1.max(v2), m1.max(m2), |bv, bm| {
+                    let (du, gb) = grad.split_at_mut(ulen);
+                    winograd::weight_grad_item(xb, dyb, (cin, cout), p, du, (&mut *bv, &mut *bm), serial);
+                    for (o, row) in dyb.chunks(g.out_len()).enumerate().take(gb.len()) {
+                        gb[o] = gb[o] + row.iter().copied().sum::<A>();
+                    }
+                    if let Some(u) = &u_adj {
+                        winograd::forward_item(dyb, u, None, (cout, cin), p, dxb, (bv, bm), serial);
+                    }
+                })
+            },
+        );
+        winograd::weight_grad_from_transformed(&grads[..ulen], cout, cin, self.weight.g());
+        if let Some(bias) = &mut self.bias {
+            super::add_into(bias.g(), &grads[ulen..]);
+        }
+        if need_dx { dx } else { Vec::new() }
     }
 
     /// Backward from the cached input slice; returns dx (or nothing if `!need_dx`).
@@ -434,6 +530,9 @@ impl<A: Float> Conv<A> {
                 got: vec![dy.len()],
             });
         }
+        if let Some(p) = self.winograd(&g) {
+            return Ok(self.backward_winograd(x, (batch, g, p), dy, need_dx));
+        }
         let wlen = self.weight.value.len();
         let has_bias = self.bias.is_some();
         let glen = wlen + if has_bias { cout } else { 0 };
@@ -444,18 +543,8 @@ impl<A: Float> Conv<A> {
         // For "same" convolutions dx is computed as the adjoint convolution (im2col of dy
         // and one product shaped like the forward one) instead of a short-K product plus
         // col2im's scattered adds: measured faster on the unet's shapes.
-        let adjoint = (need_dx && groups == 1 && !g.is_pointwise() && g.is_same()).then(|| {
-            let k = g.k_len();
-            let mut flipped = vec![A::zero(); weight.len()];
-            for o in 0..cout {
-                for c in 0..g.cin {
-                    for t in 0..k {
-                        flipped[(c * cout + o) * k + k - 1 - t] = weight[(o * g.cin + c) * k + t];
-                    }
-                }
-            }
-            (g.adjoint(cout), flipped)
-        });
+        let adjoint = (need_dx && groups == 1 && !g.is_pointwise() && g.is_same())
+            .then(|| (g.adjoint(cout), self.adjoint_weight(g.cin, g.k_len())));
         let grads = par_items_with_grads(&mut dx, batch, glen, |b, dxb, grad| {
             let xb = &x[b * per_in..(b + 1) * per_in];
             let dyb = &dy[b * per_out..(b + 1) * per_out];

@@ -8,6 +8,7 @@ pub mod embed;
 pub mod linear;
 pub mod norm;
 pub mod whitebox;
+mod winograd;
 
 pub use activation::{Dropout, Gelu, Silu};
 pub use attention::{AttentionCache, MultiheadAttention};
