@@ -1,0 +1,470 @@
+//! Winograd F(2x2, 3x3) (Lavin & Gray, 2016) for 2-d convolutions with 3x3 kernels, unit
+//! stride, padding 1 and one group: each 2x2 block of outputs comes from 16 products of
+//! transformed 4x4 input tiles with transformed kernels, instead of 36 multiply-adds, so
+//! the products do 2.25 times less work than im2col + GEMM.
+//!
+//! One item at a time, in chunks of whole tile rows sized to stay in cache:
+//! 1. `V = B^T d B` for every 4x4 input tile `d` (zero outside the input), laid out
+//!    `[channel][point][tile]`, so point `p`'s matrix is a strided view `[cin, tiles]`;
+//! 2. 16 products `M_p = U_p V_p` with the transformed kernels `U = G g G^T`, `[p][out][in]`;
+//! 3. `Y = A^T M A` back to 2x2 outputs, cropped at odd edges.
+//!
+//! The weight gradient is the adjoint of the same algebra: `dU_p += (A dY A^T)_p V_p^T`
+//! summed over tiles, then `dg = G^T dU G`. The input gradient of a same-padded 3x3
+//! convolution is again one (of `dy`, with rotated kernels), so it runs through [`forward_item`].
+//!
+//! The interpolation points are 0, 1, -1 and infinity: every transform is adds, subtracts
+//! and exact halvings, so the rounding error stays at the level of the direct sum.
+
+use std::ops::Range;
+
+mod tiles;
+
+use tiles::Lanes;
+
+use crate::gemm::{MatMut, MatRef, matmul_uncounted};
+use crate::param::{Float, cast};
+
+/// Transform points per tile (4x4).
+pub(super) const POINTS: usize = 16;
+
+/// The 2-d sizes of one convolution item.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Plane {
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Plane {
+    /// Tile rows and tiles per row (each tile yields up to 2x2 outputs).
+    fn tiles(&self) -> (usize, usize) {
+        (self.h.div_ceil(2), self.w.div_ceil(2))
+    }
+
+    /// Whether one item has at least [`CHUNK_ALIGN`] tiles (below that, the products are too
+    /// narrow for Winograd to pay off).
+    pub fn fills_a_chunk(&self) -> bool {
+        let (th, tw) = self.tiles();
+        th * tw >= CHUNK_ALIGN
+    }
+
+    /// Tile rows per chunk: about [`CHUNK_BYTES`] of transformed input and output, in
+    /// whole multiples of the GEMM kernel's 64-wide side where the row length allows.
+    fn chunk_rows<A>(&self, cin: usize, cout: usize) -> usize {
+        let (th, tw) = self.tiles();
+        let per_row = POINTS * (cin + cout) * std::mem::size_of::<A>() * tw;
+        let rows = (CHUNK_BYTES / per_row.max(1)).max(1);
+        let rows = match CHUNK_ALIGN.checked_rem(tw) {
+            Some(0) => (rows / (CHUNK_ALIGN / tw)).max(1) * (CHUNK_ALIGN / tw),
+            _ => rows,
+        };
+        rows.min(th).max(1)
+    }
+
+    /// Scratch lengths `(transformed input + padded rows, transformed output)` that
+    /// [`forward_item`] and [`weight_grad_item`] need.
+    pub fn scratch<A>(&self, cin: usize, cout: usize) -> (usize, usize) {
+        let rows = self.chunk_rows::<A>(cin, cout);
+        let n = rows * self.tiles().1;
+        (POINTS * cin * n + self.padded_len(rows), POINTS * cout * n)
+    }
+
+    /// Length of the zero-padded input rows that `rows` tile rows cover, split into even and
+    /// odd columns.
+    fn padded_len(&self, rows: usize) -> usize {
+        (2 * rows + 2) * 2 * (self.tiles().1 + 1)
+    }
+}
+
+/// Tiles per chunk are a multiple of this (the GEMM kernel's 64-wide side) when possible.
+const CHUNK_ALIGN: usize = 64;
+
+/// Size of the transformed input and output of one chunk: within a core's L2 cache.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// `G v` for a kernel row or column `v`: the 4 values at the points 0, 1, -1, infinity.
+#[inline(always)]
+fn g_apply<A: Float>(v: [A; 3], half: A) -> [A; 4] {
+    [
+        v[0],
+        (v[0] + v[1] + v[2]) * half,
+        (v[0] - v[1] + v[2]) * half,
+        v[2],
+    ]
+}
+
+/// `G^T u`, the adjoint of [`g_apply`].
+#[inline(always)]
+fn g_adjoint<A: Float>(u: [A; 4], half: A) -> [A; 3] {
+    [
+        u[0] + (u[1] + u[2]) * half,
+        (u[1] - u[2]) * half,
+        (u[1] + u[2]) * half + u[3],
+    ]
+}
+
+/// The transformed kernels `U = G g G^T` of weights `[cout, cin, 3, 3]`, as `[point][cout][cin]`.
+pub(super) fn transform_weights<A: Float>(weight: &[A], cout: usize, cin: usize) -> Vec<A> {
+    let half = cast::<A>(0.5);
+    let mut u = vec![A::zero(); POINTS * cout * cin];
+    for (oc, g) in weight.chunks_exact(9).enumerate() {
+        // Columns first: t[i][j] = (G g[.., j])[i]; then rows: u[i][k] = (G t[i][..])[k].
+        let cols: [[A; 4]; 3] = std::array::from_fn(|j| g_apply([g[j], g[3 + j], g[6 + j]], half));
+        for i in 0..4 {
+            let row = g_apply([cols[0][i], cols[1][i], cols[2][i]], half);
+            for (k, &v) in row.iter().enumerate() {
+                u[(i * 4 + k) * cout * cin + oc] = v;
+            }
+        }
+    }
+    u
+}
+
+/// `dW[o, c] += G^T dU[.., o, c] G` for the accumulated transformed gradient `du`
+/// (`[point][cout][cin]`) into weights `[cout, cin, 3, 3]`.
+pub(super) fn weight_grad_from_transformed<A: Float>(du: &[A], cout: usize, cin: usize, dw: &mut [A]) {
+    let half = cast::<A>(0.5);
+    let plane = cout * cin;
+    for (oc, g) in dw.chunks_exact_mut(9).enumerate() {
+        let at = |i: usize, k: usize| du[(i * 4 + k) * plane + oc];
+        // Rows first: r[i][..] = G^T du[i][..]; then columns: dg[.., j] = G^T r[..][j].
+        let rows: [[A; 3]; 4] =
+            std::array::from_fn(|i| g_adjoint([at(i, 0), at(i, 1), at(i, 2), at(i, 3)], half));
+        for j in 0..3 {
+            let col = g_adjoint([rows[0][j], rows[1][j], rows[2][j], rows[3][j]], half);
+            for (i, &v) in col.iter().enumerate() {
+                g[i * 3 + j] = g[i * 3 + j] + v;
+            }
+        }
+    }
+}
+
+/// Tiles in the next block of a tile row with `left` tiles left: 16 (one AVX-512 register
+/// of f32), 8, or single tiles.
+#[inline(always)]
+fn block_width(left: usize) -> usize {
+    match left {
+        16.. => 16,
+        8.. => 8,
+        _ => 1,
+    }
+}
+
+/// Splits `row` into its even and odd columns (zero beyond the row).
+#[inline(always)]
+fn deinterleave<A: Float>(row: &[A], even: &mut [A], odd: &mut [A]) {
+    let half = row.len() / 2;
+    even[half..].fill(A::zero());
+    odd[half..].fill(A::zero());
+    let pairs = row.chunks_exact(2);
+    if let [last] = pairs.remainder() {
+        even[half] = *last;
+    }
+    for ((pair, e), o) in pairs.zip(even.iter_mut()).zip(odd.iter_mut()) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+}
+
+/// `V = B^T d B` for the tiles of tile rows `rows` of item `x` (`[cin, h, w]`) into
+/// `v[c][point][tile]` (`n = rows.len() * tw` tiles); `padded` has [`Plane::padded_len`].
+#[inline(always)]
+fn transform_input<A: Float>(
+    x: &[A],
+    cin: usize,
+    p: Plane,
+    rows: Range<usize>,
+    v: &mut [A],
+    padded: &mut [A],
+) {
+    let tw = p.tiles().1;
+    let n = rows.len() * tw;
+    let half = tw + 1;
+    let padded = &mut padded[..p.padded_len(rows.len())];
+    for (c, vc) in v.chunks_exact_mut(POINTS * n).take(cin).enumerate() {
+        let xc = &x[c * p.h * p.w..(c + 1) * p.h * p.w];
+        // Padded row i holds input row 2 * rows.start + i - 1, and padded column q input
+        // column q - 1: even q in `e[q / 2]`, odd q in `o[q / 2]`.
+        for (i, row) in padded.chunks_exact_mut(2 * half).enumerate() {
+            let (e, o) = row.split_at_mut(half);
+            match (2 * rows.start + i).checked_sub(1).filter(|&r| r < p.h) {
+                Some(r) => {
+                    e[0] = A::zero();
+                    deinterleave(&xc[r * p.w..(r + 1) * p.w], o, &mut e[1..]);
+                }
+                None => row.fill(A::zero()),
+            }
+        }
+        let padded = &*padded;
+        for (tl, rows4) in padded
+            .chunks_exact(4 * half)
+            .zip(padded[4 * half..].chunks_exact(4 * half))
+            .enumerate()
+        {
+            // Padded rows 2 tl .. 2 tl + 4 of this tile row.
+            let (r01, r23) = (rows4.0, rows4.1);
+            let eo = [
+                &r01[..2 * half],
+                &r01[2 * half..],
+                &r23[..2 * half],
+                &r23[2 * half..],
+            ];
+            let mut t = 0;
+            while t < tw {
+                let width = block_width(tw - t);
+                let col = tl * tw + t;
+                match width {
+                    16 => input_block::<A, 16>(&eo, half, t, vc, n, col),
+                    8 => input_block::<A, 8>(&eo, half, t, vc, n, col),
+                    _ => input_block::<A, 1>(&eo, half, t, vc, n, col),
+                }
+                t += width;
+            }
+        }
+    }
+}
+
+/// The 4 columns of the `N` tiles from `t` in one padded row (`half` even, then odd columns).
+#[inline(always)]
+fn tile_row<A: Float, const N: usize>(row: &[A], half: usize, t: usize) -> [Lanes<A, N>; 4] {
+    let (e, o) = row.split_at(half);
+    [
+        Lanes::load(e, t),
+        Lanes::load(o, t),
+        Lanes::load(e, t + 1),
+        Lanes::load(o, t + 1),
+    ]
+}
+
+/// [`tiles::input`] of the `N` tiles from `t` of one tile row (padded rows `eo`, each its
+/// `half` even then odd columns), stored at column `col`.
+#[inline(always)]
+fn input_block<A: Float, const N: usize>(
+    eo: &[&[A]; 4],
+    half: usize,
+    t: usize,
+    vc: &mut [A],
+    n: usize,
+    col: usize,
+) {
+    let v = tiles::input([
+        tile_row::<A, N>(eo[0], half, t),
+        tile_row(eo[1], half, t),
+        tile_row(eo[2], half, t),
+        tile_row(eo[3], half, t),
+    ]);
+    for (pt, lanes) in v.into_iter().enumerate() {
+        lanes.store(vc, pt * n + col);
+    }
+}
+
+/// `dM = A dY A^T` for the tiles of tile rows `rows` of `dy` (`[cout, h, w]`; zero beyond
+/// odd edges) into `dm[o][point][tile]`.
+#[inline(always)]
+fn transform_output_grad<A: Float>(dy: &[A], cout: usize, p: Plane, rows: Range<usize>, dm: &mut [A]) {
+    let tw = p.tiles().1;
+    let n = rows.len() * tw;
+    for (o, mo) in dm.chunks_exact_mut(POINTS * n).take(cout).enumerate() {
+        let yo = &dy[o * p.h * p.w..(o + 1) * p.h * p.w];
+        for (tl, tr) in rows.clone().enumerate() {
+            let row = |r: usize| (r < p.h).then(|| &yo[r * p.w..(r + 1) * p.w]);
+            let out_rows = [row(2 * tr), row(2 * tr + 1)];
+            let mut t = 0;
+            while t < tw {
+                let width = block_width(tw - t);
+                let col = tl * tw + t;
+                match width {
+                    16 => output_grad_block::<A, 16>(&out_rows, t, mo, n, col),
+                    8 => output_grad_block::<A, 8>(&out_rows, t, mo, n, col),
+                    _ => output_grad_block::<A, 1>(&out_rows, t, mo, n, col),
+                }
+                t += width;
+            }
+        }
+    }
+}
+
+/// Output-gradient columns `c0 + 2 l + parity` of `row` for `l < N` (zero beyond the row,
+/// or for a missing row).
+#[inline(always)]
+fn grad_lanes<A: Float, const N: usize>(row: Option<&[A]>, c0: usize, parity: usize) -> Lanes<A, N> {
+    match row {
+        Some(row) if c0 + 2 * N <= row.len() => Lanes::load_strided(row, c0, parity),
+        Some(row) => {
+            let mut v = [A::zero(); N];
+            for (l, d) in v.iter_mut().enumerate() {
+                *d = row.get(c0 + 2 * l + parity).copied().unwrap_or(A::zero());
+            }
+            Lanes(v)
+        }
+        None => Lanes([A::zero(); N]),
+    }
+}
+
+/// [`tiles::output_grad`] of the `N` tiles from `t` of one tile row (output rows `rows`,
+/// `None` below the edge), stored at column `col`.
+#[inline(always)]
+fn output_grad_block<A: Float, const N: usize>(
+    rows: &[Option<&[A]>; 2],
+    t: usize,
+    mo: &mut [A],
+    n: usize,
+    col: usize,
+) {
+    let c0 = 2 * t;
+    let m = tiles::output_grad([
+        [grad_lanes::<A, N>(rows[0], c0, 0), grad_lanes(rows[0], c0, 1)],
+        [grad_lanes(rows[1], c0, 0), grad_lanes(rows[1], c0, 1)],
+    ]);
+    for (pt, lanes) in m.into_iter().enumerate() {
+        lanes.store(mo, pt * n + col);
+    }
+}
+
+/// `y = A^T M A (+ bias)` for the tiles of tile rows `rows`, cropped to the output.
+#[inline(always)]
+fn transform_output<A: Float>(
+    m: &[A],
+    cout: usize,
+    p: Plane,
+    rows: Range<usize>,
+    bias: Option<&[A]>,
+    y: &mut [A],
+) {
+    let tw = p.tiles().1;
+    let n = rows.len() * tw;
+    for (o, mo) in m.chunks_exact(POINTS * n).take(cout).enumerate() {
+        let b = bias.map_or(A::zero(), |b| b[o]);
+        let yo = &mut y[o * p.h * p.w..(o + 1) * p.h * p.w];
+        for (tl, tr) in rows.clone().enumerate() {
+            // Output rows 2 tr and 2 tr + 1 (the second absent below an odd edge).
+            let (r0, r1) = yo[2 * tr * p.w..].split_at_mut(p.w);
+            let mut out_rows = [r0, r1.get_mut(..p.w).unwrap_or(&mut [])];
+            let mut t = 0;
+            while t < tw {
+                let width = block_width(tw - t);
+                let col = tl * tw + t;
+                match width {
+                    16 => output_block::<A, 16>(mo, n, col, b, t, &mut out_rows),
+                    8 => output_block::<A, 8>(mo, n, col, b, t, &mut out_rows),
+                    _ => output_block::<A, 1>(mo, n, col, b, t, &mut out_rows),
+                }
+                t += width;
+            }
+        }
+    }
+}
+
+/// [`tiles::output`] (+ `b`) of the `N` tiles from `t` of one tile row, read at column `col`
+/// and written into the output rows (cropped to their length).
+#[inline(always)]
+fn output_block<A: Float, const N: usize>(
+    mo: &[A],
+    n: usize,
+    col: usize,
+    b: A,
+    t: usize,
+    rows: &mut [&mut [A]; 2],
+) {
+    let mut m = [Lanes([A::zero(); N]); POINTS];
+    for (q, mq) in m.iter_mut().enumerate() {
+        *mq = Lanes::load(mo, q * n + col);
+    }
+    let y = tiles::output(m);
+    let c0 = 2 * t;
+    for (row, ya) in rows.iter_mut().zip(&y) {
+        if c0 + 2 * N <= row.len() {
+            for (l, pair) in row[c0..c0 + 2 * N].chunks_exact_mut(2).enumerate() {
+                pair[0] = ya[0].0[l] + b;
+                pair[1] = ya[1].0[l] + b;
+            }
+        } else {
+            for l in 0..N {
+                for (k, yk) in ya.iter().enumerate() {
+                    if let Some(d) = row.get_mut(c0 + 2 * l + k) {
+                        *d = yk.0[l] + b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One item's convolution `y = conv(x) (+ bias)` from the transformed kernels `u`
+/// ([`transform_weights`]); `x` is `[cin, h, w]`, `y` is `[cout, h, w]`; `buf_v` and
+/// `buf_m` have the lengths of [`Plane::scratch`].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward_item<A: Float>(
+    x: &[A],
+    u: &[A],
+    bias: Option<&[A]>,
+    (cin, cout): (usize, usize),
+    p: Plane,
+    y: &mut [A],
+    (buf_v, buf_m): (&mut [A], &mut [A]),
+    serial: bool,
+) {
+    let (th, tw) = p.tiles();
+    let step = p.chunk_rows::<A>(cin, cout);
+    for r0 in (0..th).step_by(step) {
+        let rows = r0..(r0 + step).min(th);
+        let n = rows.len() * tw;
+        let (v, padded) = buf_v.split_at_mut(POINTS * cin * n);
+        let m = &mut buf_m[..POINTS * cout * n];
+        crate::vmath::wide(
+            #[inline(always)]
+            || transform_input(x, cin, p, rows.clone(), v, padded),
+        );
+        for pt in 0..POINTS {
+            matmul_uncounted(
+                serial,
+                MatMut::strided(m, pt * n, cout, n, POINTS * n),
+                MatRef::row_major(u, pt * cout * cin, cout, cin),
+                MatRef::strided(v, pt * n, cin, n, POINTS * n),
+                false,
+            );
+        }
+        crate::vmath::wide(
+            #[inline(always)]
+            || transform_output(m, cout, p, rows, bias, y),
+        );
+    }
+}
+
+/// Adds one item's transformed weight gradient `dU_p += (A dY A^T)_p V_p^T` into `du`
+/// (`[point][cout][cin]`; [`weight_grad_from_transformed`] turns the sum into `dW`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn weight_grad_item<A: Float>(
+    x: &[A],
+    dy: &[A],
+    (cin, cout): (usize, usize),
+    p: Plane,
+    du: &mut [A],
+    (buf_v, buf_m): (&mut [A], &mut [A]),
+    serial: bool,
+) {
+    let (th, tw) = p.tiles();
+    let step = p.chunk_rows::<A>(cin, cout);
+    for r0 in (0..th).step_by(step) {
+        let rows = r0..(r0 + step).min(th);
+        let n = rows.len() * tw;
+        let (v, padded) = buf_v.split_at_mut(POINTS * cin * n);
+        let dm = &mut buf_m[..POINTS * cout * n];
+        crate::vmath::wide(
+            #[inline(always)]
+            || {
+                transform_input(x, cin, p, rows.clone(), v, padded);
+                transform_output_grad(dy, cout, p, rows.clone(), dm);
+            },
+        );
+        for pt in 0..POINTS {
+            matmul_uncounted(
+                serial,
+                MatMut::row_major(du, pt * cout * cin, cout, cin),
+                MatRef::strided(dm, pt * n, cout, n, POINTS * n),
+                MatRef::strided(v, pt * n, cin, n, POINTS * n).t(),
+                true,
+            );
+        }
+    }
+}
