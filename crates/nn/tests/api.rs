@@ -13,9 +13,13 @@ fn randn(shape: &[usize], rng: &mut Rng) -> ArrayD<f32> {
 }
 
 fn small_unet() -> UNet<f32> {
+    unet_of_size(8)
+}
+
+fn unet_of_size(size: usize) -> UNet<f32> {
     let cfg = UNetConfig {
         in_ch: 3,
-        size: 8,
+        size,
         base: 32,
         mults: vec![1, 2],
         nres: 1,
@@ -63,6 +67,17 @@ fn results_do_not_depend_on_thread_count() {
         three.install(|| run(&unet, &x, &t))
     );
     assert_eq!(one.install(|| run(&dit, &xd, &t[..3])), run(&dit, &xd, &t[..3]));
+    // 16x16 planes run their 3x3 convolutions by Winograd: batch-parallel (5 items) and
+    // product-parallel (2 items).
+    let unet = unet_of_size(16);
+    let x = randn(&[5, 3, 16, 16], &mut rng);
+    for n in [5, 2] {
+        let x = x.slice(ndarray::s![..n, .., .., ..]).to_owned().into_dyn();
+        assert_eq!(
+            one.install(|| run(&unet, &x, &t[..n])),
+            three.install(|| run(&unet, &x, &t[..n]))
+        );
+    }
 }
 
 #[test]
