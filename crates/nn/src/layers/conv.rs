@@ -52,20 +52,15 @@ impl Geom {
         }
     }
 
-    /// A 2-d 3x3 convolution with unit stride and padding 1 over planes of at least one
-    /// full Winograd chunk: run by Winograd F(2x2, 3x3) (when it has one group). Smaller
-    /// planes make short, inefficient products there (measured slower than im2col at 8x8).
+    /// A 2-d 3x3 convolution with unit stride and padding 1: run by Winograd F(2x2, 3x3)
+    /// (when it has one group and the batch makes wide enough products, see
+    /// [`winograd::Plane::items_per_task`]).
     fn winograd_plane(&self) -> Option<winograd::Plane> {
-        let plane = winograd::Plane {
-            h: self.input[1],
-            w: self.input[2],
-        };
-        (self.input[0] == 1
-            && self.kernel == [1, 3, 3]
-            && self.stride == [1, 1, 1]
-            && self.pad == [0, 1, 1]
-            && plane.fills_a_chunk())
-        .then_some(plane)
+        (self.input[0] == 1 && self.kernel == [1, 3, 3] && self.stride == [1, 1, 1] && self.pad == [0, 1, 1])
+            .then_some(winograd::Plane {
+                h: self.input[1],
+                w: self.input[2],
+            })
     }
 
     /// A 1x1 convolution with unit stride and no padding needs no im2col.
@@ -414,16 +409,18 @@ impl<A: Float> Conv<A> {
         let (per_in, per_out) = (g.cin * g.in_len(), self.out_channels() * g.out_len());
         let mut y = vec![A::zero(); batch * per_out];
         let serial = batch >= SERIAL_ITEMS;
-        if let Some(p) = self.winograd(&g) {
+        if let Some((p, items)) = self.winograd(&g, batch) {
             let cout = self.out_channels();
             add_macs(batch * per_out * g.cin * 9);
             let u = winograd::transform_weights(self.weight.v(), cout, g.cin);
-            let (lv, lm) = p.scratch::<A>(g.cin, cout);
+            let (lv, lm) = p.scratch::<A>(g.cin, cout, items);
             let bias = self.bias.as_ref().map(|b| b.v());
-            y.par_chunks_mut(per_out).enumerate().for_each(|(b, yb)| {
+            let serial = batch / items >= SERIAL_ITEMS;
+            y.par_chunks_mut(items * per_out).enumerate().for_each(|(k, yk)| {
                 with_scratch(lv, lm, |bv, bm| {
-                    let xb = &x[b * per_in..(b + 1) * per_in];
-                    winograd::forward_item(xb, &u, bias, (g.cin, cout), p, yb, (bv, bm), serial)
+                    let xk = &x[k * items * per_in..(k + 1) * items * per_in];
+                    let dims = (g.cin, cout);
+                    winograd::forward_items(xk, items, &u, bias, dims, p, yk, (bv, bm), serial)
                 })
             });
             return Ok((y, out_shape));
@@ -443,9 +440,13 @@ impl<A: Float> Conv<A> {
         Ok((y, out_shape))
     }
 
-    /// The Winograd plane of geometry `g`, when this convolution runs by Winograd.
-    fn winograd(&self, g: &Geom) -> Option<winograd::Plane> {
-        g.winograd_plane().filter(|_| self.groups == 1)
+    /// The Winograd plane of geometry `g` and the items per task, when a batch of `batch`
+    /// runs by Winograd.
+    fn winograd(&self, g: &Geom, batch: usize) -> Option<(winograd::Plane, usize)> {
+        let p = g
+            .winograd_plane()
+            .filter(|_| self.groups == 1 && self.out_channels() > 0 && g.in_len() > 0)?;
+        Some((p, p.items_per_task(batch)?))
     }
 
     /// The kernels rotated by 180 degrees with in/out channels swapped (`[cin, cout, k]`):
@@ -469,7 +470,7 @@ impl<A: Float> Conv<A> {
     fn backward_winograd(
         &mut self,
         x: &[A],
-        (batch, g, p): (usize, Geom, winograd::Plane),
+        (batch, g, p, items): (usize, Geom, winograd::Plane, usize),
         dy: &[A],
         need_dx: bool,
     ) -> Vec<A> {
@@ -477,31 +478,30 @@ impl<A: Float> Conv<A> {
         let (per_in, per_out) = (cin * g.in_len(), cout * g.out_len());
         let ulen = winograd::POINTS * cout * cin;
         let has_bias = self.bias.is_some();
-        let serial = batch >= SERIAL_ITEMS;
+        let (tasks, serial) = (batch / items, batch / items >= SERIAL_ITEMS);
         add_macs(batch * per_out * cin * 9 * if need_dx { 2 } else { 1 });
         let u_adj = need_dx.then(|| winograd::transform_weights(&self.adjoint_weight(cin, 9), cin, cout));
-        let ((v1, m1), (v2, m2)) = (p.scratch::<A>(cin, cout), p.scratch::<A>(cout, cin));
-        // Without dx, one placeholder element per item keeps the per-item split.
-        let mut dx = vec![A::zero(); if need_dx { batch * per_in } else { batch }];
-        let grads = par_items_with_grads(
-            &mut dx,
-            batch,
-            ulen + if has_bias { cout } else { 0 },
-            |b, dxb, grad| {
-                let xb = &x[b * per_in..(b + 1) * per_in];
-                let dyb = &dy[b * per_out..(b + 1) * per_out];
-                with_scratch(v1.max(v2), m1.max(m2), |bv, bm| {
-                    let (du, gb) = grad.split_at_mut(ulen);
-                    winograd::weight_grad_item(xb, dyb, (cin, cout), p, du, (&mut *bv, &mut *bm), serial);
-                    for (o, row) in dyb.chunks(g.out_len()).enumerate().take(gb.len()) {
-                        gb[o] = gb[o] + row.iter().copied().sum::<A>();
+        let ((v1, m1), (v2, m2)) = (p.scratch::<A>(cin, cout, items), p.scratch::<A>(cout, cin, items));
+        // Without dx, one placeholder element per task keeps the split into tasks.
+        let mut dx = vec![A::zero(); if need_dx { batch * per_in } else { tasks }];
+        let glen = ulen + if has_bias { cout } else { 0 };
+        let grads = par_items_with_grads(&mut dx, tasks, glen, |k, dxk, grad| {
+            let xk = &x[k * items * per_in..(k + 1) * items * per_in];
+            let dyk = &dy[k * items * per_out..(k + 1) * items * per_out];
+            with_scratch(v1.max(v2), m1.max(m2), |bv, bm| {
+                let (du, gb) = grad.split_at_mut(ulen);
+                let bufs = (&mut *bv, &mut *bm);
+                winograd::weight_grad_items(xk, dyk, items, (cin, cout), p, du, bufs, serial);
+                if has_bias {
+                    for (o, row) in dyk.chunks(g.out_len()).enumerate() {
+                        gb[o % cout] = gb[o % cout] + row.iter().copied().sum::<A>();
                     }
-                    if let Some(u) = &u_adj {
-                        winograd::forward_item(dyb, u, None, (cout, cin), p, dxb, (bv, bm), serial);
-                    }
-                })
-            },
-        );
+                }
+                if let Some(u) = &u_adj {
+                    winograd::forward_items(dyk, items, u, None, (cout, cin), p, dxk, (bv, bm), serial);
+                }
+            })
+        });
         winograd::weight_grad_from_transformed(&grads[..ulen], cout, cin, self.weight.g());
         if let Some(bias) = &mut self.bias {
             super::add_into(bias.g(), &grads[ulen..]);
@@ -530,8 +530,8 @@ impl<A: Float> Conv<A> {
                 got: vec![dy.len()],
             });
         }
-        if let Some(p) = self.winograd(&g) {
-            return Ok(self.backward_winograd(x, (batch, g, p), dy, need_dx));
+        if let Some((p, items)) = self.winograd(&g, batch) {
+            return Ok(self.backward_winograd(x, (batch, g, p, items), dy, need_dx));
         }
         let wlen = self.weight.value.len();
         let has_bias = self.bias.is_some();

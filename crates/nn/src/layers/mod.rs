@@ -79,12 +79,14 @@ where
             g
         })
         .collect();
+    // Every element sums the groups in group order, whichever thread adds which block.
     let mut total = vec![A::zero(); grad_len];
-    for p in &partials {
-        for (t, v) in total.iter_mut().zip(p) {
-            *t = *t + *v;
+    const BLOCK: usize = 1 << 14;
+    total.par_chunks_mut(BLOCK).enumerate().for_each(|(i, t)| {
+        for p in &partials {
+            add_into(t, &p[i * BLOCK..i * BLOCK + t.len()]);
         }
-    }
+    });
     total
 }
 

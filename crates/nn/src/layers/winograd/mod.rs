@@ -20,6 +20,7 @@ use std::ops::Range;
 
 mod tiles;
 
+use rayon::prelude::*;
 use tiles::Lanes;
 
 use crate::gemm::{MatMut, MatRef, matmul_uncounted};
@@ -41,11 +42,18 @@ impl Plane {
         (self.h.div_ceil(2), self.w.div_ceil(2))
     }
 
-    /// Whether one item has at least [`CHUNK_ALIGN`] tiles (below that, the products are too
-    /// narrow for Winograd to pay off).
-    pub fn fills_a_chunk(&self) -> bool {
+    /// Items per task for a batch of `batch`: 1 when an item has at least [`CHUNK_ALIGN`]
+    /// tiles; for smaller planes the fewest whole items that reach it, dividing the batch
+    /// (a function of the sizes only). `None` when no such group exists: the products would
+    /// be too narrow for Winograd to pay off.
+    pub fn items_per_task(&self, batch: usize) -> Option<usize> {
         let (th, tw) = self.tiles();
-        th * tw >= CHUNK_ALIGN
+        let tiles = th * tw;
+        if tiles >= CHUNK_ALIGN {
+            return Some(1);
+        }
+        let fewest = CHUNK_ALIGN.div_ceil(tiles.max(1));
+        (fewest..=batch).find(|&g| batch.is_multiple_of(g) && g * tiles <= MAX_GROUP_TILES)
     }
 
     /// Tile rows per chunk: about [`CHUNK_BYTES`] of transformed input and output, in
@@ -62,11 +70,31 @@ impl Plane {
     }
 
     /// Scratch lengths `(transformed input + padded rows, transformed output)` that
-    /// [`forward_item`] and [`weight_grad_item`] need.
-    pub fn scratch<A>(&self, cin: usize, cout: usize) -> (usize, usize) {
-        let rows = self.chunk_rows::<A>(cin, cout);
-        let n = rows * self.tiles().1;
+    /// [`forward_items`] and [`weight_grad_items`] need for tasks of `items` items.
+    pub fn scratch<A>(&self, cin: usize, cout: usize, items: usize) -> (usize, usize) {
+        let (th, tw) = self.tiles();
+        let rows = if items == 1 {
+            self.chunk_rows::<A>(cin, cout)
+        } else {
+            th
+        };
+        let n = rows * tw * items;
         (POINTS * cin * n + self.padded_len(rows), POINTS * cout * n)
+    }
+
+    /// The chunks of a task of `items` items, each a list of `(item, tile rows)` parts whose
+    /// tiles lie side by side in the chunk: tile-row chunks of a single item, or all items
+    /// whole in one chunk.
+    fn chunks<A>(&self, cin: usize, cout: usize, items: usize) -> Vec<Vec<(usize, Range<usize>)>> {
+        let th = self.tiles().0;
+        if items > 1 {
+            return vec![(0..items).map(|i| (i, 0..th)).collect()];
+        }
+        let step = self.chunk_rows::<A>(cin, cout);
+        (0..th)
+            .step_by(step)
+            .map(|r0| vec![(0, r0..(r0 + step).min(th))])
+            .collect()
     }
 
     /// Length of the zero-padded input rows that `rows` tile rows cover, split into even and
@@ -78,6 +106,9 @@ impl Plane {
 
 /// Tiles per chunk are a multiple of this (the GEMM kernel's 64-wide side) when possible.
 const CHUNK_ALIGN: usize = 64;
+
+/// Most tiles in a chunk of several whole (small) items.
+const MAX_GROUP_TILES: usize = 4 * CHUNK_ALIGN;
 
 /// Size of the transformed input and output of one chunk: within a core's L2 cache.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -103,20 +134,43 @@ fn g_adjoint<A: Float>(u: [A; 4], half: A) -> [A; 3] {
     ]
 }
 
-/// The transformed kernels `U = G g G^T` of weights `[cout, cin, 3, 3]`, as `[point][cout][cin]`.
+/// The transformed kernels `U = G g G^T` of weights `[cout, cin, 3, 3]`, as `[point][cout][cin]`
+/// (in parallel over output channels: it runs once per call, before the per-item work).
 pub(super) fn transform_weights<A: Float>(weight: &[A], cout: usize, cin: usize) -> Vec<A> {
     let half = cast::<A>(0.5);
     let mut u = vec![A::zero(); POINTS * cout * cin];
-    for (oc, g) in weight.chunks_exact(9).enumerate() {
-        // Columns first: t[i][j] = (G g[.., j])[i]; then rows: u[i][k] = (G t[i][..])[k].
-        let cols: [[A; 4]; 3] = std::array::from_fn(|j| g_apply([g[j], g[3 + j], g[6 + j]], half));
-        for i in 0..4 {
-            let row = g_apply([cols[0][i], cols[1][i], cols[2][i]], half);
-            for (k, &v) in row.iter().enumerate() {
-                u[(i * 4 + k) * cout * cin + oc] = v;
-            }
+    // rows[o] = the 16 rows `u[point][o][..]`.
+    let mut rows: Vec<Vec<&mut [A]>> = (0..cout).map(|_| Vec::with_capacity(POINTS)).collect();
+    for point in u.chunks_mut((cout * cin).max(1)) {
+        for (o, row) in point.chunks_mut(cin.max(1)).enumerate() {
+            rows[o].push(row);
         }
     }
+    rows.into_par_iter().enumerate().for_each(|(o, mut rows)| {
+        // Blocks of 16 input channels, each point's row stored whole: the 16 rows lie a
+        // multiple of 4 KiB apart, so element-wise stores to them would fight over the same
+        // cache sets.
+        let kernels = &weight[o * cin * 9..(o + 1) * cin * 9];
+        for (b, block) in kernels.chunks(16 * 9).enumerate() {
+            let mut out = [[A::zero(); 16]; POINTS];
+            for (c, g) in block.chunks_exact(9).enumerate() {
+                // Columns first: t[i][j] = (G g[.., j])[i]; then rows: u[i][k] = (G t[i][..])[k].
+                let t0 = g_apply([g[0], g[3], g[6]], half);
+                let t1 = g_apply([g[1], g[4], g[7]], half);
+                let t2 = g_apply([g[2], g[5], g[8]], half);
+                for i in 0..4 {
+                    let row = g_apply([t0[i], t1[i], t2[i]], half);
+                    for k in 0..4 {
+                        out[i * 4 + k][c] = row[k];
+                    }
+                }
+            }
+            let len = block.len() / 9;
+            for (row, vals) in rows.iter_mut().zip(&out) {
+                row[b * 16..b * 16 + len].copy_from_slice(&vals[..len]);
+            }
+        }
+    });
     u
 }
 
@@ -125,18 +179,31 @@ pub(super) fn transform_weights<A: Float>(weight: &[A], cout: usize, cin: usize)
 pub(super) fn weight_grad_from_transformed<A: Float>(du: &[A], cout: usize, cin: usize, dw: &mut [A]) {
     let half = cast::<A>(0.5);
     let plane = cout * cin;
-    for (oc, g) in dw.chunks_exact_mut(9).enumerate() {
-        let at = |i: usize, k: usize| du[(i * 4 + k) * plane + oc];
-        // Rows first: r[i][..] = G^T du[i][..]; then columns: dg[.., j] = G^T r[..][j].
-        let rows: [[A; 3]; 4] =
-            std::array::from_fn(|i| g_adjoint([at(i, 0), at(i, 1), at(i, 2), at(i, 3)], half));
-        for j in 0..3 {
-            let col = g_adjoint([rows[0][j], rows[1][j], rows[2][j], rows[3][j]], half);
-            for (i, &v) in col.iter().enumerate() {
-                g[i * 3 + j] = g[i * 3 + j] + v;
+    // Blocks of 16 kernels, each point's 16 values read whole (the points' rows lie a
+    // multiple of 4 KiB apart, see `transform_weights`).
+    dw.par_chunks_mut(16 * 9).enumerate().for_each(|(b, block)| {
+        let len = block.len() / 9;
+        let mut pts = [[A::zero(); 16]; POINTS];
+        for (q, vals) in pts.iter_mut().enumerate() {
+            vals[..len].copy_from_slice(&du[q * plane + b * 16..q * plane + b * 16 + len]);
+        }
+        for (k, g) in block.chunks_exact_mut(9).enumerate() {
+            let at = |q: usize| pts[q][k];
+            // Rows first: r[i][..] = G^T du[i][..]; then columns: dg[.., j] = G^T r[..][j].
+            let rows = [
+                g_adjoint([at(0), at(1), at(2), at(3)], half),
+                g_adjoint([at(4), at(5), at(6), at(7)], half),
+                g_adjoint([at(8), at(9), at(10), at(11)], half),
+                g_adjoint([at(12), at(13), at(14), at(15)], half),
+            ];
+            for j in 0..3 {
+                let col = g_adjoint([rows[0][j], rows[1][j], rows[2][j], rows[3][j]], half);
+                for (i, &v) in col.iter().enumerate() {
+                    g[i * 3 + j] = g[i * 3 + j] + v;
+                }
             }
         }
-    }
+    });
 }
 
 /// Tiles in the next block of a tile row with `left` tiles left: 16 (one AVX-512 register
@@ -174,11 +241,11 @@ fn transform_input<A: Float>(
     cin: usize,
     p: Plane,
     rows: Range<usize>,
+    (n, col0): (usize, usize),
     v: &mut [A],
     padded: &mut [A],
 ) {
     let tw = p.tiles().1;
-    let n = rows.len() * tw;
     let half = tw + 1;
     let padded = &mut padded[..p.padded_len(rows.len())];
     for (c, vc) in v.chunks_exact_mut(POINTS * n).take(cin).enumerate() {
@@ -212,7 +279,7 @@ fn transform_input<A: Float>(
             let mut t = 0;
             while t < tw {
                 let width = block_width(tw - t);
-                let col = tl * tw + t;
+                let col = col0 + tl * tw + t;
                 match width {
                     16 => input_block::<A, 16>(&eo, half, t, vc, n, col),
                     8 => input_block::<A, 8>(&eo, half, t, vc, n, col),
@@ -261,9 +328,15 @@ fn input_block<A: Float, const N: usize>(
 /// `dM = A dY A^T` for the tiles of tile rows `rows` of `dy` (`[cout, h, w]`; zero beyond
 /// odd edges) into `dm[o][point][tile]`.
 #[inline(always)]
-fn transform_output_grad<A: Float>(dy: &[A], cout: usize, p: Plane, rows: Range<usize>, dm: &mut [A]) {
+fn transform_output_grad<A: Float>(
+    dy: &[A],
+    cout: usize,
+    p: Plane,
+    rows: Range<usize>,
+    (n, col0): (usize, usize),
+    dm: &mut [A],
+) {
     let tw = p.tiles().1;
-    let n = rows.len() * tw;
     for (o, mo) in dm.chunks_exact_mut(POINTS * n).take(cout).enumerate() {
         let yo = &dy[o * p.h * p.w..(o + 1) * p.h * p.w];
         for (tl, tr) in rows.clone().enumerate() {
@@ -272,7 +345,7 @@ fn transform_output_grad<A: Float>(dy: &[A], cout: usize, p: Plane, rows: Range<
             let mut t = 0;
             while t < tw {
                 let width = block_width(tw - t);
-                let col = tl * tw + t;
+                let col = col0 + tl * tw + t;
                 match width {
                     16 => output_grad_block::<A, 16>(&out_rows, t, mo, n, col),
                     8 => output_grad_block::<A, 8>(&out_rows, t, mo, n, col),
@@ -328,11 +401,11 @@ fn transform_output<A: Float>(
     cout: usize,
     p: Plane,
     rows: Range<usize>,
+    (n, col0): (usize, usize),
     bias: Option<&[A]>,
     y: &mut [A],
 ) {
     let tw = p.tiles().1;
-    let n = rows.len() * tw;
     for (o, mo) in m.chunks_exact(POINTS * n).take(cout).enumerate() {
         let b = bias.map_or(A::zero(), |b| b[o]);
         let yo = &mut y[o * p.h * p.w..(o + 1) * p.h * p.w];
@@ -343,7 +416,7 @@ fn transform_output<A: Float>(
             let mut t = 0;
             while t < tw {
                 let width = block_width(tw - t);
-                let col = tl * tw + t;
+                let col = col0 + tl * tw + t;
                 match width {
                     16 => output_block::<A, 16>(mo, n, col, b, t, &mut out_rows),
                     8 => output_block::<A, 8>(mo, n, col, b, t, &mut out_rows),
@@ -390,12 +463,13 @@ fn output_block<A: Float, const N: usize>(
     }
 }
 
-/// One item's convolution `y = conv(x) (+ bias)` from the transformed kernels `u`
-/// ([`transform_weights`]); `x` is `[cin, h, w]`, `y` is `[cout, h, w]`; `buf_v` and
-/// `buf_m` have the lengths of [`Plane::scratch`].
+/// The convolution `y = conv(x) (+ bias)` of a task of `items` items from the transformed
+/// kernels `u` ([`transform_weights`]); `x` is `[items, cin, h, w]`, `y` is
+/// `[items, cout, h, w]`; `buf_v` and `buf_m` have the lengths of [`Plane::scratch`].
 #[allow(clippy::too_many_arguments)]
-pub(super) fn forward_item<A: Float>(
+pub(super) fn forward_items<A: Float>(
     x: &[A],
+    items: usize,
     u: &[A],
     bias: Option<&[A]>,
     (cin, cout): (usize, usize),
@@ -404,16 +478,21 @@ pub(super) fn forward_item<A: Float>(
     (buf_v, buf_m): (&mut [A], &mut [A]),
     serial: bool,
 ) {
-    let (th, tw) = p.tiles();
-    let step = p.chunk_rows::<A>(cin, cout);
-    for r0 in (0..th).step_by(step) {
-        let rows = r0..(r0 + step).min(th);
-        let n = rows.len() * tw;
+    let (tw, plane) = (p.tiles().1, p.h * p.w);
+    for chunk in p.chunks::<A>(cin, cout, items) {
+        let n = chunk.iter().map(|(_, rows)| rows.len() * tw).sum::<usize>();
         let (v, padded) = buf_v.split_at_mut(POINTS * cin * n);
         let m = &mut buf_m[..POINTS * cout * n];
         crate::vmath::wide(
             #[inline(always)]
-            || transform_input(x, cin, p, rows.clone(), v, padded),
+            || {
+                let mut col0 = 0;
+                for (i, rows) in &chunk {
+                    let xi = &x[i * cin * plane..(i + 1) * cin * plane];
+                    transform_input(xi, cin, p, rows.clone(), (n, col0), v, padded);
+                    col0 += rows.len() * tw;
+                }
+            },
         );
         for pt in 0..POINTS {
             matmul_uncounted(
@@ -426,35 +505,48 @@ pub(super) fn forward_item<A: Float>(
         }
         crate::vmath::wide(
             #[inline(always)]
-            || transform_output(m, cout, p, rows, bias, y),
+            || {
+                let mut col0 = 0;
+                for (i, rows) in &chunk {
+                    let yi = &mut y[i * cout * plane..(i + 1) * cout * plane];
+                    transform_output(m, cout, p, rows.clone(), (n, col0), bias, yi);
+                    col0 += rows.len() * tw;
+                }
+            },
         );
     }
 }
 
-/// Adds one item's transformed weight gradient `dU_p += (A dY A^T)_p V_p^T` into `du`
-/// (`[point][cout][cin]`; [`weight_grad_from_transformed`] turns the sum into `dW`).
+/// Adds the transformed weight gradient of a task of `items` items,
+/// `dU_p += (A dY A^T)_p V_p^T`, into `du` (`[point][cout][cin]`;
+/// [`weight_grad_from_transformed`] turns the sum into `dW`).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn weight_grad_item<A: Float>(
+pub(super) fn weight_grad_items<A: Float>(
     x: &[A],
     dy: &[A],
+    items: usize,
     (cin, cout): (usize, usize),
     p: Plane,
     du: &mut [A],
     (buf_v, buf_m): (&mut [A], &mut [A]),
     serial: bool,
 ) {
-    let (th, tw) = p.tiles();
-    let step = p.chunk_rows::<A>(cin, cout);
-    for r0 in (0..th).step_by(step) {
-        let rows = r0..(r0 + step).min(th);
-        let n = rows.len() * tw;
+    let (tw, plane) = (p.tiles().1, p.h * p.w);
+    for chunk in p.chunks::<A>(cin, cout, items) {
+        let n = chunk.iter().map(|(_, rows)| rows.len() * tw).sum::<usize>();
         let (v, padded) = buf_v.split_at_mut(POINTS * cin * n);
         let dm = &mut buf_m[..POINTS * cout * n];
         crate::vmath::wide(
             #[inline(always)]
             || {
-                transform_input(x, cin, p, rows.clone(), v, padded);
-                transform_output_grad(dy, cout, p, rows.clone(), dm);
+                let mut col0 = 0;
+                for (i, rows) in &chunk {
+                    let xi = &x[i * cin * plane..(i + 1) * cin * plane];
+                    let dyi = &dy[i * cout * plane..(i + 1) * cout * plane];
+                    transform_input(xi, cin, p, rows.clone(), (n, col0), v, padded);
+                    transform_output_grad(dyi, cout, p, rows.clone(), (n, col0), dm);
+                    col0 += rows.len() * tw;
+                }
             },
         );
         for pt in 0..POINTS {
