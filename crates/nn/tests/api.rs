@@ -324,3 +324,36 @@ fn mlp_and_whitebox_dit_do_not_depend_on_thread_count() {
     assert!(y1.iter().any(|&v| v != 0.0));
     assert_eq!((y1, dx1, g1), three.install(|| run(&wb, &xw, &t[..3])));
 }
+
+#[test]
+fn unet_inference_is_bit_identical_to_the_training_forward() {
+    // Inference fuses each GroupNorm + SiLU into the convolution that reads it (Winograd
+    // path) or maps the input first (im2col path); training stores the activations. Both
+    // must give the same bits: 2-d with 3 items (im2col at 8x8) and 4 items (Winograd
+    // tasks of whole items), and 1-d and 3-d networks (im2col).
+    let mut rng = Rng::new(7);
+    for (dims, size, batch) in [(2, 8, 3), (2, 8, 4), (1, 16, 2), (3, 4, 2)] {
+        let cfg = UNetConfig {
+            in_ch: 2,
+            size,
+            dims,
+            base: 32,
+            mults: vec![1, 2],
+            nres: 1,
+            temb: 32,
+            attn_levels: vec![1],
+            ..UNetConfig::default()
+        };
+        let net = UNet::<f32>::new(cfg, &mut Rng::new(3)).unwrap();
+        let mut shape = vec![batch, 2];
+        shape.extend(std::iter::repeat_n(size, dims));
+        let x = randn(&shape, &mut rng);
+        let t: Vec<f32> = (0..batch).map(|i| 100.0 * i as f32 + 3.0).collect();
+        let (trained, _) = net.forward(&x, &t, None).unwrap();
+        assert_eq!(
+            net.infer(&x, &t, None).unwrap(),
+            trained,
+            "{dims}-d, {batch} items"
+        );
+    }
+}

@@ -404,6 +404,18 @@ impl<A: Float> Conv<A> {
     }
 
     pub(crate) fn forward_slice(&self, x: &[A], shape: &[usize]) -> Result<(Vec<A>, Vec<usize>)> {
+        self.forward_mapped(x, shape, None)
+    }
+
+    /// The convolution of `pre(x)`, where `pre` maps the input elementwise by runs of one
+    /// channel (`pre(item, channel, values, out)`): the Winograd path applies it as it
+    /// reads, others materialise the mapped input first.
+    pub(crate) fn forward_mapped(
+        &self,
+        x: &[A],
+        shape: &[usize],
+        pre: Option<winograd::RowMap<'_, A>>,
+    ) -> Result<(Vec<A>, Vec<usize>)> {
         let (batch, g) = self.geom(shape)?;
         let out_shape = self.out_shape(batch, &g);
         let (per_in, per_out) = (g.cin * g.in_len(), self.out_channels() * g.out_len());
@@ -419,11 +431,20 @@ impl<A: Float> Conv<A> {
             y.par_chunks_mut(items * per_out).enumerate().for_each(|(k, yk)| {
                 with_scratch(lv, lm, |bv, bm| {
                     let xk = &x[k * items * per_in..(k + 1) * items * per_in];
-                    let dims = (g.cin, cout);
-                    winograd::forward_items(xk, items, &u, bias, dims, p, yk, (bv, bm), serial)
+                    let (dims, task) = ((g.cin, cout), (items, pre.map(|map| (map, k * items))));
+                    winograd::forward_items(xk, task, &u, bias, dims, p, yk, (bv, bm), serial)
                 })
             });
             return Ok((y, out_shape));
+        }
+        if let Some(map) = pre {
+            let mut mapped = vec![A::zero(); x.len()];
+            mapped
+                .par_chunks_mut(g.in_len().max(1))
+                .zip(x.par_chunks(g.in_len().max(1)))
+                .enumerate()
+                .for_each(|(plane, (out, src))| map(plane / g.cin, plane % g.cin, src, out));
+            return self.forward_mapped(&mapped, shape, None);
         }
         if per_out > 0 {
             let ncols = if g.is_pointwise() {
@@ -498,7 +519,8 @@ impl<A: Float> Conv<A> {
                     }
                 }
                 if let Some(u) = &u_adj {
-                    winograd::forward_items(dyk, items, u, None, (cout, cin), p, dxk, (bv, bm), serial);
+                    let task = (items, None);
+                    winograd::forward_items(dyk, task, u, None, (cout, cin), p, dxk, (bv, bm), serial);
                 }
             })
         });

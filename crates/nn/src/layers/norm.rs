@@ -391,6 +391,35 @@ impl<A: Float> GroupNorm<A> {
         (y, cache)
     }
 
+    /// `silu(group_norm(x))` as a map for a consumer that reads `x` by runs of one channel
+    /// (`map(item, channel, values, out)`, see `winograd::RowMap`), so the activation is
+    /// never stored: the block statistics are computed here, the rest per run with the
+    /// arithmetic of [`GroupNorm::forward_silu`] (bit-identical results).
+    pub(crate) fn silu_map<'a>(
+        &'a self,
+        x: &[A],
+        spatial: usize,
+    ) -> impl Fn(usize, usize, &[A], &mut [A]) + Sync + 'a {
+        let block = self.channels / self.groups * spatial.max(1);
+        let mut stats = vec![(0.0, 0.0); x.len() / block.max(1)];
+        stats
+            .par_iter_mut()
+            .zip(x.par_chunks(block.max(1)))
+            .with_min_len(blocks_per_task(block))
+            .for_each(|(st, xb)| *st = block_stats(xb, self.eps));
+        let (w, b) = (self.weight.v(), self.bias.v());
+        let (groups, per_group) = (self.groups, self.channels / self.groups);
+        move |item: usize, c: usize, run: &[A], out: &mut [A]| {
+            let (mean, rstd) = stats[item * groups + c / per_group];
+            let out = &mut out[..run.len()];
+            normalize_with(run, mean, rstd, out);
+            for v in out.iter_mut() {
+                *v = *v * w[c] + b[c];
+            }
+            silu_in_place_seq(out);
+        }
+    }
+
     /// The backward of [`GroupNorm::forward_silu`]: dL/dx given `dy` = dL/d(silu output) and
     /// `pre` = the norm's output before the SiLU, block by block while in cache. The same
     /// arithmetic as `silu_backward_slice` followed by [`GroupNorm::backward_slice`].

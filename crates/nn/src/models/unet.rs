@@ -121,17 +121,28 @@ impl<A: Float> ResBlock<A> {
     fn forward(&self, x: Act<A>, ste: &[A], keep: bool) -> Result<(Act<A>, ResCache<A>)> {
         let sp = x.spatial();
         let batch = x.s[0];
-        let (sa, n1) = self.n1.forward_silu(&x.d, sp, keep);
-        let (a, n1c) = n1.unwrap_or_default();
-        let (mut h1, s1) = self.c1.forward_slice(&sa, &x.s)?;
+        // Inference applies each norm + SiLU as the convolution reads its input.
+        let ((mut h1, s1), sa, (a, n1c)) = if keep {
+            let (sa, n1) = self.n1.forward_silu(&x.d, sp, keep);
+            (self.c1.forward_slice(&sa, &x.s)?, sa, n1.unwrap_or_default())
+        } else {
+            let map = self.n1.silu_map(&x.d, sp);
+            let h1 = self.c1.forward_mapped(&x.d, &x.s, Some(&map))?;
+            (h1, Vec::new(), Default::default())
+        };
         let tp = self.t.forward_slice(ste, batch);
         let cout = self.c1.out_channels();
         h1.par_chunks_mut(sp.max(1)).zip(&tp).for_each(|(plane, &v)| {
             plane.iter_mut().for_each(|p| *p = *p + v);
         });
-        let (sb, n2) = self.n2.forward_silu(&h1, sp, keep);
-        let (b, n2c) = n2.unwrap_or_default();
-        let (mut y, ys) = self.c2.forward_slice(&sb, &s1)?;
+        let ((mut y, ys), sb, (b, n2c)) = if keep {
+            let (sb, n2) = self.n2.forward_silu(&h1, sp, keep);
+            (self.c2.forward_slice(&sb, &s1)?, sb, n2.unwrap_or_default())
+        } else {
+            let map = self.n2.silu_map(&h1, sp);
+            let y = self.c2.forward_mapped(&h1, &s1, Some(&map))?;
+            (y, Vec::new(), Default::default())
+        };
         match &self.skip {
             Some(sk) => par_add_into(&mut y, &sk.forward_slice(&x.d, &x.s)?.0),
             None => par_add_into(&mut y, &x.d),
@@ -569,9 +580,18 @@ impl<A: Float> UNet<A> {
             }
         }
         let sp = h.spatial();
-        let (os, out_norm) = self.out_norm.forward_silu(&h.d, sp, !inference);
-        let (on, onc) = out_norm.unwrap_or_default();
-        let (y, _) = self.out_conv.forward_slice(&os, &h.s)?;
+        let ((y, _), os, (on, onc)) = if inference {
+            let map = self.out_norm.silu_map(&h.d, sp);
+            let y = self.out_conv.forward_mapped(&h.d, &h.s, Some(&map))?;
+            (y, Vec::new(), Default::default())
+        } else {
+            let (os, out_norm) = self.out_norm.forward_silu(&h.d, sp, true);
+            (
+                self.out_conv.forward_slice(&os, &h.s)?,
+                os,
+                out_norm.unwrap_or_default(),
+            )
+        };
         let os = Act {
             d: os,
             s: h.s.clone(),

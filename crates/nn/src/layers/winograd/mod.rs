@@ -98,11 +98,16 @@ impl Plane {
     }
 
     /// Length of the zero-padded input rows that `rows` tile rows cover, split into even and
-    /// odd columns.
+    /// odd columns, plus as many input rows (a [`RowMap`]'s output).
     fn padded_len(&self, rows: usize) -> usize {
-        (2 * rows + 2) * 2 * (self.tiles().1 + 1)
+        (2 * rows + 2) * (2 * (self.tiles().1 + 1) + self.w)
     }
 }
+
+/// An elementwise map of the input applied as it is read, `map(item, channel, values, out)`
+/// for runs of whole rows of one channel (a fused GroupNorm + SiLU): the mapped input is
+/// never stored whole.
+pub(super) type RowMap<'a, A> = &'a (dyn Fn(usize, usize, &[A], &mut [A]) + Sync);
 
 /// Tiles per chunk are a multiple of this (the GEMM kernel's 64-wide side) when possible.
 const CHUNK_ALIGN: usize = 64;
@@ -233,31 +238,46 @@ fn deinterleave<A: Float>(row: &[A], even: &mut [A], odd: &mut [A]) {
     }
 }
 
-/// `V = B^T d B` for the tiles of tile rows `rows` of item `x` (`[cin, h, w]`) into
-/// `v[c][point][tile]` (`n = rows.len() * tw` tiles); `padded` has [`Plane::padded_len`].
+/// `V = B^T d B` for the tiles of tile rows `rows` of item `x` (`[cin, h, w]`, each row
+/// first mapped by `pre` if given) into `v[c][point][tile]` (the chunk's `n` tiles, these
+/// from column `col0`); `work` has [`Plane::padded_len`].
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn transform_input<A: Float>(
     x: &[A],
     cin: usize,
     p: Plane,
     rows: Range<usize>,
     (n, col0): (usize, usize),
+    pre: Option<(RowMap<'_, A>, usize)>,
     v: &mut [A],
-    padded: &mut [A],
+    work: &mut [A],
 ) {
     let tw = p.tiles().1;
     let half = tw + 1;
-    let padded = &mut padded[..p.padded_len(rows.len())];
+    let (padded, mapped) = work[..p.padded_len(rows.len())].split_at_mut((2 * rows.len() + 2) * 2 * half);
     for (c, vc) in v.chunks_exact_mut(POINTS * n).take(cin).enumerate() {
         let xc = &x[c * p.h * p.w..(c + 1) * p.h * p.w];
         // Padded row i holds input row 2 * rows.start + i - 1, and padded column q input
         // column q - 1: even q in `e[q / 2]`, odd q in `o[q / 2]`.
+        // Input rows lo..hi feed these padded rows; mapped by `pre` in one span if given.
+        let lo = (2 * rows.start).saturating_sub(1).min(p.h);
+        let hi = (2 * rows.end + 1).min(p.h);
+        let src = &xc[lo * p.w..hi * p.w];
+        let src = match pre {
+            Some((map, item)) => {
+                let out = &mut mapped[..src.len()];
+                map(item, c, src, out);
+                &*out
+            }
+            None => src,
+        };
         for (i, row) in padded.chunks_exact_mut(2 * half).enumerate() {
             let (e, o) = row.split_at_mut(half);
             match (2 * rows.start + i).checked_sub(1).filter(|&r| r < p.h) {
                 Some(r) => {
                     e[0] = A::zero();
-                    deinterleave(&xc[r * p.w..(r + 1) * p.w], o, &mut e[1..]);
+                    deinterleave(&src[(r - lo) * p.w..(r - lo + 1) * p.w], o, &mut e[1..]);
                 }
                 None => row.fill(A::zero()),
             }
@@ -463,13 +483,14 @@ fn output_block<A: Float, const N: usize>(
     }
 }
 
-/// The convolution `y = conv(x) (+ bias)` of a task of `items` items from the transformed
-/// kernels `u` ([`transform_weights`]); `x` is `[items, cin, h, w]`, `y` is
-/// `[items, cout, h, w]`; `buf_v` and `buf_m` have the lengths of [`Plane::scratch`].
+/// The convolution `y = conv(pre(x)) (+ bias)` of a task of `items` items (the first being
+/// item `first` of the batch for `pre`) from the transformed kernels `u`
+/// ([`transform_weights`]); `x` is `[items, cin, h, w]`, `y` is `[items, cout, h, w]`;
+/// `buf_v` and `buf_m` have the lengths of [`Plane::scratch`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward_items<A: Float>(
     x: &[A],
-    items: usize,
+    (items, pre): (usize, Option<(RowMap<'_, A>, usize)>),
     u: &[A],
     bias: Option<&[A]>,
     (cin, cout): (usize, usize),
@@ -489,7 +510,8 @@ pub(super) fn forward_items<A: Float>(
                 let mut col0 = 0;
                 for (i, rows) in &chunk {
                     let xi = &x[i * cin * plane..(i + 1) * cin * plane];
-                    transform_input(xi, cin, p, rows.clone(), (n, col0), v, padded);
+                    let pre = pre.map(|(map, first)| (map, first + i));
+                    transform_input(xi, cin, p, rows.clone(), (n, col0), pre, v, padded);
                     col0 += rows.len() * tw;
                 }
             },
@@ -543,7 +565,7 @@ pub(super) fn weight_grad_items<A: Float>(
                 for (i, rows) in &chunk {
                     let xi = &x[i * cin * plane..(i + 1) * cin * plane];
                     let dyi = &dy[i * cout * plane..(i + 1) * cout * plane];
-                    transform_input(xi, cin, p, rows.clone(), (n, col0), v, padded);
+                    transform_input(xi, cin, p, rows.clone(), (n, col0), None, v, padded);
                     transform_output_grad(dyi, cout, p, rows.clone(), (n, col0), dm);
                     col0 += rows.len() * tw;
                 }
