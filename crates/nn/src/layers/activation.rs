@@ -115,11 +115,6 @@ pub(crate) fn silu_slice<A: Float>(x: &[A]) -> Vec<A> {
     par_exp_map(x, |v| -v, |v, e| v * sigmoid_of_exp(e))
 }
 
-/// `out = silu(x)` on the calling thread (same arithmetic as [`silu_slice`]).
-pub(crate) fn silu_into_seq<A: Float>(x: &[A], out: &mut [A]) {
-    exp_map_into(x, out, |v| -v, |v, e| v * sigmoid_of_exp(e));
-}
-
 /// SiLU in place on the calling thread (for work already split across threads).
 pub(crate) fn silu_in_place_seq<A: Float>(x: &mut [A]) {
     exp_map_in_place(x, |v| -v, |v, e| v * sigmoid_of_exp(e));

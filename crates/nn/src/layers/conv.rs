@@ -187,6 +187,17 @@ fn col2im<A: Float>(dcols: &[A], g: &Geom, dx: &mut [A]) {
     }
 }
 
+/// `map(x)` stored whole, plane by plane (for the paths that cannot apply it as they read).
+fn map_input<A: Float>(x: &[A], g: &Geom, map: winograd::RowMap<'_, A>) -> Vec<A> {
+    let mut mapped = vec![A::zero(); x.len()];
+    mapped
+        .par_chunks_mut(g.in_len().max(1))
+        .zip(x.par_chunks(g.in_len().max(1)))
+        .enumerate()
+        .for_each(|(plane, (out, src))| map(plane / g.cin, plane % g.cin, src, out));
+    mapped
+}
+
 /// Batches at least this large keep every thread busy with whole items, so the per-item
 /// products run serially; smaller batches let each product parallelise itself. (A rule on
 /// the batch size alone, so results stay independent of the thread count.)
@@ -438,13 +449,7 @@ impl<A: Float> Conv<A> {
             return Ok((y, out_shape));
         }
         if let Some(map) = pre {
-            let mut mapped = vec![A::zero(); x.len()];
-            mapped
-                .par_chunks_mut(g.in_len().max(1))
-                .zip(x.par_chunks(g.in_len().max(1)))
-                .enumerate()
-                .for_each(|(plane, (out, src))| map(plane / g.cin, plane % g.cin, src, out));
-            return self.forward_mapped(&mapped, shape, None);
+            return self.forward_mapped(&map_input(x, &g, map), shape, None);
         }
         if per_out > 0 {
             let ncols = if g.is_pointwise() {
@@ -492,6 +497,7 @@ impl<A: Float> Conv<A> {
         &mut self,
         x: &[A],
         (batch, g, p, items): (usize, Geom, winograd::Plane, usize),
+        pre: Option<winograd::RowMap<'_, A>>,
         dy: &[A],
         need_dx: bool,
     ) -> Vec<A> {
@@ -512,7 +518,8 @@ impl<A: Float> Conv<A> {
             with_scratch(v1.max(v2), m1.max(m2), |bv, bm| {
                 let (du, gb) = grad.split_at_mut(ulen);
                 let bufs = (&mut *bv, &mut *bm);
-                winograd::weight_grad_items(xk, dyk, items, (cin, cout), p, du, bufs, serial);
+                let task = (items, pre.map(|map| (map, k * items)));
+                winograd::weight_grad_items(xk, dyk, task, (cin, cout), p, du, bufs, serial);
                 if has_bias {
                     for (o, row) in dyk.chunks(g.out_len()).enumerate() {
                         gb[o % cout] = gb[o % cout] + row.iter().copied().sum::<A>();
@@ -539,6 +546,18 @@ impl<A: Float> Conv<A> {
         dy: &[A],
         need_dx: bool,
     ) -> Result<Vec<A>> {
+        self.backward_mapped(x, shape, None, dy, need_dx)
+    }
+
+    /// The backward of [`Conv::forward_mapped`] (the input gradient is that of `pre(x)`).
+    pub(crate) fn backward_mapped(
+        &mut self,
+        x: &[A],
+        shape: &[usize],
+        pre: Option<winograd::RowMap<'_, A>>,
+        dy: &[A],
+        need_dx: bool,
+    ) -> Result<Vec<A>> {
         let (batch, g) = self.geom(shape)?;
         let cout = self.out_channels();
         let l = g.out_len();
@@ -553,7 +572,11 @@ impl<A: Float> Conv<A> {
             });
         }
         if let Some((p, items)) = self.winograd(&g, batch) {
-            return Ok(self.backward_winograd(x, (batch, g, p, items), dy, need_dx));
+            return Ok(self.backward_winograd(x, (batch, g, p, items), pre, dy, need_dx));
+        }
+        if let Some(map) = pre {
+            let mapped = map_input(x, &g, map);
+            return self.backward_mapped(&mapped, shape, None, dy, need_dx);
         }
         let wlen = self.weight.value.len();
         let has_bias = self.bias.is_some();

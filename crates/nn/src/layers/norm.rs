@@ -6,10 +6,14 @@
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::activation::{silu_backward_in_place_seq, silu_in_place_seq, silu_into_seq};
+use super::activation::{silu_backward_in_place_seq, silu_in_place_seq};
 use super::{array, std_slice};
 use crate::error::{NnError, Result, check_shape};
 use crate::param::{Float, Param, Parameters, cast, wide};
+
+/// Per-block `(mean, 1 / sqrt(var + eps))` of a GroupNorm input, in f64.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct GroupStats(Vec<(f64, f64)>);
 
 /// What a norm keeps for its backward pass (empty by default: inference keeps nothing).
 #[derive(Clone, Debug, Default)]
@@ -242,9 +246,6 @@ impl<A> Parameters<A> for LayerNorm<A> {
     }
 }
 
-/// A norm's output before its activation, and the norm's cache (what a backward pass needs).
-pub(crate) type PreActivation<A> = (Vec<A>, NormCache<A>);
-
 /// Group normalisation (PyTorch `nn.GroupNorm(groups, channels)`, affine, eps 1e-5 default).
 #[derive(Clone, Debug)]
 pub struct GroupNorm<A> {
@@ -309,108 +310,31 @@ impl<A: Float> GroupNorm<A> {
         )
     }
 
-    /// `silu(group_norm(x))` in one pass over memory, each block finished while in cache.
-    /// With `keep`, also the norm output before the SiLU and the cache (what
-    /// [`GroupNorm::forward_slice`] returns); without, neither is stored. Same arithmetic
-    /// either way, and as [`GroupNorm::forward_slice`] followed by `silu_slice`.
-    pub(crate) fn forward_silu(
-        &self,
-        x: &[A],
-        spatial: usize,
-        keep: bool,
-    ) -> (Vec<A>, Option<PreActivation<A>>) {
-        let s = spatial.max(1);
-        let per_group = self.channels / self.groups;
-        let block = per_group * s;
-        let (w, b) = (self.weight.v(), self.bias.v());
-        let kept = if keep { x.len() } else { 0 };
-        let (mut xhat, mut a) = (vec![A::zero(); kept], vec![A::zero(); kept]);
-        let mut rstd = vec![A::zero(); if keep { x.len() / block.max(1) } else { 0 }];
-        let mut y = vec![A::zero(); x.len()];
-        let per_task = blocks_per_task(block);
-        let finish = |i: usize, xb: &[A], yb: &mut [A], kept: Option<(&mut [A], &mut [A], &mut A)>| {
-            let (m, sd) = block_stats(xb, self.eps);
-            let group = i % self.groups;
-            let affine = |xh: &mut [A]| {
-                for (cc, plane) in xh.chunks_mut(s).enumerate() {
-                    let c = group * per_group + cc;
-                    for v in plane {
-                        *v = *v * w[c] + b[c];
-                    }
-                }
-            };
-            match kept {
-                Some((xh, ab, r)) => {
-                    normalize_with(xb, m, sd, xh);
-                    ab.copy_from_slice(xh);
-                    affine(ab);
-                    silu_into_seq(ab, yb);
-                    *r = cast(sd);
-                }
-                None => {
-                    normalize_with(xb, m, sd, yb);
-                    affine(yb);
-                    silu_in_place_seq(yb);
-                }
-            }
-        };
-        if keep {
-            y.par_chunks_mut(block * per_task)
-                .zip(x.par_chunks(block * per_task))
-                .zip(xhat.par_chunks_mut(block * per_task))
-                .zip(a.par_chunks_mut(block * per_task))
-                .zip(rstd.par_chunks_mut(per_task))
-                .enumerate()
-                .for_each(|(task, ((((yt, xt), xht), at), rt))| {
-                    let blocks = yt.chunks_mut(block).zip(xt.chunks(block));
-                    let kept = xht.chunks_mut(block).zip(at.chunks_mut(block)).zip(rt);
-                    for (j, ((yb, xb), ((xh, ab), r))) in blocks.zip(kept).enumerate() {
-                        finish(task * per_task + j, xb, yb, Some((xh, ab, r)));
-                    }
-                });
-        } else {
-            y.par_chunks_mut(block * per_task)
-                .zip(x.par_chunks(block * per_task))
-                .enumerate()
-                .for_each(|(task, (yt, xt))| {
-                    for (j, (yb, xb)) in yt.chunks_mut(block).zip(xt.chunks(block)).enumerate() {
-                        finish(task * per_task + j, xb, yb, None);
-                    }
-                });
-        }
-        let cache = keep.then(|| {
-            (
-                a,
-                NormCache {
-                    xhat,
-                    rstd,
-                    shape: vec![x.len()],
-                },
-            )
-        });
-        (y, cache)
+    /// The per-block statistics of `x` (`[batch, channels, spatial...]` as a slice), in
+    /// parallel over blocks: all that `silu(group_norm(x))` keeps of its forward pass.
+    pub(crate) fn stats(&self, x: &[A], spatial: usize) -> GroupStats {
+        let block = (self.channels / self.groups * spatial).max(1);
+        let mut stats = vec![(0.0, 0.0); x.len() / block];
+        stats
+            .par_iter_mut()
+            .zip(x.par_chunks(block))
+            .with_min_len(blocks_per_task(block))
+            .for_each(|(st, xb)| *st = block_stats(xb, self.eps));
+        GroupStats(stats)
     }
 
     /// `silu(group_norm(x))` as a map for a consumer that reads `x` by runs of one channel
     /// (`map(item, channel, values, out)`, see `winograd::RowMap`), so the activation is
-    /// never stored: the block statistics are computed here, the rest per run with the
-    /// arithmetic of [`GroupNorm::forward_silu`] (bit-identical results).
+    /// never stored: the convolutions that follow apply it as they read their input, in the
+    /// forward pass and again for their weight gradient.
     pub(crate) fn silu_map<'a>(
         &'a self,
-        x: &[A],
-        spatial: usize,
+        stats: &'a GroupStats,
     ) -> impl Fn(usize, usize, &[A], &mut [A]) + Sync + 'a {
-        let block = self.channels / self.groups * spatial.max(1);
-        let mut stats = vec![(0.0, 0.0); x.len() / block.max(1)];
-        stats
-            .par_iter_mut()
-            .zip(x.par_chunks(block.max(1)))
-            .with_min_len(blocks_per_task(block))
-            .for_each(|(st, xb)| *st = block_stats(xb, self.eps));
         let (w, b) = (self.weight.v(), self.bias.v());
         let (groups, per_group) = (self.groups, self.channels / self.groups);
         move |item: usize, c: usize, run: &[A], out: &mut [A]| {
-            let (mean, rstd) = stats[item * groups + c / per_group];
+            let (mean, rstd) = stats.0[item * groups + c / per_group];
             let out = &mut out[..run.len()];
             normalize_with(run, mean, rstd, out);
             for v in out.iter_mut() {
@@ -420,53 +344,52 @@ impl<A: Float> GroupNorm<A> {
         }
     }
 
-    /// The backward of [`GroupNorm::forward_silu`]: dL/dx given `dy` = dL/d(silu output) and
-    /// `pre` = the norm's output before the SiLU, block by block while in cache. The same
-    /// arithmetic as `silu_backward_slice` followed by [`GroupNorm::backward_slice`].
-    pub(crate) fn backward_silu(
-        &mut self,
-        cache: &NormCache<A>,
-        pre: &[A],
-        dy: &[A],
-        spatial: usize,
-    ) -> Vec<A> {
+    /// The backward of `silu(group_norm(x))`: dL/dx given `dy` = dL/d(silu output), from
+    /// the input `x` and its [`GroupNorm::stats`]. Each block's normalised values and
+    /// pre-activations are recomputed while in cache (with the forward's arithmetic), which
+    /// costs less than storing and re-reading them.
+    pub(crate) fn backward_silu(&mut self, x: &[A], stats: &GroupStats, dy: &[A], spatial: usize) -> Vec<A> {
         let s = spatial.max(1);
         let (ch, per_group) = (self.channels, self.channels / self.groups);
         let block = per_group * s;
         let batch = dy.len() / (ch * s).max(1);
-        let w = self.weight.v().to_vec();
+        let (w, bias) = (self.weight.v().to_vec(), self.bias.v().to_vec());
         let mut g = vec![A::zero(); dy.len()];
         // Per (item, channel): (sum of dL/dpre * xhat, sum of dL/dpre), for the affine gradients.
         let mut partial = vec![(0.0, 0.0); batch * ch];
         let per_task = blocks_per_task(block);
         g.par_chunks_mut(block * per_task)
             .zip(
-                pre.par_chunks(block * per_task)
+                x.par_chunks(block * per_task)
                     .zip(dy.par_chunks(block * per_task)),
             )
-            .zip(
-                cache
-                    .xhat
-                    .par_chunks(block * per_task)
-                    .zip(cache.rstd.par_chunks(per_task)),
-            )
+            .zip(stats.0.par_chunks(per_task))
             .zip(partial.par_chunks_mut(per_group * per_task))
             .enumerate()
-            .for_each(|(task, (((gt, (pt, dt)), (xt, rt)), parts))| {
-                let blocks = gt.chunks_mut(block).zip(pt.chunks(block).zip(dt.chunks(block)));
-                let stats = xt.chunks(block).zip(rt).zip(parts.chunks_mut(per_group));
-                for (j, ((gb, (pb, db)), ((xb, &r), pp))) in blocks.zip(stats).enumerate() {
-                    gb.copy_from_slice(db);
-                    silu_backward_in_place_seq(pb, gb);
+            .for_each(|(task, (((gt, (xt, dt)), st), parts))| {
+                let (mut xh, mut pre) = (vec![A::zero(); block], vec![A::zero(); block]);
+                let blocks = gt.chunks_mut(block).zip(xt.chunks(block).zip(dt.chunks(block)));
+                for (j, ((gb, (xb, db)), (&(mean, rstd), pp))) in
+                    blocks.zip(st.iter().zip(parts.chunks_mut(per_group))).enumerate()
+                {
                     let group = (task * per_task + j) % self.groups;
-                    for (cc, ((gp, xp), sums)) in gb.chunks_mut(s).zip(xb.chunks(s)).zip(pp).enumerate() {
+                    normalize_with(xb, mean, rstd, &mut xh);
+                    for (cc, (p, h)) in pre.chunks_mut(s).zip(xh.chunks(s)).enumerate() {
+                        let c = group * per_group + cc;
+                        for (p, &h) in p.iter_mut().zip(h) {
+                            *p = h * w[c] + bias[c];
+                        }
+                    }
+                    gb.copy_from_slice(db);
+                    silu_backward_in_place_seq(&pre, gb);
+                    for (cc, ((gp, xp), sums)) in gb.chunks_mut(s).zip(xh.chunks(s)).zip(pp).enumerate() {
                         *sums = (lane_sum(gp, xp, |d, x| d * x), lane_sum(gp, gp, |d, _| d));
                         let wc = w[group * per_group + cc];
                         for v in gp {
                             *v = *v * wc;
                         }
                     }
-                    normalize_backward_block(gb, xb, r);
+                    normalize_backward_block(gb, &xh, cast(rstd));
                 }
             });
         for c in 0..ch {

@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use crate::error::{NnError, Result, check_shape};
 use crate::layers::activation::{silu_backward_slice, silu_slice};
 use crate::layers::attention::AttentionCache;
+use crate::layers::norm::GroupStats;
 use crate::layers::norm::{NormCache, plane_sum};
 use crate::layers::{
     Conv, GroupNorm, Linear, MultiheadAttention, Upsample, add_into, array, par_add_into, std_slice,
@@ -90,15 +91,17 @@ pub struct ResBlock<A> {
     pub skip: Option<Conv<A>>,
 }
 
+/// The norm + SiLU activations are not stored: the convolutions apply them as they read
+/// `x` and `h1`, forward and backward.
 #[derive(Clone, Debug)]
 struct ResCache<A> {
+    /// The block input and its first norm's statistics.
     x: Act<A>,
-    n1c: NormCache<A>,
-    a: Vec<A>,
-    sa: Vec<A>,
-    n2c: NormCache<A>,
-    b: Vec<A>,
-    sb: Act<A>,
+    st1: GroupStats,
+    /// The second norm's input (first convolution + time embedding; empty in inference)
+    /// and its statistics.
+    h1: Act<A>,
+    st2: GroupStats,
 }
 
 impl<A: Float> ResBlock<A> {
@@ -117,61 +120,49 @@ impl<A: Float> ResBlock<A> {
         })
     }
 
-    /// With `keep = false` (inference) the norms' outputs and caches are not stored.
+    /// With `keep = false` (inference) the second convolution's input is not stored.
     fn forward(&self, x: Act<A>, ste: &[A], keep: bool) -> Result<(Act<A>, ResCache<A>)> {
         let sp = x.spatial();
         let batch = x.s[0];
-        // Inference applies each norm + SiLU as the convolution reads its input.
-        let ((mut h1, s1), sa, (a, n1c)) = if keep {
-            let (sa, n1) = self.n1.forward_silu(&x.d, sp, keep);
-            (self.c1.forward_slice(&sa, &x.s)?, sa, n1.unwrap_or_default())
-        } else {
-            let map = self.n1.silu_map(&x.d, sp);
-            let h1 = self.c1.forward_mapped(&x.d, &x.s, Some(&map))?;
-            (h1, Vec::new(), Default::default())
-        };
+        let st1 = self.n1.stats(&x.d, sp);
+        let (mut h1, s1) = self
+            .c1
+            .forward_mapped(&x.d, &x.s, Some(&self.n1.silu_map(&st1)))?;
         let tp = self.t.forward_slice(ste, batch);
         let cout = self.c1.out_channels();
         h1.par_chunks_mut(sp.max(1)).zip(&tp).for_each(|(plane, &v)| {
             plane.iter_mut().for_each(|p| *p = *p + v);
         });
-        let ((mut y, ys), sb, (b, n2c)) = if keep {
-            let (sb, n2) = self.n2.forward_silu(&h1, sp, keep);
-            (self.c2.forward_slice(&sb, &s1)?, sb, n2.unwrap_or_default())
-        } else {
-            let map = self.n2.silu_map(&h1, sp);
-            let y = self.c2.forward_mapped(&h1, &s1, Some(&map))?;
-            (y, Vec::new(), Default::default())
-        };
+        let st2 = self.n2.stats(&h1, sp);
+        let (mut y, ys) = self.c2.forward_mapped(&h1, &s1, Some(&self.n2.silu_map(&st2)))?;
         match &self.skip {
             Some(sk) => par_add_into(&mut y, &sk.forward_slice(&x.d, &x.s)?.0),
             None => par_add_into(&mut y, &x.d),
         }
         debug_assert_eq!(tp.len(), batch * cout);
-        Ok((
-            Act { d: y, s: ys },
-            ResCache {
-                x,
-                n1c,
-                a,
-                sa,
-                n2c,
-                b,
-                sb: Act { d: sb, s: s1 },
-            },
-        ))
+        let h1 = Act {
+            d: if keep { h1 } else { Vec::new() },
+            s: s1,
+        };
+        Ok((Act { d: y, s: ys }, ResCache { x, st1, h1, st2 }))
     }
 
     /// Returns dx; adds d(silu(temb)) into `dste`.
     fn backward(&mut self, c: &ResCache<A>, dy: &[A], ste: &[A], dste: &mut [A]) -> Result<Vec<A>> {
         let sp = c.x.spatial();
         let batch = c.x.s[0];
-        let dsb = self.c2.backward_slice(&c.sb.d, &c.sb.s, dy, true)?;
-        let dh1 = self.n2.backward_silu(&c.n2c, &c.b, &dsb, sp);
+        let dsb = {
+            let map = self.n2.silu_map(&c.st2);
+            self.c2.backward_mapped(&c.h1.d, &c.h1.s, Some(&map), dy, true)?
+        };
+        let dh1 = self.n2.backward_silu(&c.h1.d, &c.st2, &dsb, sp);
         let dtp: Vec<A> = dh1.par_chunks(sp.max(1)).map(plane_sum).collect();
         add_into(dste, &self.t.backward_slice(ste, &dtp, batch, true));
-        let dsa = self.c1.backward_slice(&c.sa, &c.x.s, &dh1, true)?;
-        let mut dx = self.n1.backward_silu(&c.n1c, &c.a, &dsa, sp);
+        let dsa = {
+            let map = self.n1.silu_map(&c.st1);
+            self.c1.backward_mapped(&c.x.d, &c.x.s, Some(&map), &dh1, true)?
+        };
+        let mut dx = self.n1.backward_silu(&c.x.d, &c.st1, &dsa, sp);
         match &mut self.skip {
             Some(sk) => par_add_into(&mut dx, &sk.backward_slice(&c.x.d, &c.x.s, dy, true)?),
             None => par_add_into(&mut dx, dy),
@@ -397,10 +388,9 @@ pub struct UNetCache<A> {
     mid2: ResCache<A>,
     /// For each decoder ResBlock: (skip index, channels of `h` before concatenation).
     up: Vec<(StageCache<A>, Option<SkipInfo>)>,
+    /// The output norm's input and statistics.
     out_in: Act<A>,
-    onc: NormCache<A>,
-    on: Vec<A>,
-    os: Act<A>,
+    out_stats: GroupStats,
 }
 
 impl<A: Float> UNet<A> {
@@ -580,22 +570,10 @@ impl<A: Float> UNet<A> {
             }
         }
         let sp = h.spatial();
-        let ((y, _), os, (on, onc)) = if inference {
-            let map = self.out_norm.silu_map(&h.d, sp);
-            let y = self.out_conv.forward_mapped(&h.d, &h.s, Some(&map))?;
-            (y, Vec::new(), Default::default())
-        } else {
-            let (os, out_norm) = self.out_norm.forward_silu(&h.d, sp, true);
-            (
-                self.out_conv.forward_slice(&os, &h.s)?,
-                os,
-                out_norm.unwrap_or_default(),
-            )
-        };
-        let os = Act {
-            d: os,
-            s: h.s.clone(),
-        };
+        let out_stats = self.out_norm.stats(&h.d, sp);
+        let (y, _) = self
+            .out_conv
+            .forward_mapped(&h.d, &h.s, Some(&self.out_norm.silu_map(&out_stats)))?;
         if inference {
             // Only the output is needed; skip building a large cache.
             skips.clear();
@@ -618,9 +596,7 @@ impl<A: Float> UNet<A> {
                 mid2,
                 up,
                 out_in: h,
-                onc,
-                on,
-                os,
+                out_stats,
             },
         ))
     }
@@ -643,12 +619,13 @@ impl<A: Float> Network<A> for UNet<A> {
         check_shape("UNet backward dy", &c.x_shape, dy.shape())?;
         let batch = c.batch;
         let mut dste = vec![A::zero(); c.ste.len()];
-        let dos = self
-            .out_conv
-            .backward_slice(&c.os.d, &c.os.s, &std_slice(dy), true)?;
-        let mut dh = self
-            .out_norm
-            .backward_silu(&c.onc, &c.on, &dos, c.out_in.spatial());
+        let (h, sp) = (&c.out_in, c.out_in.spatial());
+        let dos = {
+            let map = self.out_norm.silu_map(&c.out_stats);
+            self.out_conv
+                .backward_mapped(&h.d, &h.s, Some(&map), &std_slice(dy), true)?
+        };
+        let mut dh = self.out_norm.backward_silu(&h.d, &c.out_stats, &dos, sp);
         // Gradients flowing into each skip tensor.
         let mut dskips: Vec<Option<Vec<A>>> = vec![None; c.skips.len()];
         let mut dscale = vec![A::zero(); c.skips.len()];

@@ -539,14 +539,15 @@ pub(super) fn forward_items<A: Float>(
     }
 }
 
-/// Adds the transformed weight gradient of a task of `items` items,
+/// Adds the transformed weight gradient of a task of `items` items (input `pre(x)`, as in
+/// [`forward_items`]),
 /// `dU_p += (A dY A^T)_p V_p^T`, into `du` (`[point][cout][cin]`;
 /// [`weight_grad_from_transformed`] turns the sum into `dW`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn weight_grad_items<A: Float>(
     x: &[A],
     dy: &[A],
-    items: usize,
+    (items, pre): (usize, Option<(RowMap<'_, A>, usize)>),
     (cin, cout): (usize, usize),
     p: Plane,
     du: &mut [A],
@@ -565,7 +566,8 @@ pub(super) fn weight_grad_items<A: Float>(
                 for (i, rows) in &chunk {
                     let xi = &x[i * cin * plane..(i + 1) * cin * plane];
                     let dyi = &dy[i * cout * plane..(i + 1) * cout * plane];
-                    transform_input(xi, cin, p, rows.clone(), (n, col0), None, v, padded);
+                    let pre = pre.map(|(map, first)| (map, first + i));
+                    transform_input(xi, cin, p, rows.clone(), (n, col0), pre, v, padded);
                     transform_output_grad(dyi, cout, p, rows.clone(), (n, col0), dm);
                     col0 += rows.len() * tw;
                 }
