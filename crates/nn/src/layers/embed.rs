@@ -43,27 +43,32 @@ impl<A: Float> TimestepRows<A> {
         let freqs: Vec<f64> = (0..half)
             .map(|i| (-max_period.ln() * i as f64 / half as f64).exp())
             .collect();
+        // Distinct timesteps in order of first appearance, then their rows in parallel
+        // (a training batch has up to a thousand; each row is `half` f64 sin/cos pairs).
         let mut rows: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
-        let mut table: Vec<A> = Vec::new();
+        let mut distinct: Vec<f64> = Vec::new();
         let index = t
             .iter()
             .map(|&tv| {
                 let tv = wide(tv);
                 *rows.entry(tv.to_bits()).or_insert_with(|| {
-                    let at = table.len() / (2 * half).max(1);
-                    let (cos, sin): (Vec<A>, Vec<A>) = freqs
-                        .iter()
-                        .map(|&f| {
-                            let (s, c) = (tv * f).sin_cos();
-                            (cast::<A>(c), cast::<A>(s))
-                        })
-                        .unzip();
-                    table.extend(cos);
-                    table.extend(sin);
-                    at
+                    distinct.push(tv);
+                    distinct.len() - 1
                 })
             })
             .collect();
+        let mut table = vec![A::zero(); distinct.len() * 2 * half];
+        table
+            .par_chunks_mut((2 * half).max(1))
+            .zip(&distinct)
+            .with_min_len(16)
+            .for_each(|(row, &tv)| {
+                let (cos, sin) = row.split_at_mut(half);
+                for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&freqs) {
+                    let (sv, cv) = (tv * f).sin_cos();
+                    (*c, *s) = (cast::<A>(cv), cast::<A>(sv));
+                }
+            });
         Self {
             table,
             index,
