@@ -139,13 +139,16 @@ pub(crate) fn repeat_rows<A: Float>(row: &[A], rows: usize) -> Vec<A> {
     if len > 0 {
         let chunk = FILL_CHUNK.div_ceil(n) * n;
         v.spare_capacity_mut()[..len].par_chunks_mut(chunk).for_each(|c| {
-            for (d, &s) in c.iter_mut().zip(row.iter().cycle()) {
-                d.write(s);
+            // Row by row (a `cycle` over `row` would keep this loop from vectorising).
+            for r in c.chunks_mut(n) {
+                for (d, &s) in r.iter_mut().zip(row) {
+                    d.write(s);
+                }
             }
         });
     }
     // SAFETY: the loop above initialised all `len` elements (each chunk is a whole number
-    // of rows, or the tail of the last one, and `cycle` never runs out).
+    // of rows, and each row is `n = row.len()` long).
     unsafe { v.set_len(len) };
     v
 }
