@@ -186,7 +186,7 @@ impl<A: Float> MultiheadAttention<A> {
                         matmul(MatMut::row_major(&mut dp, 0, lq, lk), dom, v.t(), false);
                         // dS = scale * P * (dP - rowsum(dP * P))
                         for (dr, pr) in dp.chunks_mut(lk).zip(p.chunks(lk)) {
-                            let s: A = dr.iter().zip(pr).map(|(&a, &b)| a * b).sum();
+                            let s = super::lane_dot(dr, pr, |a, b| a * b);
                             for (dv, &pv) in dr.iter_mut().zip(pr) {
                                 *dv = scale * pv * (*dv - s);
                             }
@@ -292,12 +292,12 @@ impl<A: Float> MultiheadAttention<A> {
 /// Row-wise `softmax(scale * s)` in place, max-subtracted.
 pub(crate) fn softmax_rows<A: Float>(s: &mut [A], n: usize, scale: A) {
     for row in s.chunks_mut(n) {
-        let m = row.iter().fold(A::neg_infinity(), |m, &v| m.max(v));
+        let m = super::lane_max(row);
         for v in row.iter_mut() {
             *v = (*v - m) * scale;
         }
         A::exp_in_place(row);
-        let sum = row.iter().fold(A::zero(), |a, &v| a + v);
+        let sum = super::lane_dot(row, row, |v, _| v);
         let inv = A::one() / sum;
         for v in row.iter_mut() {
             *v = *v * inv;

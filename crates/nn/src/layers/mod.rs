@@ -185,6 +185,43 @@ pub(crate) fn par_add_into<A: Float>(acc: &mut [A], v: &[A]) {
         .for_each(|(a, b)| add_into(a, b));
 }
 
+/// Independent accumulators of [`lane_dot`] and [`lane_max`]: they break the add-latency
+/// chain so the loops vectorise, while the order of operations stays fixed.
+const ACC_LANES: usize = 8;
+
+/// `sum f(a[i], b[i])` in [`ACC_LANES`] interleaved lanes combined pairwise.
+#[inline(always)]
+pub(crate) fn lane_dot<A: Float>(a: &[A], b: &[A], f: impl Fn(A, A) -> A) -> A {
+    let mut acc = [A::zero(); ACC_LANES];
+    let (ac, bc) = (a.chunks_exact(ACC_LANES), b.chunks_exact(ACC_LANES));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (ca, cb) in ac.zip(bc) {
+        for l in 0..ACC_LANES {
+            acc[l] = acc[l] + f(ca[l], cb[l]);
+        }
+    }
+    for (l, (&x, &y)) in ar.iter().zip(br).enumerate() {
+        acc[l] = acc[l] + f(x, y);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// The largest element (`-inf` for an empty slice), in [`ACC_LANES`] lanes.
+#[inline(always)]
+pub(crate) fn lane_max<A: Float>(a: &[A]) -> A {
+    let mut acc = [A::neg_infinity(); ACC_LANES];
+    let chunks = a.chunks_exact(ACC_LANES);
+    for (l, &x) in chunks.remainder().iter().enumerate() {
+        acc[l] = acc[l].max(x);
+    }
+    for c in chunks {
+        for l in 0..ACC_LANES {
+            acc[l] = acc[l].max(c[l]);
+        }
+    }
+    acc.iter().fold(A::neg_infinity(), |m, &v| m.max(v))
+}
+
 /// `acc += v` elementwise.
 pub(crate) fn add_into<A: Float>(acc: &mut [A], v: &[A]) {
     for (a, b) in acc.iter_mut().zip(v) {

@@ -134,7 +134,7 @@ impl<A: Float> SubspaceAttention<A> {
                     );
                     matmul(MatMut::row_major(&mut ds, 0, n, n), dom, u.t(), false);
                     for (dr, prow) in ds.chunks_mut(n).zip(pr.chunks(n)) {
-                        let s: A = dr.iter().zip(prow).map(|(&a, &b)| a * b).sum();
+                        let s = super::lane_dot(dr, prow, |a, b| a * b);
                         for (dv, &pv) in dr.iter_mut().zip(prow) {
                             *dv = scale * pv * (*dv - s);
                         }
