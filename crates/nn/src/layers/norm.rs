@@ -161,6 +161,37 @@ impl<A: Float> LayerNorm<A> {
         }
     }
 
+    /// `normalize(x) * (1 + scale) + shift` for `x: [batch, tokens, dim]` with per-item
+    /// `shift`, `scale` at columns `shift_at`, `scale_at` of rows of stride `ms` of `m` (the
+    /// adaLN modulation of `embed::modulate`), in one pass that keeps no cache: the same
+    /// arithmetic as [`LayerNorm::normalize`] followed by `modulate`, for inference.
+    pub(crate) fn normalize_modulated(
+        &self,
+        x: &[A],
+        m: &[A],
+        (ms, shift_at, scale_at): (usize, usize, usize),
+        tokens: usize,
+    ) -> Vec<A> {
+        let d = self.dim;
+        let item = (tokens * d).max(1);
+        let mut y = vec![A::zero(); x.len()];
+        y.par_chunks_mut(item)
+            .zip(x.par_chunks(item))
+            .zip(m.par_chunks(ms.max(1)))
+            .for_each(|((yb, xb), mb)| {
+                let shift = &mb[shift_at..shift_at + d];
+                let gain: Vec<A> = mb[scale_at..scale_at + d].iter().map(|&s| A::one() + s).collect();
+                for (yr, xr) in yb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
+                    let (mean, rstd) = block_stats(xr, self.eps);
+                    normalize_with(xr, mean, rstd, yr);
+                    for ((y, &g), &b) in yr.iter_mut().zip(&gain).zip(shift) {
+                        *y = *y * g + b;
+                    }
+                }
+            });
+        y
+    }
+
     pub(crate) fn forward_slice(&self, x: &[A]) -> (Vec<A>, NormCache<A>) {
         let (xhat, rstd) = normalize_blocks(x, self.dim, self.eps);
         let y = match &self.affine {

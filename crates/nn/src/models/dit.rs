@@ -322,8 +322,8 @@ impl<A: Float> Dit<A> {
         Ok(array(&c.x_shape, dx))
     }
 
-    /// The forward pass; `keep = false` (inference) keeps no block caches and applies
-    /// GELU in place.
+    /// The forward pass; `keep = false` (inference) keeps no block caches, fuses each norm
+    /// with its modulation and applies GELU in place (same arithmetic either way).
     fn run(
         &self,
         x: &ArrayD<A>,
@@ -337,19 +337,25 @@ impl<A: Float> Dit<A> {
         let mut caches = Vec::with_capacity(self.blocks.len());
         for blk in &self.blocks {
             let m = blk.ada.forward_slice(sc, batch);
+            if !keep {
+                // Inference: each norm and its modulation in one pass, nothing kept.
+                let u = blk.norm.normalize_modulated(&h, &m, (6 * d, 0, d), tok);
+                let (a, _) = blk.attn.forward_slice(u, batch, tok, None);
+                gate_add(&mut h, &a, &m, 6 * d, 2 * d, tok, d);
+                let v = blk.norm.normalize_modulated(&h, &m, (6 * d, 3 * d, 4 * d), tok);
+                let mut f1 = blk.mlp0.forward_slice(&v, batch * tok);
+                gelu_in_place(&mut f1);
+                let f2 = blk.mlp2.forward_slice(&f1, batch * tok);
+                gate_add(&mut h, &f2, &m, 6 * d, 5 * d, tok, d);
+                continue;
+            }
             let n1c = blk.norm.normalize(&h);
             let u = modulate(n1c.xhat(), &m, 6 * d, 0, d, tok, d);
             let (a, attn) = blk.attn.forward_slice(u, batch, tok, None);
             gate_add(&mut h, &a, &m, 6 * d, 2 * d, tok, d);
             let n2c = blk.norm.normalize(&h);
             let v = modulate(n2c.xhat(), &m, 6 * d, 3 * d, 4 * d, tok, d);
-            let mut f1 = blk.mlp0.forward_slice(&v, batch * tok);
-            if !keep {
-                gelu_in_place(&mut f1);
-                let f2 = blk.mlp2.forward_slice(&f1, batch * tok);
-                gate_add(&mut h, &f2, &m, 6 * d, 5 * d, tok, d);
-                continue;
-            }
+            let f1 = blk.mlp0.forward_slice(&v, batch * tok);
             let gl = gelu_slice(&f1);
             let f2 = blk.mlp2.forward_slice(&gl, batch * tok);
             gate_add(&mut h, &f2, &m, 6 * d, 5 * d, tok, d);
