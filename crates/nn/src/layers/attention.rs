@@ -30,8 +30,14 @@ pub struct AttentionCache<A> {
     x: Vec<A>,
     /// The key/value source when it differs from `x` (cross-attention).
     ctx: Option<Vec<A>>,
+    /// Projected queries (row stride `q_rs`) and keys/values (row stride `kv_rs`, keys from
+    /// column `kv_at`): for self-attention one `[rows, 3E]` product holds all three (`q`
+    /// empty), for cross-attention `[rows, E]` and `[rows_kv, 2E]`.
     q: Vec<A>,
     kv: Vec<A>,
+    q_rs: usize,
+    kv_rs: usize,
+    kv_at: usize,
     /// Attention probabilities `[batch, heads, len_q, len_kv]`.
     probs: Vec<A>,
     /// Concatenated head outputs (the input of `out_proj`).
@@ -108,8 +114,24 @@ impl<A: Float> MultiheadAttention<A> {
         let (e, h) = (self.embed, self.heads);
         let d = e / h;
         let len_kv = ctx.as_ref().map_or(len_q, |c| c.1);
-        let q = self.project(&x, batch * len_q, 0, e);
-        let kv = self.project(ctx.as_ref().map_or(&x, |c| &c.0), batch * len_kv, e, 2 * e);
+        // Self-attention projects queries, keys and values in one product.
+        let (q, kv, q_rs, kv_rs, kv_at) = match &ctx {
+            None => (
+                Vec::new(),
+                self.project(&x, batch * len_q, 0, 3 * e),
+                3 * e,
+                3 * e,
+                e,
+            ),
+            Some(c) => (
+                self.project(&x, batch * len_q, 0, e),
+                self.project(&c.0, batch * len_kv, e, 2 * e),
+                e,
+                2 * e,
+                0,
+            ),
+        };
+        let qs: &[A] = if ctx.is_none() { &kv } else { &q };
         let scale = 1.0 / (d as f64).sqrt();
         let mut probs = vec![A::zero(); batch * h * len_q * len_kv];
         let mut o = vec![A::zero(); batch * len_q * e];
@@ -122,17 +144,18 @@ impl<A: Float> MultiheadAttention<A> {
                 .for_each(|(b, (pb, ob))| {
                     for hh in 0..h {
                         let p = &mut pb[hh * len_q * len_kv..(hh + 1) * len_q * len_kv];
+                        let kb = b * len_kv * kv_rs + kv_at + hh * d;
                         matmul(
                             MatMut::row_major(p, 0, len_q, len_kv),
-                            MatRef::strided(&q, b * len_q * e + hh * d, len_q, d, e),
-                            MatRef::strided(&kv, b * len_kv * 2 * e + hh * d, len_kv, d, 2 * e).t(),
+                            MatRef::strided(qs, b * len_q * q_rs + hh * d, len_q, d, q_rs),
+                            MatRef::strided(&kv, kb, len_kv, d, kv_rs).t(),
                             false,
                         );
                         softmax_rows(p, len_kv, cast(scale));
                         matmul(
                             MatMut::strided(ob, hh * d, len_q, d, e),
                             MatRef::row_major(p, 0, len_q, len_kv),
-                            MatRef::strided(&kv, b * len_kv * 2 * e + e + hh * d, len_kv, d, 2 * e),
+                            MatRef::strided(&kv, kb + e, len_kv, d, kv_rs),
                             false,
                         );
                     }
@@ -149,6 +172,9 @@ impl<A: Float> MultiheadAttention<A> {
                 ctx: ctx.map(|c| c.0),
                 q,
                 kv,
+                q_rs,
+                kv_rs,
+                kv_at,
                 probs,
                 o,
             },
@@ -172,9 +198,11 @@ impl<A: Float> MultiheadAttention<A> {
                     let mut dp = vec![A::zero(); lq * lk];
                     for hh in 0..h {
                         let p = &c.probs[(b * h + hh) * lq * lk..(b * h + hh + 1) * lq * lk];
-                        let v = MatRef::strided(&c.kv, b * lk * 2 * e + e + hh * d, lk, d, 2 * e);
-                        let k = MatRef::strided(&c.kv, b * lk * 2 * e + hh * d, lk, d, 2 * e);
-                        let qm = MatRef::strided(&c.q, b * lq * e + hh * d, lq, d, e);
+                        let kb = b * lk * c.kv_rs + c.kv_at + hh * d;
+                        let k = MatRef::strided(&c.kv, kb, lk, d, c.kv_rs);
+                        let v = MatRef::strided(&c.kv, kb + e, lk, d, c.kv_rs);
+                        let qs = if c.q.is_empty() { &c.kv } else { &c.q };
+                        let qm = MatRef::strided(qs, b * lq * c.q_rs + hh * d, lq, d, c.q_rs);
                         let dom = MatRef::strided(&d_o, b * lq * e + hh * d, lq, d, e);
                         // dV = P^T dO ; dP = dO V^T
                         matmul(
