@@ -268,7 +268,7 @@ pub enum Stage<A> {
 
 #[derive(Clone, Debug)]
 enum StageCache<A> {
-    Res(Box<ResCache<A>>, Option<(AttnBlockCache<A>, Vec<usize>)>),
+    Res(Box<ResCache<A>>, Option<Box<(AttnBlockCache<A>, Vec<usize>)>>),
     Conv(Act<A>),
     Up(Vec<usize>, Act<A>),
 }
@@ -282,7 +282,7 @@ impl<A: Float> Stage<A> {
                     Some(a) => {
                         let s = h.s.clone();
                         let (h, ac) = a.forward(h);
-                        Ok((h, StageCache::Res(Box::new(rc), Some((ac, s)))))
+                        Ok((h, StageCache::Res(Box::new(rc), Some(Box::new((ac, s))))))
                     }
                     None => Ok((h, StageCache::Res(Box::new(rc), None))),
                 }
@@ -303,7 +303,7 @@ impl<A: Float> Stage<A> {
         match (self, cache) {
             (Stage::Res(r, attn), StageCache::Res(rc, ac)) => {
                 let dy = match (attn, ac) {
-                    (Some(a), Some((ac, s))) => a.backward(ac, s, &dy),
+                    (Some(a), Some(cache)) => a.backward(&cache.0, &cache.1, &dy),
                     _ => dy,
                 };
                 r.backward(rc, &dy, ste, dste)
