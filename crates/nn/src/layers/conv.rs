@@ -522,7 +522,7 @@ impl<A: Float> Conv<A> {
                 winograd::weight_grad_items(xk, dyk, task, (cin, cout), p, du, bufs, serial);
                 if has_bias {
                     for (o, row) in dyk.chunks(g.out_len()).enumerate() {
-                        gb[o % cout] = gb[o % cout] + row.iter().copied().sum::<A>();
+                        gb[o % cout] = gb[o % cout] + super::lane_dot(row, row, |v, _| v);
                     }
                 }
                 if let Some(u) = &u_adj {
@@ -629,7 +629,7 @@ impl<A: Float> Conv<A> {
                 }
                 if has_bias {
                     for (o, row) in dyb.chunks(l).enumerate() {
-                        gb[o] = gb[o] + row.iter().copied().sum::<A>();
+                        gb[o] = gb[o] + super::lane_dot(row, row, |v, _| v);
                     }
                 }
                 if !need_dx {
@@ -759,8 +759,8 @@ impl Upsample {
                     for r in 0..oh {
                         let src = &xp[((z / fd) * h + r / fh) * w..((z / fd) * h + r / fh + 1) * w];
                         let dst = &mut yp[(z * oh + r) * ow..(z * oh + r + 1) * ow];
-                        for (i, v) in dst.iter_mut().enumerate() {
-                            *v = src[i / fw];
+                        for (run, &v) in dst.chunks_exact_mut(fw).zip(src) {
+                            run.fill(v);
                         }
                     }
                 }
@@ -784,8 +784,8 @@ impl Upsample {
                     for r in 0..oh {
                         let row = &dyp[(z * oh + r) * ow..(z * oh + r + 1) * ow];
                         let dst = &mut dxp[((z / fd) * h + r / fh) * w..((z / fd) * h + r / fh + 1) * w];
-                        for (i, &v) in row.iter().enumerate() {
-                            dst[i / fw] = dst[i / fw] + v;
+                        for (d, run) in dst.iter_mut().zip(row.chunks_exact(fw)) {
+                            *d = run.iter().fold(*d, |a, &v| a + v);
                         }
                     }
                 }
