@@ -20,6 +20,8 @@ use std::ops::Range;
 
 mod tiles;
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 use tiles::Lanes;
 
@@ -143,10 +145,12 @@ fn g_adjoint<A: Float>(u: [A; 4], half: A) -> [A; 3] {
 /// (in parallel over output channels: it runs once per call, before the per-item work).
 pub(super) fn transform_weights<A: Float>(weight: &[A], cout: usize, cin: usize) -> Vec<A> {
     let half = cast::<A>(0.5);
-    let mut u = vec![A::zero(); POINTS * cout * cin];
+    let len = POINTS * cout * cin;
+    // Written once below, element by element, so not zeroed first.
+    let mut u: Vec<A> = Vec::with_capacity(len);
     // rows[o] = the 16 rows `u[point][o][..]`.
-    let mut rows: Vec<Vec<&mut [A]>> = (0..cout).map(|_| Vec::with_capacity(POINTS)).collect();
-    for point in u.chunks_mut((cout * cin).max(1)) {
+    let mut rows: Vec<Vec<&mut [MaybeUninit<A>]>> = (0..cout).map(|_| Vec::with_capacity(POINTS)).collect();
+    for point in u.spare_capacity_mut()[..len].chunks_mut((cout * cin).max(1)) {
         for (o, row) in point.chunks_mut(cin.max(1)).enumerate() {
             rows[o].push(row);
         }
@@ -170,12 +174,17 @@ pub(super) fn transform_weights<A: Float>(weight: &[A], cout: usize, cin: usize)
                     }
                 }
             }
-            let len = block.len() / 9;
+            let n = block.len() / 9;
             for (row, vals) in rows.iter_mut().zip(&out) {
-                row[b * 16..b * 16 + len].copy_from_slice(&vals[..len]);
+                for (d, &v) in row[b * 16..b * 16 + n].iter_mut().zip(&vals[..n]) {
+                    d.write(v);
+                }
             }
         }
     });
+    // SAFETY: every (point, o) row of `cin` elements was written whole above (the blocks
+    // of 16 channels cover `0..cin` for every output channel `o`), so all `len` are set.
+    unsafe { u.set_len(len) };
     u
 }
 
