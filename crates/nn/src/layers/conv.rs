@@ -430,8 +430,6 @@ impl<A: Float> Conv<A> {
         let (batch, g) = self.geom(shape)?;
         let out_shape = self.out_shape(batch, &g);
         let (per_in, per_out) = (g.cin * g.in_len(), self.out_channels() * g.out_len());
-        let mut y = vec![A::zero(); batch * per_out];
-        let serial = batch >= SERIAL_ITEMS;
         if let Some((p, items)) = self.winograd(&g, batch) {
             let cout = self.out_channels();
             add_macs(batch * per_out * g.cin * 9);
@@ -439,15 +437,27 @@ impl<A: Float> Conv<A> {
             let (lv, lm) = p.scratch::<A>(g.cin, cout, items);
             let bias = self.bias.as_ref().map(|b| b.v());
             let serial = batch / items >= SERIAL_ITEMS;
-            y.par_chunks_mut(items * per_out).enumerate().for_each(|(k, yk)| {
-                with_scratch(lv, lm, |bv, bm| {
-                    let xk = &x[k * items * per_in..(k + 1) * items * per_in];
-                    let (dims, task) = ((g.cin, cout), (items, pre.map(|map| (map, k * items))));
-                    winograd::forward_items(xk, task, &u, bias, dims, p, yk, (bv, bm), serial)
-                })
-            });
+            let len = batch * per_out;
+            // Every element is written by its task, so the output is not zeroed first.
+            let mut y: Vec<A> = Vec::with_capacity(len);
+            y.spare_capacity_mut()[..len]
+                .par_chunks_mut((items * per_out).max(1))
+                .enumerate()
+                .for_each(|(k, yk)| {
+                    with_scratch(lv, lm, |bv, bm| {
+                        let xk = &x[k * items * per_in..(k + 1) * items * per_in];
+                        let (dims, task) = ((g.cin, cout), (items, pre.map(|map| (map, k * items))));
+                        winograd::forward_items(xk, task, &u, bias, dims, p, yk, (bv, bm), serial)
+                    })
+                });
+            // SAFETY: `forward_items` writes every output element of its task's items (each
+            // output position lies in exactly one tile, and every tile is transformed), and
+            // the tasks cover the batch.
+            unsafe { y.set_len(len) };
             return Ok((y, out_shape));
         }
+        let mut y = vec![A::zero(); batch * per_out];
+        let serial = batch >= SERIAL_ITEMS;
         if let Some(map) = pre {
             return self.forward_mapped(&map_input(x, &g, map), shape, None);
         }
@@ -527,6 +537,9 @@ impl<A: Float> Conv<A> {
                 }
                 if let Some(u) = &u_adj {
                     let task = (items, None);
+                    // SAFETY: `MaybeUninit<A>` has `A`'s layout, and `forward_items` only
+                    // writes initialised values, so `dxk` stays initialised.
+                    let dxk = unsafe { &mut *(dxk as *mut [A] as *mut [std::mem::MaybeUninit<A>]) };
                     winograd::forward_items(dyk, task, u, None, (cout, cin), p, dxk, (bv, bm), serial);
                 }
             })

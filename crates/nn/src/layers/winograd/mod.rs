@@ -432,7 +432,7 @@ fn transform_output<A: Float>(
     rows: Range<usize>,
     (n, col0): (usize, usize),
     bias: Option<&[A]>,
-    y: &mut [A],
+    y: &mut [MaybeUninit<A>],
 ) {
     let tw = p.tiles().1;
     for (o, mo) in m.chunks_exact(POINTS * n).take(cout).enumerate() {
@@ -466,7 +466,7 @@ fn output_block<A: Float, const N: usize>(
     col: usize,
     b: A,
     t: usize,
-    rows: &mut [&mut [A]; 2],
+    rows: &mut [&mut [MaybeUninit<A>]; 2],
 ) {
     let mut m = [Lanes([A::zero(); N]); POINTS];
     for (q, mq) in m.iter_mut().enumerate() {
@@ -477,14 +477,14 @@ fn output_block<A: Float, const N: usize>(
     for (row, ya) in rows.iter_mut().zip(&y) {
         if c0 + 2 * N <= row.len() {
             for (l, pair) in row[c0..c0 + 2 * N].chunks_exact_mut(2).enumerate() {
-                pair[0] = ya[0].0[l] + b;
-                pair[1] = ya[1].0[l] + b;
+                pair[0].write(ya[0].0[l] + b);
+                pair[1].write(ya[1].0[l] + b);
             }
         } else {
             for l in 0..N {
                 for (k, yk) in ya.iter().enumerate() {
                     if let Some(d) = row.get_mut(c0 + 2 * l + k) {
-                        *d = yk.0[l] + b;
+                        d.write(yk.0[l] + b);
                     }
                 }
             }
@@ -494,8 +494,9 @@ fn output_block<A: Float, const N: usize>(
 
 /// The convolution `y = conv(pre(x)) (+ bias)` of a task of `items` items (the first being
 /// item `first` of the batch for `pre`) from the transformed kernels `u`
-/// ([`transform_weights`]); `x` is `[items, cin, h, w]`, `y` is `[items, cout, h, w]`;
-/// `buf_v` and `buf_m` have the lengths of [`Plane::scratch`].
+/// ([`transform_weights`]); `x` is `[items, cin, h, w]`, `y` is `[items, cout, h, w]`, every
+/// element of which is written (it may start uninitialised); `buf_v` and `buf_m` have the
+/// lengths of [`Plane::scratch`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward_items<A: Float>(
     x: &[A],
@@ -504,7 +505,7 @@ pub(super) fn forward_items<A: Float>(
     bias: Option<&[A]>,
     (cin, cout): (usize, usize),
     p: Plane,
-    y: &mut [A],
+    y: &mut [MaybeUninit<A>],
     (buf_v, buf_m): (&mut [A], &mut [A]),
     serial: bool,
 ) {
