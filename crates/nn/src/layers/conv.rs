@@ -519,31 +519,55 @@ impl<A: Float> Conv<A> {
         add_macs(batch * per_out * cin * 9 * if need_dx { 2 } else { 1 });
         let u_adj = need_dx.then(|| winograd::transform_weights(&self.adjoint_weight(cin, 9), cin, cout));
         let ((v1, m1), (v2, m2)) = (p.scratch::<A>(cin, cout, items), p.scratch::<A>(cout, cin, items));
-        // Without dx, one placeholder element per task keeps the split into tasks.
-        let mut dx = vec![A::zero(); if need_dx { batch * per_in } else { tasks }];
+        // dx is written whole by the adjoint convolution, so it starts uninitialised; without
+        // dx, one placeholder element per task keeps the split into tasks.
+        let dx_len = if need_dx { batch * per_in } else { tasks };
+        let mut dx: Vec<A> = Vec::with_capacity(dx_len);
         let glen = ulen + if has_bias { cout } else { 0 };
-        let grads = par_items_with_grads(&mut dx, tasks, glen, |k, dxk, grad| {
-            let xk = &x[k * items * per_in..(k + 1) * items * per_in];
-            let dyk = &dy[k * items * per_out..(k + 1) * items * per_out];
-            with_scratch(v1.max(v2), m1.max(m2), |bv, bm| {
-                let (du, gb) = grad.split_at_mut(ulen);
-                let bufs = (&mut *bv, &mut *bm);
-                let task = (items, pre.map(|map| (map, k * items)));
-                winograd::weight_grad_items(xk, dyk, task, (cin, cout), p, du, bufs, serial);
-                if has_bias {
-                    for (o, row) in dyk.chunks(g.out_len()).enumerate() {
-                        gb[o % cout] = gb[o % cout] + super::lane_dot(row, row, |v, _| v);
+        let grads = par_items_with_grads(
+            &mut dx.spare_capacity_mut()[..dx_len],
+            tasks,
+            glen,
+            |k, dxk, grad| {
+                let xk = &x[k * items * per_in..(k + 1) * items * per_in];
+                let dyk = &dy[k * items * per_out..(k + 1) * items * per_out];
+                with_scratch(v1.max(v2), m1.max(m2), |bv, bm| {
+                    let (du, gb) = grad.split_at_mut(ulen);
+                    let bufs = (&mut *bv, &mut *bm);
+                    let task = (items, pre.map(|map| (map, k * items)));
+                    winograd::weight_grad_items(xk, dyk, task, (cin, cout), p, du, bufs, serial);
+                    if has_bias {
+                        for (o, row) in dyk.chunks(g.out_len()).enumerate() {
+                            gb[o % cout] = gb[o % cout] + super::lane_dot(row, row, |v, _| v);
+                        }
                     }
-                }
-                if let Some(u) = &u_adj {
-                    let task = (items, None);
-                    // SAFETY: `MaybeUninit<A>` has `A`'s layout, and `forward_items` only
-                    // writes initialised values, so `dxk` stays initialised.
-                    let dxk = unsafe { &mut *(dxk as *mut [A] as *mut [std::mem::MaybeUninit<A>]) };
-                    winograd::forward_items(dyk, task, u, None, (cout, cin), p, dxk, (bv, bm), serial);
-                }
-            })
-        });
+                    match &u_adj {
+                        Some(u) => {
+                            let task = (items, None);
+                            winograd::forward_items(
+                                dyk,
+                                task,
+                                u,
+                                None,
+                                (cout, cin),
+                                p,
+                                dxk,
+                                (bv, bm),
+                                serial,
+                            );
+                        }
+                        None => {
+                            dxk.iter_mut().for_each(|v| {
+                                v.write(A::zero());
+                            });
+                        }
+                    }
+                })
+            },
+        );
+        // SAFETY: each task wrote all of its part of dx: the adjoint convolution writes every
+        // element of its items (`forward_items`), and without dx each placeholder is zeroed.
+        unsafe { dx.set_len(dx_len) };
         winograd::weight_grad_from_transformed(&grads[..ulen], cout, cin, self.weight.g());
         if let Some(bias) = &mut self.bias {
             super::add_into(bias.g(), &grads[ulen..]);

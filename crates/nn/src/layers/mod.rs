@@ -53,10 +53,11 @@ const GRAD_GROUPS: usize = 8;
 /// Runs `f(item, dx_item, grad_partial)` over batch items in parallel. `dx` is split into
 /// `batch` equal items; items are processed in fixed contiguous groups, each accumulating
 /// into its own zeroed buffer of `grad_len`; the group buffers are then summed in order.
-pub(crate) fn par_items_with_grads<A, F>(dx: &mut [A], batch: usize, grad_len: usize, f: F) -> Vec<A>
+pub(crate) fn par_items_with_grads<A, D, F>(dx: &mut [D], batch: usize, grad_len: usize, f: F) -> Vec<A>
 where
     A: Float,
-    F: Fn(usize, &mut [A], &mut [A]) + Sync,
+    D: Send,
+    F: Fn(usize, &mut [D], &mut [A]) + Sync,
 {
     if batch == 0 {
         return vec![A::zero(); grad_len];
