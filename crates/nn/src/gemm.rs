@@ -233,11 +233,8 @@ pub(crate) fn matmul_serial_if<A: Float>(
     b: MatRef<'_, A>,
     accumulate: bool,
 ) {
-    if serial {
-        matmul_serial(c, a, b, accumulate)
-    } else {
-        matmul(c, a, b, accumulate)
-    }
+    add_macs(c.rows * c.cols * a.cols);
+    matmul_uncounted(serial, c, a, b, accumulate);
 }
 
 /// [`matmul_serial_if`] without adding to the multiply-add count: for algorithms whose

@@ -17,9 +17,15 @@ fn small_unet() -> UNet<f32> {
 }
 
 fn unet_of_size(size: usize) -> UNet<f32> {
+    unet_with(2, size, 3)
+}
+
+/// A small UNet (2 levels, attention at the lower one) over `dims` spatial axes of `size`.
+fn unet_with(dims: usize, size: usize, in_ch: usize) -> UNet<f32> {
     let cfg = UNetConfig {
-        in_ch: 3,
+        in_ch,
         size,
+        dims,
         base: 32,
         mults: vec![1, 2],
         nres: 1,
@@ -333,18 +339,7 @@ fn unet_inference_is_bit_identical_to_the_training_forward() {
     // tasks of whole items), and 1-d and 3-d networks (im2col).
     let mut rng = Rng::new(7);
     for (dims, size, batch) in [(2, 8, 3), (2, 8, 4), (1, 16, 2), (3, 4, 2)] {
-        let cfg = UNetConfig {
-            in_ch: 2,
-            size,
-            dims,
-            base: 32,
-            mults: vec![1, 2],
-            nres: 1,
-            temb: 32,
-            attn_levels: vec![1],
-            ..UNetConfig::default()
-        };
-        let net = UNet::<f32>::new(cfg, &mut Rng::new(3)).unwrap();
+        let net = unet_with(dims, size, 2);
         let mut shape = vec![batch, 2];
         shape.extend(std::iter::repeat_n(size, dims));
         let x = randn(&shape, &mut rng);

@@ -231,6 +231,26 @@ fn block_width(left: usize) -> usize {
     }
 }
 
+/// Calls `$block::<A, N>(args)` over a tile row of `$tw` tiles in blocks of `N` = 16, 8 or 1
+/// tiles ([`block_width`]), with `$t` (the block's first tile) and `$col` (its column in the
+/// chunk, from `$col0`) bound for the arguments. A macro, not a closure: the call must be
+/// inlined into the AVX-512 function that runs the transform.
+macro_rules! for_blocks {
+    ($tw:expr, $col0:expr, |$t:ident, $col:ident| $block:ident($($arg:expr),*)) => {{
+        let mut $t = 0;
+        while $t < $tw {
+            let width = block_width($tw - $t);
+            let $col = $col0 + $t;
+            match width {
+                16 => $block::<A, 16>($($arg),*),
+                8 => $block::<A, 8>($($arg),*),
+                _ => $block::<A, 1>($($arg),*),
+            }
+            $t += width;
+        }
+    }};
+}
+
 /// Splits `row` into its even and odd columns (zero beyond the row).
 #[inline(always)]
 fn deinterleave<A: Float>(row: &[A], even: &mut [A], odd: &mut [A]) {
@@ -305,17 +325,7 @@ fn transform_input<A: Float>(
                 &r23[..2 * half],
                 &r23[2 * half..],
             ];
-            let mut t = 0;
-            while t < tw {
-                let width = block_width(tw - t);
-                let col = col0 + tl * tw + t;
-                match width {
-                    16 => input_block::<A, 16>(&eo, half, t, vc, n, col),
-                    8 => input_block::<A, 8>(&eo, half, t, vc, n, col),
-                    _ => input_block::<A, 1>(&eo, half, t, vc, n, col),
-                }
-                t += width;
-            }
+            for_blocks!(tw, col0 + tl * tw, |t, col| input_block(&eo, half, t, vc, n, col));
         }
     }
 }
@@ -371,17 +381,9 @@ fn transform_output_grad<A: Float>(
         for (tl, tr) in rows.clone().enumerate() {
             let row = |r: usize| (r < p.h).then(|| &yo[r * p.w..(r + 1) * p.w]);
             let out_rows = [row(2 * tr), row(2 * tr + 1)];
-            let mut t = 0;
-            while t < tw {
-                let width = block_width(tw - t);
-                let col = col0 + tl * tw + t;
-                match width {
-                    16 => output_grad_block::<A, 16>(&out_rows, t, mo, n, col),
-                    8 => output_grad_block::<A, 8>(&out_rows, t, mo, n, col),
-                    _ => output_grad_block::<A, 1>(&out_rows, t, mo, n, col),
-                }
-                t += width;
-            }
+            for_blocks!(tw, col0 + tl * tw, |t, col| output_grad_block(
+                &out_rows, t, mo, n, col
+            ));
         }
     }
 }
@@ -442,17 +444,14 @@ fn transform_output<A: Float>(
             // Output rows 2 tr and 2 tr + 1 (the second absent below an odd edge).
             let (r0, r1) = yo[2 * tr * p.w..].split_at_mut(p.w);
             let mut out_rows = [r0, r1.get_mut(..p.w).unwrap_or(&mut [])];
-            let mut t = 0;
-            while t < tw {
-                let width = block_width(tw - t);
-                let col = col0 + tl * tw + t;
-                match width {
-                    16 => output_block::<A, 16>(mo, n, col, b, t, &mut out_rows),
-                    8 => output_block::<A, 8>(mo, n, col, b, t, &mut out_rows),
-                    _ => output_block::<A, 1>(mo, n, col, b, t, &mut out_rows),
-                }
-                t += width;
-            }
+            for_blocks!(tw, col0 + tl * tw, |t, col| output_block(
+                mo,
+                n,
+                col,
+                b,
+                t,
+                &mut out_rows
+            ));
         }
     }
 }
