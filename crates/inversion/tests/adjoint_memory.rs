@@ -1,13 +1,16 @@
 //! Peak heap use of the adjoint pass, and of BDIA's inversion and sampling, does not grow
-//! with the number of steps. A counting global allocator (this test binary only; the
-//! tests hold one lock so nothing else allocates concurrently) records the high-water
-//! mark of live bytes.
+//! with the number of steps. A counting global allocator (this test binary only) records
+//! the high-water mark of live bytes allocated by the measuring thread. Counting only that
+//! thread keeps the harness out of the numbers: it formats one test's result while the
+//! next test measures. The measured work is single-threaded (these tensors are far below
+//! the core crate's parallel threshold).
 
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 
 use common::{gmm3, normal_rows, vp_grid};
 use diffusion_core::NoiseLevel;
@@ -19,18 +22,29 @@ use diffusion_schedules::sigmas::karras_sigmas;
 
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-/// Held by every test of this binary, so their allocations never overlap.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+/// Held by every test of this binary, so one measurement runs at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// Set on the thread inside [`peak_during`]; only its allocations are counted.
+    static MEASURING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn measuring() -> bool {
+    // `try_with`: the allocator also runs while thread-locals are torn down.
+    MEASURING.try_with(Cell::get).unwrap_or(false)
+}
 
 // SAFETY: forwards to the system allocator; only adds bookkeeping.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
+        if !p.is_null() && measuring() {
+            let size = layout.size() as isize;
+            let now = LIVE.fetch_add(size, Ordering::SeqCst) + size;
             PEAK.fetch_max(now, Ordering::SeqCst);
         }
         p
@@ -38,19 +52,23 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+        if measuring() {
+            LIVE.fetch_sub(layout.size() as isize, Ordering::SeqCst);
+        }
     }
 }
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Peak live bytes above the level at entry while `f` runs.
+/// Peak bytes that `f`, on this thread, holds live at once.
 fn peak_during(f: impl FnOnce()) -> usize {
     let base = LIVE.load(Ordering::SeqCst);
     PEAK.store(base, Ordering::SeqCst);
+    MEASURING.with(|m| m.set(true));
     f();
-    PEAK.load(Ordering::SeqCst) - base
+    MEASURING.with(|m| m.set(false));
+    (PEAK.load(Ordering::SeqCst) - base) as usize
 }
 
 #[test]
