@@ -17,37 +17,43 @@ const BLOCK: usize = 256;
 /// the vectorised [`Float::exp_in_place`].
 #[inline(always)]
 fn exp_map_into<A: Float>(x: &[A], out: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A) -> A) {
-    crate::vmath::wide(|| {
-        let mut buf = [A::zero(); BLOCK];
-        for (xb, ob) in x.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
-            let e = &mut buf[..xb.len()];
-            for (e, &v) in e.iter_mut().zip(xb) {
-                *e = arg(v);
+    crate::vmath::wide(
+        #[inline(always)]
+        || {
+            let mut buf = [A::zero(); BLOCK];
+            for (xb, ob) in x.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+                let e = &mut buf[..xb.len()];
+                for (e, &v) in e.iter_mut().zip(xb) {
+                    *e = arg(v);
+                }
+                A::exp_in_place(e);
+                for ((o, &v), &e) in ob.iter_mut().zip(xb).zip(e.iter()) {
+                    *o = f(v, e);
+                }
             }
-            A::exp_in_place(e);
-            for ((o, &v), &e) in ob.iter_mut().zip(xb).zip(e.iter()) {
-                *o = f(v, e);
-            }
-        }
-    })
+        },
+    )
 }
 
 /// `out[i] = f(x[i], exp(arg(x[i])), dy[i])` (see [`exp_map_into`]).
 #[inline(always)]
 fn exp_map2_into<A: Float>(x: &[A], dy: &[A], out: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A, A) -> A) {
-    crate::vmath::wide(|| {
-        let mut buf = [A::zero(); BLOCK];
-        for ((xb, gb), ob) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)).zip(out.chunks_mut(BLOCK)) {
-            let e = &mut buf[..xb.len()];
-            for (e, &v) in e.iter_mut().zip(xb) {
-                *e = arg(v);
+    crate::vmath::wide(
+        #[inline(always)]
+        || {
+            let mut buf = [A::zero(); BLOCK];
+            for ((xb, gb), ob) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)).zip(out.chunks_mut(BLOCK)) {
+                let e = &mut buf[..xb.len()];
+                for (e, &v) in e.iter_mut().zip(xb) {
+                    *e = arg(v);
+                }
+                A::exp_in_place(e);
+                for (((o, &v), &e), &g) in ob.iter_mut().zip(xb).zip(e.iter()).zip(gb) {
+                    *o = f(v, e, g);
+                }
             }
-            A::exp_in_place(e);
-            for (((o, &v), &e), &g) in ob.iter_mut().zip(xb).zip(e.iter()).zip(gb) {
-                *o = f(v, e, g);
-            }
-        }
-    })
+        },
+    )
 }
 
 /// Parallel [`exp_map_into`] over fixed chunks into a new vector.
@@ -89,19 +95,22 @@ fn par_exp_map2_in_place<A: Float>(
 /// [`par_exp_map2_in_place`] on the calling thread.
 #[inline(always)]
 fn exp_map2_in_place<A: Float>(x: &[A], g: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A, A) -> A) {
-    crate::vmath::wide(|| {
-        let mut buf = [A::zero(); BLOCK];
-        for (xb, gb) in x.chunks(BLOCK).zip(g.chunks_mut(BLOCK)) {
-            let e = &mut buf[..xb.len()];
-            for (e, &v) in e.iter_mut().zip(xb) {
-                *e = arg(v);
+    crate::vmath::wide(
+        #[inline(always)]
+        || {
+            let mut buf = [A::zero(); BLOCK];
+            for (xb, gb) in x.chunks(BLOCK).zip(g.chunks_mut(BLOCK)) {
+                let e = &mut buf[..xb.len()];
+                for (e, &v) in e.iter_mut().zip(xb) {
+                    *e = arg(v);
+                }
+                A::exp_in_place(e);
+                for ((gv, &v), &e) in gb.iter_mut().zip(xb).zip(e.iter()) {
+                    *gv = f(v, e, *gv);
+                }
             }
-            A::exp_in_place(e);
-            for ((gv, &v), &e) in gb.iter_mut().zip(xb).zip(e.iter()) {
-                *gv = f(v, e, *gv);
-            }
-        }
-    })
+        },
+    )
 }
 
 /// `sigmoid(v)` from `e = exp(-v)`.
@@ -123,19 +132,22 @@ pub(crate) fn silu_in_place_seq<A: Float>(x: &mut [A]) {
 /// `x[i] = f(x[i], exp(arg(x[i])))` in place on the calling thread (see [`exp_map_into`]).
 #[inline(always)]
 fn exp_map_in_place<A: Float>(x: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A) -> A) {
-    crate::vmath::wide(|| {
-        let mut buf = [A::zero(); BLOCK];
-        for xb in x.chunks_mut(BLOCK) {
-            let e = &mut buf[..xb.len()];
-            for (e, &v) in e.iter_mut().zip(xb.iter()) {
-                *e = arg(v);
+    crate::vmath::wide(
+        #[inline(always)]
+        || {
+            let mut buf = [A::zero(); BLOCK];
+            for xb in x.chunks_mut(BLOCK) {
+                let e = &mut buf[..xb.len()];
+                for (e, &v) in e.iter_mut().zip(xb.iter()) {
+                    *e = arg(v);
+                }
+                A::exp_in_place(e);
+                for (v, &e) in xb.iter_mut().zip(e.iter()) {
+                    *v = f(*v, e);
+                }
             }
-            A::exp_in_place(e);
-            for (v, &e) in xb.iter_mut().zip(e.iter()) {
-                *v = f(*v, e);
-            }
-        }
-    })
+        },
+    )
 }
 
 #[inline(always)]
@@ -159,56 +171,48 @@ const GELU_K: f64 = 0.044715;
 
 /// `-2u` for tanh-GELU's `u = c (v + k v^3)`: `0.5 (1 + tanh u) = sigmoid(2u)`, so
 /// `gelu(v) = v * sigmoid(2u)` needs one `exp` and has no cancellation near 0.
+///
+/// The constants are cast inside (folded at compile time) rather than captured: a loop
+/// that reads captured constants through the closure's reference while writing a `&mut`
+/// slice reloads them every element and does not vectorise.
 #[inline(always)]
-fn gelu_arg<A: Float>(v: A, c2: A, k: A) -> A {
+fn gelu_arg<A: Float>(v: A) -> A {
+    let (c2, k): (A, A) = (cast(2.0 * GELU_C), cast(GELU_K));
     -(c2 * (v + k * v * v * v))
+}
+
+#[inline(always)]
+fn gelu_of_exp<A: Float>(v: A, e: A) -> A {
+    v * sigmoid_of_exp(e)
+}
+
+/// tanh-GELU's gradient `g (s + 2 v s (1 - s) c (1 + 3 k v^2))` with `s = sigmoid(2u)`.
+#[inline(always)]
+fn gelu_grad<A: Float>(v: A, e: A, g: A) -> A {
+    let (c2, k3): (A, A) = (cast(2.0 * GELU_C), cast(3.0 * GELU_K));
+    let s = sigmoid_of_exp(e);
+    g * (s + c2 * v * s * (A::one() - s) * (A::one() + k3 * v * v))
 }
 
 /// `gelu(x)` with PyTorch's `approximate="tanh"`.
 pub(crate) fn gelu_slice<A: Float>(x: &[A]) -> Vec<A> {
-    let (c2, k): (A, A) = (cast(2.0 * GELU_C), cast(GELU_K));
-    par_exp_map(x, move |v| gelu_arg(v, c2, k), |v, e| v * sigmoid_of_exp(e))
+    par_exp_map(x, gelu_arg, gelu_of_exp)
 }
 
 /// tanh-GELU in place (parallel over fixed chunks).
 pub(crate) fn gelu_in_place<A: Float>(x: &mut [A]) {
-    x.par_chunks_mut(CHUNK).for_each(gelu_in_place_seq);
-}
-
-fn gelu_in_place_seq<A: Float>(x: &mut [A]) {
-    let (c2, k): (A, A) = (cast(2.0 * GELU_C), cast(GELU_K));
-    exp_map_in_place(x, |v| gelu_arg(v, c2, k), |v, e| v * sigmoid_of_exp(e));
-}
-
-/// The argument and gradient closures of tanh-GELU's backward:
-/// `dx = g (s + 2 v s (1 - s) c (1 + 3 k v^2))` with `s = sigmoid(2u)`.
-fn gelu_backward_parts<A: Float>() -> (impl Fn(A) -> A + Sync, impl Fn(A, A, A) -> A + Sync) {
-    let (c, c2, k, k3, two): (A, A, A, A, A) = (
-        cast(GELU_C),
-        cast(2.0 * GELU_C),
-        cast(GELU_K),
-        cast(3.0 * GELU_K),
-        cast(2.0),
-    );
-    (
-        move |v| gelu_arg(v, c2, k),
-        move |v, e, g| {
-            let s = sigmoid_of_exp(e);
-            g * (s + two * v * s * (A::one() - s) * c * (A::one() + k3 * v * v))
-        },
-    )
+    x.par_chunks_mut(CHUNK)
+        .for_each(|x| exp_map_in_place(x, gelu_arg, gelu_of_exp));
 }
 
 /// dL/dx of tanh-GELU.
 pub(crate) fn gelu_backward_slice<A: Float>(x: &[A], dy: &[A]) -> Vec<A> {
-    let (arg, grad) = gelu_backward_parts::<A>();
-    par_exp_map2(x, dy, arg, grad)
+    par_exp_map2(x, dy, gelu_arg, gelu_grad)
 }
 
 /// [`gelu_backward_slice`] overwriting `g` (dy in, dx out).
 pub(crate) fn gelu_backward_in_place<A: Float>(x: &[A], g: &mut [A]) {
-    let (arg, grad) = gelu_backward_parts::<A>();
-    par_exp_map2_in_place(x, g, arg, grad)
+    par_exp_map2_in_place(x, g, gelu_arg, gelu_grad)
 }
 
 macro_rules! activation {

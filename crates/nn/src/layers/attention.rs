@@ -142,23 +142,29 @@ impl<A: Float> MultiheadAttention<A> {
                 .zip(o.par_chunks_mut(len_q * e))
                 .enumerate()
                 .for_each(|(b, (pb, ob))| {
-                    for hh in 0..h {
-                        let p = &mut pb[hh * len_q * len_kv..(hh + 1) * len_q * len_kv];
-                        let kb = b * len_kv * kv_rs + kv_at + hh * d;
-                        matmul(
-                            MatMut::row_major(p, 0, len_q, len_kv),
-                            MatRef::strided(qs, b * len_q * q_rs + hh * d, len_q, d, q_rs),
-                            MatRef::strided(&kv, kb, len_kv, d, kv_rs).t(),
-                            false,
-                        );
-                        softmax_rows(p, len_kv, cast(scale));
-                        matmul(
-                            MatMut::strided(ob, hh * d, len_q, d, e),
-                            MatRef::row_major(p, 0, len_q, len_kv),
-                            MatRef::strided(&kv, kb + e, len_kv, d, kv_rs),
-                            false,
-                        );
-                    }
+                    // AVX-512 for the softmax loops between the products.
+                    crate::vmath::wide(
+                        #[inline(always)]
+                        || {
+                            for hh in 0..h {
+                                let p = &mut pb[hh * len_q * len_kv..(hh + 1) * len_q * len_kv];
+                                let kb = b * len_kv * kv_rs + kv_at + hh * d;
+                                matmul(
+                                    MatMut::row_major(p, 0, len_q, len_kv),
+                                    MatRef::strided(qs, b * len_q * q_rs + hh * d, len_q, d, q_rs),
+                                    MatRef::strided(&kv, kb, len_kv, d, kv_rs).t(),
+                                    false,
+                                );
+                                softmax_rows(p, len_kv, cast(scale));
+                                matmul(
+                                    MatMut::strided(ob, hh * d, len_q, d, e),
+                                    MatRef::row_major(p, 0, len_q, len_kv),
+                                    MatRef::strided(&kv, kb + e, len_kv, d, kv_rs),
+                                    false,
+                                );
+                            }
+                        },
+                    )
                 });
         }
         let y = self.out_proj.forward_slice(&o, batch * len_q);
@@ -196,43 +202,48 @@ impl<A: Float> MultiheadAttention<A> {
                 .enumerate()
                 .for_each(|(b, (dqb, dkvb))| {
                     let mut dp = vec![A::zero(); lq * lk];
-                    for hh in 0..h {
-                        let p = &c.probs[(b * h + hh) * lq * lk..(b * h + hh + 1) * lq * lk];
-                        let kb = b * lk * c.kv_rs + c.kv_at + hh * d;
-                        let k = MatRef::strided(&c.kv, kb, lk, d, c.kv_rs);
-                        let v = MatRef::strided(&c.kv, kb + e, lk, d, c.kv_rs);
-                        let qs = if c.q.is_empty() { &c.kv } else { &c.q };
-                        let qm = MatRef::strided(qs, b * lq * c.q_rs + hh * d, lq, d, c.q_rs);
-                        let dom = MatRef::strided(&d_o, b * lq * e + hh * d, lq, d, e);
-                        // dV = P^T dO ; dP = dO V^T
-                        matmul(
-                            MatMut::strided(dkvb, e + hh * d, lk, d, 2 * e),
-                            MatRef::row_major(p, 0, lq, lk).t(),
-                            dom,
-                            false,
-                        );
-                        matmul(MatMut::row_major(&mut dp, 0, lq, lk), dom, v.t(), false);
-                        // dS = scale * P * (dP - rowsum(dP * P))
-                        for (dr, pr) in dp.chunks_mut(lk).zip(p.chunks(lk)) {
-                            let s = super::lane_dot(dr, pr, |a, b| a * b);
-                            for (dv, &pv) in dr.iter_mut().zip(pr) {
-                                *dv = scale * pv * (*dv - s);
+                    crate::vmath::wide(
+                        #[inline(always)]
+                        || {
+                            for hh in 0..h {
+                                let p = &c.probs[(b * h + hh) * lq * lk..(b * h + hh + 1) * lq * lk];
+                                let kb = b * lk * c.kv_rs + c.kv_at + hh * d;
+                                let k = MatRef::strided(&c.kv, kb, lk, d, c.kv_rs);
+                                let v = MatRef::strided(&c.kv, kb + e, lk, d, c.kv_rs);
+                                let qs = if c.q.is_empty() { &c.kv } else { &c.q };
+                                let qm = MatRef::strided(qs, b * lq * c.q_rs + hh * d, lq, d, c.q_rs);
+                                let dom = MatRef::strided(&d_o, b * lq * e + hh * d, lq, d, e);
+                                // dV = P^T dO ; dP = dO V^T
+                                matmul(
+                                    MatMut::strided(dkvb, e + hh * d, lk, d, 2 * e),
+                                    MatRef::row_major(p, 0, lq, lk).t(),
+                                    dom,
+                                    false,
+                                );
+                                matmul(MatMut::row_major(&mut dp, 0, lq, lk), dom, v.t(), false);
+                                // dS = scale * P * (dP - rowsum(dP * P))
+                                for (dr, pr) in dp.chunks_mut(lk).zip(p.chunks(lk)) {
+                                    let s = super::lane_dot(dr, pr, |a, b| a * b);
+                                    for (dv, &pv) in dr.iter_mut().zip(pr) {
+                                        *dv = scale * pv * (*dv - s);
+                                    }
+                                }
+                                // dQ = dS K ; dK = dS^T Q
+                                matmul(
+                                    MatMut::strided(dqb, hh * d, lq, d, e),
+                                    MatRef::row_major(&dp, 0, lq, lk),
+                                    k,
+                                    false,
+                                );
+                                matmul(
+                                    MatMut::strided(dkvb, hh * d, lk, d, 2 * e),
+                                    MatRef::row_major(&dp, 0, lq, lk).t(),
+                                    qm,
+                                    false,
+                                );
                             }
-                        }
-                        // dQ = dS K ; dK = dS^T Q
-                        matmul(
-                            MatMut::strided(dqb, hh * d, lq, d, e),
-                            MatRef::row_major(&dp, 0, lq, lk),
-                            k,
-                            false,
-                        );
-                        matmul(
-                            MatMut::strided(dkvb, hh * d, lk, d, 2 * e),
-                            MatRef::row_major(&dp, 0, lq, lk).t(),
-                            qm,
-                            false,
-                        );
-                    }
+                        },
+                    )
                 });
         }
         let src = c.ctx.as_ref().unwrap_or(&c.x);
@@ -317,7 +328,9 @@ impl<A: Float> MultiheadAttention<A> {
     }
 }
 
-/// Row-wise `softmax(scale * s)` in place, max-subtracted.
+/// Row-wise `softmax(scale * s)` in place, max-subtracted (inlined, so that inside
+/// [`crate::vmath::wide`] its loops run at the wide vector width).
+#[inline(always)]
 pub(crate) fn softmax_rows<A: Float>(s: &mut [A], n: usize, scale: A) {
     for row in s.chunks_mut(n) {
         let m = super::lane_max(row);

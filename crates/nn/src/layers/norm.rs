@@ -46,6 +46,7 @@ fn lane_sum<A: Float>(a: &[A], b: &[A], f: impl Fn(f64, f64) -> f64) -> f64 {
 }
 
 /// `(mean, 1 / sqrt(var + eps))` of a block, in f64.
+#[inline(always)]
 fn block_stats<A: Float>(x: &[A], eps: f64) -> (f64, f64) {
     let n = x.len() as f64;
     let mean = lane_sum(x, x, |v, _| v) / n;
@@ -56,6 +57,7 @@ fn block_stats<A: Float>(x: &[A], eps: f64) -> (f64, f64) {
 /// `out = (x - mean) * rstd`, in f64 and rounded once: subtracting an f32-rounded mean
 /// would shift every output by up to half an ulp of the mean times `rstd`, which matters
 /// when the mean is large against the spread.
+#[inline(always)]
 fn normalize_with<A: Float>(x: &[A], mean: f64, rstd: f64, out: &mut [A]) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = cast((wide(v) - mean) * rstd);
@@ -81,11 +83,16 @@ fn normalize_blocks<A: Float>(x: &[A], block: usize, eps: f64) -> (Vec<A>, Vec<A
         .zip(x.par_chunks(block * per_task))
         .zip(rstd.par_chunks_mut(per_task))
         .for_each(|((out, x), r)| {
-            for ((out, x), r) in out.chunks_mut(block).zip(x.chunks(block)).zip(r) {
-                let (mean, rstd) = block_stats(x, eps);
-                normalize_with(x, mean, rstd, out);
-                *r = cast(rstd);
-            }
+            crate::vmath::wide(
+                #[inline(always)]
+                || {
+                    for ((out, x), r) in out.chunks_mut(block).zip(x.chunks(block)).zip(r) {
+                        let (mean, rstd) = block_stats(x, eps);
+                        normalize_with(x, mean, rstd, out);
+                        *r = cast(rstd);
+                    }
+                },
+            )
         });
     (xhat, rstd)
 }
@@ -97,13 +104,19 @@ fn normalize_backward<A: Float>(xhat: &[A], rstd: &[A], g: &mut [A], block: usiz
         .zip(xhat.par_chunks(block * per_task))
         .zip(rstd.par_chunks(per_task))
         .for_each(|((g, xh), r)| {
-            for ((g, xh), &r) in g.chunks_mut(block).zip(xh.chunks(block)).zip(r) {
-                normalize_backward_block(g, xh, r);
-            }
+            crate::vmath::wide(
+                #[inline(always)]
+                || {
+                    for ((g, xh), &r) in g.chunks_mut(block).zip(xh.chunks(block)).zip(r) {
+                        normalize_backward_block(g, xh, r);
+                    }
+                },
+            )
         });
 }
 
 /// [`normalize_backward`] of one block.
+#[inline(always)]
 fn normalize_backward_block<A: Float>(g: &mut [A], xh: &[A], r: A) {
     let n = g.len() as f64;
     let mg = lane_sum(g, g, |v, _| v) / n;
@@ -181,13 +194,18 @@ impl<A: Float> LayerNorm<A> {
             .for_each(|((yb, xb), mb)| {
                 let shift = &mb[shift_at..shift_at + d];
                 let gain: Vec<A> = mb[scale_at..scale_at + d].iter().map(|&s| A::one() + s).collect();
-                for (yr, xr) in yb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
-                    let (mean, rstd) = block_stats(xr, self.eps);
-                    normalize_with(xr, mean, rstd, yr);
-                    for ((y, &g), &b) in yr.iter_mut().zip(&gain).zip(shift) {
-                        *y = *y * g + b;
-                    }
-                }
+                crate::vmath::wide(
+                    #[inline(always)]
+                    || {
+                        for (yr, xr) in yb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
+                            let (mean, rstd) = block_stats(xr, self.eps);
+                            normalize_with(xr, mean, rstd, yr);
+                            for ((y, &g), &b) in yr.iter_mut().zip(&gain).zip(shift) {
+                                *y = *y * g + b;
+                            }
+                        }
+                    },
+                )
             });
         y
     }
