@@ -11,6 +11,9 @@
 //! element is computed by the same operations in the same order for any number of rayon
 //! threads: results are bit-identical (tested below for 1 to 4 threads).
 
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::param::Float;
@@ -98,34 +101,53 @@ impl<'a, A> MatRef<'a, A> {
     }
 }
 
-/// A mutable row-major matrix view with row stride `rs`.
+/// A mutable row-major matrix view with row stride `rs`, into initialised elements or
+/// into uninitialised capacity that a non-accumulating product fills (gemm does not read
+/// its output unless it accumulates).
 #[derive(Debug)]
 pub(crate) struct MatMut<'a, A> {
-    pub data: &'a mut [A],
+    ptr: *mut A,
+    len: usize,
+    /// Written through `ptr`; this view holds the unique borrow of `len` elements.
+    _borrow: PhantomData<&'a mut [A]>,
     pub off: usize,
     pub rows: usize,
     pub cols: usize,
     pub rs: usize,
+    /// Into uninitialised elements: only a non-accumulating product may write it.
+    uninit: bool,
 }
 
 impl<'a, A> MatMut<'a, A> {
     pub fn row_major(data: &'a mut [A], off: usize, rows: usize, cols: usize) -> Self {
-        Self {
-            data,
-            off,
-            rows,
-            cols,
-            rs: cols,
-        }
+        Self::strided(data, off, rows, cols, cols)
     }
 
     pub fn strided(data: &'a mut [A], off: usize, rows: usize, cols: usize, rs: usize) -> Self {
         Self {
-            data,
+            ptr: data.as_mut_ptr(),
+            len: data.len(),
+            _borrow: PhantomData,
             off,
             rows,
             cols,
             rs,
+            uninit: false,
+        }
+    }
+
+    /// A view into uninitialised elements, for a product that does not accumulate: every
+    /// element of the view is written, none is read.
+    pub fn uninit(data: &'a mut [MaybeUninit<A>], off: usize, rows: usize, cols: usize, rs: usize) -> Self {
+        Self {
+            ptr: data.as_mut_ptr().cast(),
+            len: data.len(),
+            _borrow: PhantomData,
+            off,
+            rows,
+            cols,
+            rs,
+            uninit: true,
         }
     }
 }
@@ -210,6 +232,23 @@ pub(crate) fn matmul<A: Float>(c: MatMut<'_, A>, a: MatRef<'_, A>, b: MatRef<'_,
     matmul_split(c, a, b, accumulate, split);
 }
 
+/// `a @ b` as a new row-major vector, written by the product without being zeroed first;
+/// on the calling thread when `serial`.
+pub(crate) fn matmul_new<A: Float>(a: MatRef<'_, A>, b: MatRef<'_, A>, serial: bool) -> Vec<A> {
+    let (m, n) = (a.rows, b.cols);
+    let mut c = Vec::with_capacity(m * n);
+    matmul_serial_if(
+        serial,
+        MatMut::uninit(&mut c.spare_capacity_mut()[..m * n], 0, m, n, n),
+        a,
+        b,
+        false,
+    );
+    // SAFETY: a non-accumulating product writes every element of its `m x n` output.
+    unsafe { c.set_len(m * n) };
+    c
+}
+
 /// [`matmul`] on the calling thread only: for products issued from inside a parallel loop
 /// over batch items, which already keeps every thread busy (nested splitting would only
 /// add re-packing and synchronisation).
@@ -278,21 +317,26 @@ pub(crate) fn matmul_split<A: Float>(
     if m == 0 || n == 0 {
         return;
     }
+    assert!(c.off + (m - 1) * c.rs + n <= c.len, "output view out of bounds");
     assert!(
-        c.off + (m - 1) * c.rs + n <= c.data.len(),
-        "output view out of bounds"
+        !(accumulate && c.uninit),
+        "accumulating onto uninitialised memory"
     );
+    // SAFETY: in bounds of the view's `len` elements (checked above).
+    let dst = SendPtr(unsafe { c.ptr.add(c.off) });
+    let c_rs = c.rs;
     if k == 0 {
         if !accumulate {
             for i in 0..m {
-                c.data[c.off + i * c.rs..c.off + i * c.rs + n].fill(A::zero());
+                for j in 0..n {
+                    // SAFETY: in bounds (checked above); writing never reads the old value.
+                    unsafe { dst.get().add(i * c_rs + j).write(A::zero()) };
+                }
             }
         }
         return;
     }
     let pieces = split.pm * split.pn;
-    let c_rs = c.rs;
-    let dst = SendPtr(c.data[c.off..].as_mut_ptr());
     let run = |p: usize| {
         let (r0, rows) = band(m, split.pm, p / split.pn, ROW_ALIGN);
         let (c0, cols) = band(n, split.pn, p % split.pn, COL_ALIGN);
@@ -429,6 +473,32 @@ mod tests {
                 let tol = 1e-12 * (k as f64);
                 assert!((c[i] - want[i]).abs() < tol, "{m}x{n}x{k} at {i}");
                 assert!((c2[i] - 2.0 * want[i]).abs() < 2.0 * tol);
+            }
+        }
+    }
+
+    #[test]
+    fn new_products_write_every_element() {
+        // Fresh outputs are never zeroed: gemm's own non-accumulating paths (small, gemv,
+        // blocked) and the `k = 0` case must each write all of them.
+        for &(m, n, k) in &[(1, 9, 4), (9, 1, 4), (5, 7, 3), (300, 70, 129), (4, 6, 0)] {
+            let a = fill(m * k, 0.37);
+            let b = fill(k * n, 0.11);
+            let want = naive(&a, &b, m, n, k);
+            for serial in [false, true] {
+                // Leave non-zero garbage in the allocator's free list first.
+                drop(vec![f64::NAN; m * n]);
+                let c = matmul_new(
+                    MatRef::row_major(&a, 0, m, k),
+                    MatRef::row_major(&b, 0, k, n),
+                    serial,
+                );
+                for (i, (&c, &w)) in c.iter().zip(&want).enumerate() {
+                    assert!(
+                        (c - w).abs() <= 1e-12 * k.max(1) as f64,
+                        "{m}x{n}x{k} at {i}: {c} vs {w}"
+                    );
+                }
             }
         }
     }

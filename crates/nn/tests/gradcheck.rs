@@ -116,6 +116,29 @@ simple_check!(
     }
 );
 
+/// Cross-attention to a fixed context: checks the query input's and the parameters'
+/// gradients (the keys and values come from `ctx`).
+struct CrossAttention {
+    mha: MultiheadAttention<f64>,
+    ctx: ArrayD<f64>,
+}
+impl Parameters<f64> for CrossAttention {
+    fn visit(&self, f: &mut dyn FnMut(&str, &diffusion_nn::Param<f64>)) {
+        self.mha.visit(f)
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut diffusion_nn::Param<f64>)) {
+        self.mha.visit_mut(f)
+    }
+}
+simple_check!(
+    CrossAttention,
+    |s, x| s.mha.forward(x, Some(&s.ctx)).unwrap().0,
+    |s, x, r| {
+        let (_, c) = s.mha.forward(x, Some(&s.ctx)).unwrap();
+        s.mha.backward(&c, r).unwrap().0
+    }
+);
+
 /// Parameter-free layers wrapped so they fit the harness.
 struct Free<F>(F);
 impl<F> Parameters<f64> for Free<F> {
@@ -340,8 +363,13 @@ fn attention_gradients_self_and_cross() {
     let r = randn(&[2, 5, 8], &mut rng);
     gradcheck("self-attention", &mut mha, &x, &r, 40);
 
-    // Cross-attention: check dctx by finite differences on the context.
+    // Cross-attention: dx and the parameters through the harness, dctx below.
     let ctx = randn(&[2, 3, 8], &mut rng);
+    let mut cross = CrossAttention {
+        mha: mha.clone(),
+        ctx: ctx.clone(),
+    };
+    gradcheck("cross-attention", &mut cross, &x, &r, 40);
     let loss = |m: &MultiheadAttention<f64>, c: &ArrayD<f64>| dot(&m.forward(&x, Some(c)).unwrap().0, &r);
     let (_, cache) = mha.forward(&x, Some(&ctx)).unwrap();
     let (_, dctx) = mha.backward(&cache, &r).unwrap();

@@ -1,5 +1,7 @@
 //! Elementwise activations and dropout.
 
+use std::mem::MaybeUninit;
+
 use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
@@ -16,7 +18,7 @@ const BLOCK: usize = 256;
 /// `out[i] = f(x[i], exp(arg(x[i])))`, with the exponentials computed a block at a time by
 /// the vectorised [`Float::exp_in_place`].
 #[inline(always)]
-fn exp_map_into<A: Float>(x: &[A], out: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A) -> A) {
+fn exp_map_into<A: Float>(x: &[A], out: &mut [MaybeUninit<A>], arg: impl Fn(A) -> A, f: impl Fn(A, A) -> A) {
     crate::vmath::wide(
         #[inline(always)]
         || {
@@ -28,7 +30,7 @@ fn exp_map_into<A: Float>(x: &[A], out: &mut [A], arg: impl Fn(A) -> A, f: impl 
                 }
                 A::exp_in_place(e);
                 for ((o, &v), &e) in ob.iter_mut().zip(xb).zip(e.iter()) {
-                    *o = f(v, e);
+                    o.write(f(v, e));
                 }
             }
         },
@@ -37,7 +39,13 @@ fn exp_map_into<A: Float>(x: &[A], out: &mut [A], arg: impl Fn(A) -> A, f: impl 
 
 /// `out[i] = f(x[i], exp(arg(x[i])), dy[i])` (see [`exp_map_into`]).
 #[inline(always)]
-fn exp_map2_into<A: Float>(x: &[A], dy: &[A], out: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A, A) -> A) {
+fn exp_map2_into<A: Float>(
+    x: &[A],
+    dy: &[A],
+    out: &mut [MaybeUninit<A>],
+    arg: impl Fn(A) -> A,
+    f: impl Fn(A, A, A) -> A,
+) {
     crate::vmath::wide(
         #[inline(always)]
         || {
@@ -49,7 +57,7 @@ fn exp_map2_into<A: Float>(x: &[A], dy: &[A], out: &mut [A], arg: impl Fn(A) -> 
                 }
                 A::exp_in_place(e);
                 for (((o, &v), &e), &g) in ob.iter_mut().zip(xb).zip(e.iter()).zip(gb) {
-                    *o = f(v, e, g);
+                    o.write(f(v, e, g));
                 }
             }
         },
@@ -58,10 +66,14 @@ fn exp_map2_into<A: Float>(x: &[A], dy: &[A], out: &mut [A], arg: impl Fn(A) -> 
 
 /// Parallel [`exp_map_into`] over fixed chunks into a new vector.
 fn par_exp_map<A: Float>(x: &[A], arg: impl Fn(A) -> A + Sync, f: impl Fn(A, A) -> A + Sync) -> Vec<A> {
-    let mut y = vec![A::zero(); x.len()];
-    y.par_chunks_mut(CHUNK)
+    let mut y = Vec::with_capacity(x.len());
+    y.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| exp_map_into(x, y, &arg, &f));
+    // SAFETY: the chunks of `y` pair with equally long chunks of `x`, and `exp_map_into`
+    // writes one output per input element.
+    unsafe { y.set_len(x.len()) };
     y
 }
 
@@ -72,10 +84,14 @@ fn par_exp_map2<A: Float>(
     arg: impl Fn(A) -> A + Sync,
     f: impl Fn(A, A, A) -> A + Sync,
 ) -> Vec<A> {
-    let mut dx = vec![A::zero(); x.len()];
-    dx.par_chunks_mut(CHUNK)
+    assert_eq!(x.len(), dy.len(), "activation input and gradient lengths");
+    let mut dx = Vec::with_capacity(x.len());
+    dx.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .for_each(|(d, (x, dy))| exp_map2_into(x, dy, d, &arg, &f));
+    // SAFETY: as in `par_exp_map`, with `dy` as long as `x` (asserted).
+    unsafe { dx.set_len(x.len()) };
     dx
 }
 

@@ -2,14 +2,16 @@
 //! parameters: `in_proj_weight [3E, E]` (rows: q, k, v), `in_proj_bias [3E]`,
 //! `out_proj.{weight, bias}`. Inputs are batch-first `[batch, tokens, E]`.
 
+use std::mem::MaybeUninit;
+
 use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::linear::Linear;
-use super::{add_into, array, std_slice, uniform_array};
+use super::{add_column_sums, array, std_slice, uniform_array};
 use crate::error::{NnError, Result, check_shape};
-use crate::gemm::{MatMut, MatRef, matmul};
+use crate::gemm::{MatMut, MatRef, matmul, matmul_new};
 use crate::param::{Float, Param, Parameters, cast, visit_child, visit_child_mut};
 
 #[derive(Clone, Debug)]
@@ -133,13 +135,15 @@ impl<A: Float> MultiheadAttention<A> {
         };
         let qs: &[A] = if ctx.is_none() { &kv } else { &q };
         let scale = 1.0 / (d as f64).sqrt();
-        let mut probs = vec![A::zero(); batch * h * len_q * len_kv];
-        let mut o = vec![A::zero(); batch * len_q * e];
         let plen = h * len_q * len_kv;
+        let (mut probs, mut o) = (
+            Vec::with_capacity(batch * plen),
+            Vec::with_capacity(batch * len_q * e),
+        );
         if plen > 0 {
-            probs
+            probs.spare_capacity_mut()[..batch * plen]
                 .par_chunks_mut(plen)
-                .zip(o.par_chunks_mut(len_q * e))
+                .zip(o.spare_capacity_mut()[..batch * len_q * e].par_chunks_mut(len_q * e))
                 .enumerate()
                 .for_each(|(b, (pb, ob))| {
                     // AVX-512 for the softmax loops between the products.
@@ -150,14 +154,16 @@ impl<A: Float> MultiheadAttention<A> {
                                 let p = &mut pb[hh * len_q * len_kv..(hh + 1) * len_q * len_kv];
                                 let kb = b * len_kv * kv_rs + kv_at + hh * d;
                                 matmul(
-                                    MatMut::row_major(p, 0, len_q, len_kv),
+                                    MatMut::uninit(p, 0, len_q, len_kv, len_kv),
                                     MatRef::strided(qs, b * len_q * q_rs + hh * d, len_q, d, q_rs),
                                     MatRef::strided(&kv, kb, len_kv, d, kv_rs).t(),
                                     false,
                                 );
+                                // SAFETY: the product above wrote all of `p`.
+                                let p = unsafe { super::assume_init_mut(p) };
                                 softmax_rows(p, len_kv, cast(scale));
                                 matmul(
-                                    MatMut::strided(ob, hh * d, len_q, d, e),
+                                    MatMut::uninit(ob, hh * d, len_q, d, e),
                                     MatRef::row_major(p, 0, len_q, len_kv),
                                     MatRef::strided(&kv, kb + e, len_kv, d, kv_rs),
                                     false,
@@ -166,6 +172,14 @@ impl<A: Float> MultiheadAttention<A> {
                         },
                     )
                 });
+            // SAFETY: every head wrote its whole probability block and its `d` columns of
+            // every output row, and the heads' columns tile the `e` columns.
+            unsafe {
+                probs.set_len(batch * plen);
+                o.set_len(batch * len_q * e);
+            }
+        } else {
+            o.resize(batch * len_q * e, A::zero());
         }
         let y = self.out_proj.forward_slice(&o, batch * len_q);
         (
@@ -188,107 +202,152 @@ impl<A: Float> MultiheadAttention<A> {
     }
 
     /// Returns `(dx, dctx)`; `dctx` is `None` for self-attention (its gradient is in `dx`).
+    ///
+    /// The query/key/value gradients are laid out like the forward's projections: for
+    /// self-attention one `[rows, 3E]` matrix, so that the packed weight's gradient and
+    /// `dx` are one product each.
     pub(crate) fn backward_slice(&mut self, c: &AttentionCache<A>, dy: &[A]) -> (Vec<A>, Option<Vec<A>>) {
-        let (e, h) = (self.embed, self.heads);
-        let d = e / h;
+        let e = self.embed;
         let (batch, lq, lk) = (c.batch, c.len_q, c.len_kv);
-        let scale: A = cast(1.0 / (d as f64).sqrt());
         let d_o = self.out_proj.backward_slice(&c.o, dy, batch * lq, true);
-        let mut dq = vec![A::zero(); batch * lq * e];
-        let mut dkv = vec![A::zero(); batch * lk * 2 * e];
+        let cross = c.ctx.is_some();
+        // Query gradients (row stride `q_rs`) and key/value gradients (row stride `kv_rs`,
+        // keys from column `kv_at`, values `e` further); self-attention keeps all three in
+        // the first buffer.
+        let (q_rs, kv_rs, kv_at) = if cross { (e, 2 * e, 0) } else { (3 * e, 3 * e, e) };
+        let mut dq = Vec::with_capacity(batch * lq * q_rs);
+        let mut dkv = Vec::with_capacity(if cross { batch * lk * kv_rs } else { 0 });
         if lq > 0 && lk > 0 {
-            dq.par_chunks_mut(lq * e)
-                .zip(dkv.par_chunks_mut(lk * 2 * e))
-                .enumerate()
-                .for_each(|(b, (dqb, dkvb))| {
-                    let mut dp = vec![A::zero(); lq * lk];
-                    crate::vmath::wide(
-                        #[inline(always)]
-                        || {
-                            for hh in 0..h {
-                                let p = &c.probs[(b * h + hh) * lq * lk..(b * h + hh + 1) * lq * lk];
-                                let kb = b * lk * c.kv_rs + c.kv_at + hh * d;
-                                let k = MatRef::strided(&c.kv, kb, lk, d, c.kv_rs);
-                                let v = MatRef::strided(&c.kv, kb + e, lk, d, c.kv_rs);
-                                let qs = if c.q.is_empty() { &c.kv } else { &c.q };
-                                let qm = MatRef::strided(qs, b * lq * c.q_rs + hh * d, lq, d, c.q_rs);
-                                let dom = MatRef::strided(&d_o, b * lq * e + hh * d, lq, d, e);
-                                // dV = P^T dO ; dP = dO V^T
-                                matmul(
-                                    MatMut::strided(dkvb, e + hh * d, lk, d, 2 * e),
-                                    MatRef::row_major(p, 0, lq, lk).t(),
-                                    dom,
-                                    false,
-                                );
-                                matmul(MatMut::row_major(&mut dp, 0, lq, lk), dom, v.t(), false);
-                                // dS = scale * P * (dP - rowsum(dP * P))
-                                for (dr, pr) in dp.chunks_mut(lk).zip(p.chunks(lk)) {
-                                    let s = super::lane_dot(dr, pr, |a, b| a * b);
-                                    for (dv, &pv) in dr.iter_mut().zip(pr) {
-                                        *dv = scale * pv * (*dv - s);
-                                    }
-                                }
-                                // dQ = dS K ; dK = dS^T Q
-                                matmul(
-                                    MatMut::strided(dqb, hh * d, lq, d, e),
-                                    MatRef::row_major(&dp, 0, lq, lk),
-                                    k,
-                                    false,
-                                );
-                                matmul(
-                                    MatMut::strided(dkvb, hh * d, lk, d, 2 * e),
-                                    MatRef::row_major(&dp, 0, lq, lk).t(),
-                                    qm,
-                                    false,
-                                );
-                            }
-                        },
-                    )
-                });
+            let image = |b: usize, dqb: &mut [MaybeUninit<A>], mut dkvb: Option<&mut [MaybeUninit<A>]>| {
+                self.image_backward(c, &d_o, b, (dqb, q_rs), (dkvb.as_deref_mut(), kv_rs, kv_at))
+            };
+            let dq_chunks = dq.spare_capacity_mut()[..batch * lq * q_rs].par_chunks_mut(lq * q_rs);
+            if cross {
+                let dkv_chunks = dkv.spare_capacity_mut()[..batch * lk * kv_rs].par_chunks_mut(lk * kv_rs);
+                dq_chunks
+                    .zip(dkv_chunks)
+                    .enumerate()
+                    .for_each(|(b, (dqb, dkvb))| image(b, dqb, Some(dkvb)));
+            } else {
+                dq_chunks.enumerate().for_each(|(b, dqb)| image(b, dqb, None));
+            }
+            // SAFETY: every image wrote its query, key and value gradients for every head:
+            // all `d` columns of each head in every row of its chunks (`image_backward`).
+            unsafe {
+                dq.set_len(batch * lq * q_rs);
+                dkv.set_len(if cross { batch * lk * kv_rs } else { 0 });
+            }
+        } else {
+            dq.resize(batch * lq * q_rs, A::zero());
+            dkv.resize(if cross { batch * lk * kv_rs } else { 0 }, A::zero());
         }
-        let src = c.ctx.as_ref().unwrap_or(&c.x);
-        // Packed-weight gradients: rows 0..E from (dq, x), rows E..3E from (dkv, src).
-        let gw = self.in_proj_weight.g();
+        let w = self.in_proj_weight.v();
+        let dx = matmul_new(
+            MatRef::row_major(&dq, 0, batch * lq, q_rs),
+            MatRef::row_major(w, 0, q_rs, e),
+            false,
+        );
+        let dsrc = cross.then(|| {
+            matmul_new(
+                MatRef::row_major(&dkv, 0, batch * lk, 2 * e),
+                MatRef::row_major(w, e * e, 2 * e, e),
+                false,
+            )
+        });
+        // Packed-weight gradients: rows 0..q_rs from (dq, x); for cross-attention rows
+        // E..3E from (dkv, ctx).
+        let (gw, gb) = (self.in_proj_weight.g(), self.in_proj_bias.g());
         matmul(
-            MatMut::row_major(gw, 0, e, e),
-            MatRef::row_major(&dq, 0, batch * lq, e).t(),
+            MatMut::row_major(gw, 0, q_rs, e),
+            MatRef::row_major(&dq, 0, batch * lq, q_rs).t(),
             MatRef::row_major(&c.x, 0, batch * lq, e),
             true,
         );
-        matmul(
-            MatMut::row_major(gw, e * e, 2 * e, e),
-            MatRef::row_major(&dkv, 0, batch * lk, 2 * e).t(),
-            MatRef::row_major(src, 0, batch * lk, e),
-            true,
-        );
-        let gb = self.in_proj_bias.g();
-        for row in dq.chunks(e) {
-            add_into(&mut gb[..e], row);
+        add_column_sums(&mut gb[..q_rs], &dq);
+        if let Some(src) = &c.ctx {
+            matmul(
+                MatMut::row_major(gw, e * e, 2 * e, e),
+                MatRef::row_major(&dkv, 0, batch * lk, 2 * e).t(),
+                MatRef::row_major(src, 0, batch * lk, e),
+                true,
+            );
+            add_column_sums(&mut gb[e..], &dkv);
         }
-        for row in dkv.chunks(2 * e) {
-            add_into(&mut gb[e..], row);
-        }
-        let w = self.in_proj_weight.v();
-        let mut dx = vec![A::zero(); batch * lq * e];
-        matmul(
-            MatMut::row_major(&mut dx, 0, batch * lq, e),
-            MatRef::row_major(&dq, 0, batch * lq, e),
-            MatRef::row_major(w, 0, e, e),
-            false,
-        );
-        let mut dsrc = vec![A::zero(); batch * lk * e];
-        matmul(
-            MatMut::row_major(&mut dsrc, 0, batch * lk, e),
-            MatRef::row_major(&dkv, 0, batch * lk, 2 * e),
-            MatRef::row_major(w, e * e, 2 * e, e),
-            false,
-        );
-        if c.ctx.is_some() {
-            (dx, Some(dsrc))
-        } else {
-            add_into(&mut dx, &dsrc);
-            (dx, None)
-        }
+        (dx, dsrc)
+    }
+
+    /// The attention backward of batch item `b` for every head: writes its query gradients
+    /// into `dq` (row stride given) and its key and value gradients into `dkv` (row stride,
+    /// key column), or into `dq` when `dkv` is `None` (self-attention's packed layout).
+    #[allow(clippy::type_complexity)]
+    fn image_backward(
+        &self,
+        c: &AttentionCache<A>,
+        d_o: &[A],
+        b: usize,
+        (dq, q_rs): (&mut [MaybeUninit<A>], usize),
+        (mut dkv, kv_rs, kv_at): (Option<&mut [MaybeUninit<A>]>, usize, usize),
+    ) {
+        let (e, h) = (self.embed, self.heads);
+        let d = e / h;
+        let (lq, lk) = (c.len_q, c.len_kv);
+        let scale: A = cast(1.0 / (d as f64).sqrt());
+        let mut dp = vec![A::zero(); lq * lk];
+        // AVX-512 for the softmax-gradient loop between the products.
+        crate::vmath::wide(
+            #[inline(always)]
+            || {
+                for hh in 0..h {
+                    let p = &c.probs[(b * h + hh) * lq * lk..(b * h + hh + 1) * lq * lk];
+                    let kb = b * lk * c.kv_rs + c.kv_at + hh * d;
+                    let k = MatRef::strided(&c.kv, kb, lk, d, c.kv_rs);
+                    let v = MatRef::strided(&c.kv, kb + e, lk, d, c.kv_rs);
+                    let qs = if c.q.is_empty() { &c.kv } else { &c.q };
+                    let qm = MatRef::strided(qs, b * lq * c.q_rs + hh * d, lq, d, c.q_rs);
+                    let dom = MatRef::strided(d_o, b * lq * e + hh * d, lq, d, e);
+                    // dV = P^T dO ; dP = dO V^T
+                    matmul(
+                        MatMut::uninit(
+                            dkv.as_deref_mut().unwrap_or(&mut *dq),
+                            kv_at + e + hh * d,
+                            lk,
+                            d,
+                            kv_rs,
+                        ),
+                        MatRef::row_major(p, 0, lq, lk).t(),
+                        dom,
+                        false,
+                    );
+                    matmul(MatMut::row_major(&mut dp, 0, lq, lk), dom, v.t(), false);
+                    // dS = scale * P * (dP - rowsum(dP * P))
+                    for (dr, pr) in dp.chunks_mut(lk).zip(p.chunks(lk)) {
+                        let s = super::lane_dot(dr, pr, |a, b| a * b);
+                        for (dv, &pv) in dr.iter_mut().zip(pr) {
+                            *dv = scale * pv * (*dv - s);
+                        }
+                    }
+                    // dQ = dS K ; dK = dS^T Q
+                    matmul(
+                        MatMut::uninit(dq, hh * d, lq, d, q_rs),
+                        MatRef::row_major(&dp, 0, lq, lk),
+                        k,
+                        false,
+                    );
+                    matmul(
+                        MatMut::uninit(
+                            dkv.as_deref_mut().unwrap_or(&mut *dq),
+                            kv_at + hh * d,
+                            lk,
+                            d,
+                            kv_rs,
+                        ),
+                        MatRef::row_major(&dp, 0, lq, lk).t(),
+                        qm,
+                        false,
+                    );
+                }
+            },
+        )
     }
 
     /// Self-attention (`ctx = None`) or cross-attention to `ctx: [batch, S, E]`.

@@ -141,9 +141,10 @@ pub(crate) fn modulate<A: Float>(
     tokens: usize,
     dim: usize,
 ) -> Vec<A> {
-    let mut y = vec![A::zero(); x.len()];
-    let item = (tokens * dim).max(1);
-    y.par_chunks_mut(item)
+    let item = check_items(x.len(), m.len(), ms, tokens, dim);
+    let mut y = Vec::with_capacity(x.len());
+    y.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(item)
         .zip(x.par_chunks(item))
         .zip(m.par_chunks(ms.max(1)))
         .for_each(|((yb, xb), mb)| {
@@ -154,11 +155,26 @@ pub(crate) fn modulate<A: Float>(
                 .collect();
             for (yr, xr) in yb.chunks_exact_mut(dim).zip(xb.chunks_exact(dim)) {
                 for (((y, &x), &g), &b) in yr.iter_mut().zip(xr).zip(&gain).zip(shift) {
-                    *y = x * g + b;
+                    y.write(x * g + b);
                 }
             }
         });
+    // SAFETY: `check_items`: whole items of whole rows, each item with its modulation
+    // row, so every element is written.
+    unsafe { y.set_len(x.len()) };
     y
+}
+
+/// The item length `tokens * dim` of a token tensor of `len` elements modulated by rows of
+/// stride `ms` of `m`, after checking that the tensor is whole items of whole rows and that
+/// `m` has a row for every item (the passes above write every element only then).
+fn check_items(len: usize, m_len: usize, ms: usize, tokens: usize, dim: usize) -> usize {
+    let item = (tokens * dim).max(1);
+    assert!(
+        len == 0 || (dim > 0 && len.is_multiple_of(item) && m_len >= len / item * ms),
+        "adaLN: {len} elements are not items of {tokens} x {dim} with a modulation row each ({m_len} / {ms})"
+    );
+    item
 }
 
 /// Backward of [`modulate`]: returns dx and adds d(shift), d(scale) into `dm` (same packing).
@@ -174,9 +190,11 @@ pub(crate) fn modulate_backward<A: Float>(
     tokens: usize,
     dim: usize,
 ) -> Vec<A> {
-    let mut dx = vec![A::zero(); x.len()];
-    let item = (tokens * dim).max(1);
-    dx.par_chunks_mut(item)
+    let item = check_items(x.len(), m.len().min(dm.len()), ms, tokens, dim);
+    assert_eq!(dy.len(), x.len(), "adaLN gradient length");
+    let mut dx = Vec::with_capacity(x.len());
+    dx.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(item)
         .zip(x.par_chunks(item).zip(dy.par_chunks(item)))
         .zip(m.par_chunks(ms.max(1)).zip(dm.par_chunks_mut(ms.max(1))))
         .for_each(|((dxb, (xb, dyb)), (mb, dmb))| {
@@ -198,7 +216,7 @@ pub(crate) fn modulate_backward<A: Float>(
                     .zip(&mut dshift)
                     .zip(&mut dscale)
                 {
-                    *dx = dy * g;
+                    dx.write(dy * g);
                     *ds = *ds + dy;
                     *dc = *dc + dy * x;
                 }
@@ -208,6 +226,8 @@ pub(crate) fn modulate_backward<A: Float>(
                 dmb[scale_at + i] = dmb[scale_at + i] + dc;
             }
         });
+    // SAFETY: as in `modulate`.
+    unsafe { dx.set_len(x.len()) };
     dx
 }
 
@@ -246,9 +266,11 @@ pub(crate) fn gate_backward<A: Float>(
     tokens: usize,
     dim: usize,
 ) -> Vec<A> {
-    let mut df = vec![A::zero(); dy.len()];
-    let item = (tokens * dim).max(1);
-    df.par_chunks_mut(item)
+    let item = check_items(dy.len(), m.len().min(dm.len()), ms, tokens, dim);
+    assert_eq!(f.len(), dy.len(), "adaLN gated branch length");
+    let mut df = Vec::with_capacity(dy.len());
+    df.spare_capacity_mut()[..dy.len()]
+        .par_chunks_mut(item)
         .zip(f.par_chunks(item).zip(dy.par_chunks(item)))
         .zip(m.par_chunks(ms.max(1)).zip(dm.par_chunks_mut(ms.max(1))))
         .for_each(|((dfb, (fb, dyb)), (mb, dmb))| {
@@ -260,7 +282,7 @@ pub(crate) fn gate_backward<A: Float>(
                 .zip(dyb.chunks_exact(dim))
             {
                 for ((((df, &f), &dy), &g), dg) in dfr.iter_mut().zip(fr).zip(dyr).zip(g).zip(&mut dgate) {
-                    *df = dy * g;
+                    df.write(dy * g);
                     *dg = *dg + dy * f;
                 }
             }
@@ -268,6 +290,8 @@ pub(crate) fn gate_backward<A: Float>(
                 *dm = *dm + dg;
             }
         });
+    // SAFETY: as in `modulate`.
+    unsafe { df.set_len(dy.len()) };
     df
 }
 

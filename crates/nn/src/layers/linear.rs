@@ -5,7 +5,7 @@ use ndarray::ArrayD;
 
 use super::{add_column_sums, add_into, array, repeat_rows, std_slice, uniform_array};
 use crate::error::{NnError, Result};
-use crate::gemm::{MatMut, MatRef, matmul, matmul_serial, matmul_serial_if};
+use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial, matmul_serial_if};
 use crate::param::{Float, Param, Parameters};
 
 /// `y = x W^T + b`, `W: [out, in]`.
@@ -61,19 +61,15 @@ impl<A: Float> Linear<A> {
     /// spread over the threads).
     pub(crate) fn forward_rows(&self, x: &[A], rows: usize, serial: bool) -> Vec<A> {
         let (inp, out) = (self.in_features(), self.out_features());
+        let xm = MatRef::row_major(x, 0, rows, inp);
+        let wt = MatRef::row_major(self.weight.v(), 0, out, inp).t();
         // Start from the bias rows (written once, not zeroed first) and accumulate x W^T.
         let mut y = match &self.bias {
             Some(b) if serial => b.v().repeat(rows),
             Some(b) => repeat_rows(b.v(), rows),
-            None => vec![A::zero(); rows * out],
+            None => return matmul_new(xm, wt, serial),
         };
-        matmul_serial_if(
-            serial,
-            MatMut::row_major(&mut y, 0, rows, out),
-            MatRef::row_major(x, 0, rows, inp),
-            MatRef::row_major(self.weight.v(), 0, out, inp).t(),
-            self.bias.is_some(),
-        );
+        matmul_serial_if(serial, MatMut::row_major(&mut y, 0, rows, out), xm, wt, true);
         y
     }
 
@@ -81,15 +77,11 @@ impl<A: Float> Linear<A> {
     /// `serial`.
     pub(crate) fn input_grad(&self, dy: &[A], rows: usize, serial: bool) -> Vec<A> {
         let (inp, out) = (self.in_features(), self.out_features());
-        let mut dx = vec![A::zero(); rows * inp];
-        matmul_serial_if(
-            serial,
-            MatMut::row_major(&mut dx, 0, rows, inp),
+        matmul_new(
             MatRef::row_major(dy, 0, rows, out),
             MatRef::row_major(self.weight.v(), 0, out, inp),
-            false,
-        );
-        dx
+            serial,
+        )
     }
 
     /// The weight and bias gradients of rows `x` with output gradient `dy`, as one vector

@@ -223,6 +223,15 @@ pub(crate) fn lane_max<A: Float>(a: &[A]) -> A {
     acc.iter().fold(A::neg_infinity(), |m, &v| m.max(v))
 }
 
+/// `s` as initialised elements (`slice_assume_init_mut`, not yet stable).
+///
+/// # Safety
+/// Every element of `s` has been written.
+pub(crate) unsafe fn assume_init_mut<A>(s: &mut [std::mem::MaybeUninit<A>]) -> &mut [A] {
+    // SAFETY: `MaybeUninit<A>` has `A`'s layout, and the caller guarantees initialisation.
+    unsafe { &mut *(s as *mut [std::mem::MaybeUninit<A>] as *mut [A]) }
+}
+
 /// `acc += v` elementwise.
 pub(crate) fn add_into<A: Float>(acc: &mut [A], v: &[A]) {
     for (a, b) in acc.iter_mut().zip(v) {
