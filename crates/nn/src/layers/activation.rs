@@ -221,6 +221,45 @@ pub(crate) fn gelu_in_place<A: Float>(x: &mut [A]) {
         .for_each(|x| exp_map_in_place(x, gelu_arg, gelu_of_exp));
 }
 
+/// Chunks of whole rows of `n` elements, about [`CHUNK`] long.
+fn row_chunk(n: usize) -> usize {
+    CHUNK.div_ceil(n.max(1)) * n.max(1)
+}
+
+/// `z += bias` on every row (`bias.len()` wide), then returns `gelu(z)`, leaving `z` biased
+/// (the backward's input). The bias is added while each row is in cache, instead of filling
+/// the product's output with bias rows in a pass of its own.
+pub(crate) fn bias_gelu<A: Float>(z: &mut [A], bias: &[A]) -> Vec<A> {
+    let n = bias.len();
+    assert!(n > 0 && z.len().is_multiple_of(n), "bias_gelu: rows of {n}");
+    let mut y = Vec::with_capacity(z.len());
+    y.spare_capacity_mut()[..z.len()]
+        .par_chunks_mut(row_chunk(n))
+        .zip(z.par_chunks_mut(row_chunk(n)))
+        .for_each(|(y, z)| {
+            for (yr, zr) in y.chunks_mut(n).zip(z.chunks_mut(n)) {
+                super::add_into(zr, bias);
+                exp_map_into(zr, yr, gelu_arg, gelu_of_exp);
+            }
+        });
+    // SAFETY: `y`'s chunks pair with equally long chunks of whole rows of `z`, and
+    // `exp_map_into` writes one output per element of each row.
+    unsafe { y.set_len(z.len()) };
+    y
+}
+
+/// `z = gelu(z + bias)` per row, in place (inference; see [`bias_gelu`]).
+pub(crate) fn bias_gelu_in_place<A: Float>(z: &mut [A], bias: &[A]) {
+    let n = bias.len();
+    assert!(n > 0 && z.len().is_multiple_of(n), "bias_gelu: rows of {n}");
+    z.par_chunks_mut(row_chunk(n)).for_each(|z| {
+        for zr in z.chunks_mut(n) {
+            super::add_into(zr, bias);
+            exp_map_in_place(zr, gelu_arg, gelu_of_exp);
+        }
+    });
+}
+
 /// dL/dx of tanh-GELU.
 pub(crate) fn gelu_backward_slice<A: Float>(x: &[A], dy: &[A]) -> Vec<A> {
     par_exp_map2(x, dy, gelu_arg, gelu_grad)

@@ -73,6 +73,21 @@ impl<A: Float> Linear<A> {
         y
     }
 
+    /// `x W^T` without the bias, for a caller that adds it in a pass of its own.
+    pub(crate) fn forward_unbiased(&self, x: &[A], rows: usize) -> Vec<A> {
+        let (inp, out) = (self.in_features(), self.out_features());
+        matmul_new(
+            MatRef::row_major(x, 0, rows, inp),
+            MatRef::row_major(self.weight.v(), 0, out, inp).t(),
+            false,
+        )
+    }
+
+    /// The bias values, if the layer has a bias.
+    pub(crate) fn bias_values(&self) -> Option<&[A]> {
+        self.bias.as_ref().map(|b| b.v())
+    }
+
     /// `dx = dy W` for rows of `dy` (no parameter gradients), on the calling thread when
     /// `serial`.
     pub(crate) fn input_grad(&self, dy: &[A], rows: usize, serial: bool) -> Vec<A> {
