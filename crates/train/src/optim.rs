@@ -1,11 +1,20 @@
 //! AdamW, the learning-rate schedule, gradient clipping and the EMA of weights.
 
 use ndarray::ArrayD;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError, check_positive, check_range};
 use crate::net::{Param, Parameters};
 use crate::scalar::Scalar;
+
+/// Elements per parallel task of the AdamW update.
+const UPDATE_CHUNK: usize = 1 << 14;
+
+/// A parameter, gradient or moment tensor as a slice: all are created in standard layout.
+fn standard<S>(s: Option<S>) -> S {
+    s.expect("parameters and optimizer moments are kept in standard layout")
+}
 
 /// AdamW hyperparameters; the defaults are PyTorch's (`torch.optim.AdamW`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -164,23 +173,36 @@ impl<A: Scalar> AdamW<A> {
         let decay = 1.0 - lr * weight_decay;
         self.check_model(model)?;
         let mut index = 0;
+        let update = |w: &mut [A], g: &[A], ea: &mut [A], eas: &mut [A]| {
+            for (((w, &g), ea), eas) in w.iter_mut().zip(g).zip(ea).zip(eas) {
+                let g = g.wide();
+                let mean = beta1 * ea.wide() + (1.0 - beta1) * g;
+                let var = beta2 * eas.wide() + (1.0 - beta2) * g * g;
+                let denom = var.sqrt() / bias2_sqrt + eps;
+                *w = A::narrow(w.wide() * decay - step_size * mean / denom);
+                *ea = A::narrow(mean);
+                *eas = A::narrow(var);
+            }
+        };
         model.visit_mut(&mut |_, p: &mut Param<A>| {
             let m = &mut self.moments[index];
             index += 1;
             let Param { value, grad } = p;
-            ndarray::Zip::from(value)
-                .and(&*grad)
-                .and(&mut m.exp_avg)
-                .and(&mut m.exp_avg_sq)
-                .for_each(|w, &g, ea, eas| {
-                    let g = g.wide();
-                    let mean = beta1 * ea.wide() + (1.0 - beta1) * g;
-                    let var = beta2 * eas.wide() + (1.0 - beta2) * g * g;
-                    let denom = var.sqrt() / bias2_sqrt + eps;
-                    *w = A::narrow(w.wide() * decay - step_size * mean / denom);
-                    *ea = A::narrow(mean);
-                    *eas = A::narrow(var);
-                });
+            let (w, g, ea, eas) = (
+                standard(value.as_slice_mut()),
+                standard(grad.as_slice()),
+                standard(m.exp_avg.as_slice_mut()),
+                standard(m.exp_avg_sq.as_slice_mut()),
+            );
+            // Elementwise, so chunking (and the thread count) cannot change a result.
+            if w.len() < UPDATE_CHUNK {
+                update(w, g, ea, eas);
+            } else {
+                w.par_chunks_mut(UPDATE_CHUNK)
+                    .zip(g.par_chunks(UPDATE_CHUNK))
+                    .zip(ea.par_chunks_mut(UPDATE_CHUNK).zip(eas.par_chunks_mut(UPDATE_CHUNK)))
+                    .for_each(|((w, g), (ea, eas))| update(w, g, ea, eas));
+            }
         });
         self.step = k;
         Ok(())
