@@ -200,7 +200,10 @@ impl<A: Scalar> AdamW<A> {
             } else {
                 w.par_chunks_mut(UPDATE_CHUNK)
                     .zip(g.par_chunks(UPDATE_CHUNK))
-                    .zip(ea.par_chunks_mut(UPDATE_CHUNK).zip(eas.par_chunks_mut(UPDATE_CHUNK)))
+                    .zip(
+                        ea.par_chunks_mut(UPDATE_CHUNK)
+                            .zip(eas.par_chunks_mut(UPDATE_CHUNK)),
+                    )
                     .for_each(|((w, g), (ea, eas))| update(w, g, ea, eas));
             }
         });

@@ -9,7 +9,7 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::linear::Linear;
-use super::{add_column_sums, array, std_slice, uniform_array};
+use super::{add_column_sums, add_into, array, std_slice, uniform_array};
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_new};
 use crate::param::{Float, Param, Parameters, cast, visit_child, visit_child_mut};
@@ -21,6 +21,15 @@ pub struct MultiheadAttention<A> {
     pub in_proj_weight: Param<A>,
     pub in_proj_bias: Param<A>,
     pub out_proj: Linear<A>,
+}
+
+/// Where queries, keys and values sit in the projections: queries with row stride `q_rs`,
+/// keys/values with row stride `kv_rs`, keys from column `kv_at` and values `E` further.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    q_rs: usize,
+    kv_rs: usize,
+    kv_at: usize,
 }
 
 /// What attention keeps for its backward pass.
@@ -92,17 +101,15 @@ impl<A: Float> MultiheadAttention<A> {
         Ok((shape[0], shape[1]))
     }
 
-    /// Projects `rows` tokens with rows `r0..r0+n` of the packed weights.
+    /// Projects `rows` tokens with rows `r0..r0+n` of the packed weights, without the bias
+    /// (added per batch item by [`Self::image_forward`], while its rows are in cache).
     fn project(&self, x: &[A], rows: usize, r0: usize, n: usize) -> Vec<A> {
         let e = self.embed;
-        let mut y = super::repeat_rows(&self.in_proj_bias.v()[r0..r0 + n], rows);
-        matmul(
-            MatMut::row_major(&mut y, 0, rows, n),
+        matmul_new(
             MatRef::row_major(x, 0, rows, e),
             MatRef::row_major(self.in_proj_weight.v(), r0 * e, n, e).t(),
-            true,
-        );
-        y
+            false,
+        )
     }
 
     /// Attention on slices; `ctx = None` is self-attention.
@@ -114,10 +121,9 @@ impl<A: Float> MultiheadAttention<A> {
         ctx: Option<(Vec<A>, usize)>,
     ) -> (Vec<A>, AttentionCache<A>) {
         let (e, h) = (self.embed, self.heads);
-        let d = e / h;
         let len_kv = ctx.as_ref().map_or(len_q, |c| c.1);
         // Self-attention projects queries, keys and values in one product.
-        let (q, kv, q_rs, kv_rs, kv_at) = match &ctx {
+        let (mut q, mut kv, q_rs, kv_rs, kv_at) = match &ctx {
             None => (
                 Vec::new(),
                 self.project(&x, batch * len_q, 0, 3 * e),
@@ -133,45 +139,24 @@ impl<A: Float> MultiheadAttention<A> {
                 0,
             ),
         };
-        let qs: &[A] = if ctx.is_none() { &kv } else { &q };
-        let scale = 1.0 / (d as f64).sqrt();
         let plen = h * len_q * len_kv;
         let (mut probs, mut o) = (
             Vec::with_capacity(batch * plen),
             Vec::with_capacity(batch * len_q * e),
         );
+        let layout = Layout { q_rs, kv_rs, kv_at };
         if plen > 0 {
-            probs.spare_capacity_mut()[..batch * plen]
+            let pieces = probs.spare_capacity_mut()[..batch * plen]
                 .par_chunks_mut(plen)
                 .zip(o.spare_capacity_mut()[..batch * len_q * e].par_chunks_mut(len_q * e))
-                .enumerate()
-                .for_each(|(b, (pb, ob))| {
-                    // AVX-512 for the softmax loops between the products.
-                    crate::vmath::wide(
-                        #[inline(always)]
-                        || {
-                            for hh in 0..h {
-                                let p = &mut pb[hh * len_q * len_kv..(hh + 1) * len_q * len_kv];
-                                let kb = b * len_kv * kv_rs + kv_at + hh * d;
-                                matmul(
-                                    MatMut::uninit(p, 0, len_q, len_kv, len_kv),
-                                    MatRef::strided(qs, b * len_q * q_rs + hh * d, len_q, d, q_rs),
-                                    MatRef::strided(&kv, kb, len_kv, d, kv_rs).t(),
-                                    false,
-                                );
-                                // SAFETY: the product above wrote all of `p`.
-                                let p = unsafe { super::assume_init_mut(p) };
-                                softmax_rows(p, len_kv, cast(scale));
-                                matmul(
-                                    MatMut::uninit(ob, hh * d, len_q, d, e),
-                                    MatRef::row_major(p, 0, len_q, len_kv),
-                                    MatRef::strided(&kv, kb + e, len_kv, d, kv_rs),
-                                    false,
-                                );
-                            }
-                        },
-                    )
-                });
+                .zip(kv.par_chunks_mut(len_kv * kv_rs));
+            if ctx.is_some() {
+                pieces
+                    .zip(q.par_chunks_mut(len_q * q_rs))
+                    .for_each(|(((pb, ob), kvb), qb)| self.image_forward(layout, pb, ob, kvb, Some(qb)));
+            } else {
+                pieces.for_each(|((pb, ob), kvb)| self.image_forward(layout, pb, ob, kvb, None));
+            }
             // SAFETY: every head wrote its whole probability block and its `d` columns of
             // every output row, and the heads' columns tile the `e` columns.
             unsafe {
@@ -179,6 +164,7 @@ impl<A: Float> MultiheadAttention<A> {
                 o.set_len(batch * len_q * e);
             }
         } else {
+            self.add_biases(layout, &mut kv, Some(&mut q));
             o.resize(batch * len_q * e, A::zero());
         }
         let y = self.out_proj.forward_slice(&o, batch * len_q);
@@ -197,6 +183,64 @@ impl<A: Float> MultiheadAttention<A> {
                 kv_at,
                 probs,
                 o,
+            },
+        )
+    }
+
+    /// Adds the projection biases to rows of keys/values `kv` and of queries `q` (`None`:
+    /// the queries are in `kv`, self-attention's packed layout).
+    fn add_biases(&self, l: Layout, kv: &mut [A], q: Option<&mut [A]>) {
+        let (e, bias) = (self.embed, self.in_proj_bias.v());
+        // Packed rows hold all three projections; cross-attention's keys and values are the
+        // bias's last two thirds.
+        let kv_bias = &bias[3 * e - l.kv_rs..];
+        for row in kv.chunks_mut(l.kv_rs) {
+            add_into(row, kv_bias);
+        }
+        for row in q.into_iter().flat_map(|q| q.chunks_mut(l.q_rs)) {
+            add_into(row, &bias[..e]);
+        }
+    }
+
+    /// Attention of one batch item: adds the projection biases to its queries, keys and
+    /// values, then per head writes the probabilities `p` and the output's `d` columns.
+    fn image_forward(
+        &self,
+        l: Layout,
+        pb: &mut [MaybeUninit<A>],
+        ob: &mut [MaybeUninit<A>],
+        kv: &mut [A],
+        mut q: Option<&mut [A]>,
+    ) {
+        let (e, h) = (self.embed, self.heads);
+        let d = e / h;
+        let (len_q, len_kv) = (ob.len() / e, kv.len() / l.kv_rs);
+        self.add_biases(l, kv, q.as_deref_mut());
+        let (kv, qs) = (&*kv, q.as_deref().unwrap_or(kv));
+        let scale: A = cast(1.0 / (d as f64).sqrt());
+        // AVX-512 for the softmax loops between the products.
+        crate::vmath::wide(
+            #[inline(always)]
+            || {
+                for hh in 0..h {
+                    let p = &mut pb[hh * len_q * len_kv..(hh + 1) * len_q * len_kv];
+                    let kb = l.kv_at + hh * d;
+                    matmul(
+                        MatMut::uninit(p, 0, len_q, len_kv, len_kv),
+                        MatRef::strided(qs, hh * d, len_q, d, l.q_rs),
+                        MatRef::strided(kv, kb, len_kv, d, l.kv_rs).t(),
+                        false,
+                    );
+                    // SAFETY: the product above wrote all of `p`.
+                    let p = unsafe { super::assume_init_mut(p) };
+                    softmax_rows(p, len_kv, scale);
+                    matmul(
+                        MatMut::uninit(ob, hh * d, len_q, d, e),
+                        MatRef::row_major(p, 0, len_q, len_kv),
+                        MatRef::strided(kv, kb + e, len_kv, d, l.kv_rs),
+                        false,
+                    );
+                }
             },
         )
     }
