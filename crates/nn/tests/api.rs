@@ -73,6 +73,14 @@ fn results_do_not_depend_on_thread_count() {
         three.install(|| run(&unet, &x, &t))
     );
     assert_eq!(one.install(|| run(&dit, &xd, &t[..3])), run(&dit, &xd, &t[..3]));
+    // The MLP runs row blocks, one per task: several blocks, the last one partial.
+    let mlp = MlpDenoiser::<f32>::new(MlpConfig::default(), &mut rng).unwrap();
+    let xm = randn(&[1300, 2], &mut rng);
+    let tm: Vec<f32> = (0..1300).map(|i| (i * 37 % 1000) as f32).collect();
+    assert_eq!(
+        one.install(|| run(&mlp, &xm, &tm)),
+        three.install(|| run(&mlp, &xm, &tm))
+    );
     // 16x16 planes run their 3x3 convolutions by Winograd: batch-parallel (5 items) and
     // product-parallel (2 items).
     let unet = unet_of_size(16);

@@ -47,7 +47,7 @@ const DIRECT_INPUT_DIM: usize = 32;
 /// Batch rows per block: a block runs through every layer on one thread, its activations
 /// (`ROW_BLOCK x hidden`) staying in that core's cache, with no synchronisation between
 /// layers. Fixed, so results do not depend on the thread count.
-const ROW_BLOCK: usize = 256;
+const ROW_BLOCK: usize = 512;
 
 /// Per row block: the input of every Linear after the first (SiLU outputs) and the
 /// pre-activation of every SiLU. The first layer's input is `x` plus the embedding rows.
