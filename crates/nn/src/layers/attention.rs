@@ -363,13 +363,7 @@ impl<A: Float> MultiheadAttention<A> {
                         false,
                     );
                     matmul(MatMut::row_major(&mut dp, 0, lq, lk), dom, v.t(), false);
-                    // dS = scale * P * (dP - rowsum(dP * P))
-                    for (dr, pr) in dp.chunks_mut(lk).zip(p.chunks(lk)) {
-                        let s = super::lane_dot(dr, pr, |a, b| a * b);
-                        for (dv, &pv) in dr.iter_mut().zip(pr) {
-                            *dv = scale * pv * (*dv - s);
-                        }
-                    }
+                    softmax_backward_rows(&mut dp, p, lk, scale);
                     // dQ = dS K ; dK = dS^T Q
                     matmul(
                         MatMut::uninit(dq, hh * d, lq, d, q_rs),
@@ -445,6 +439,18 @@ pub(crate) fn softmax_rows<A: Float>(s: &mut [A], n: usize, scale: A) {
         let inv = A::one() / sum;
         for v in row.iter_mut() {
             *v = *v * inv;
+        }
+    }
+}
+
+/// The score gradient of [`softmax_rows`] in place: `dp` (the probabilities' gradient)
+/// becomes `scale * p * (dp - rowsum(dp * p))`, row by row.
+#[inline(always)]
+pub(crate) fn softmax_backward_rows<A: Float>(dp: &mut [A], p: &[A], n: usize, scale: A) {
+    for (dr, pr) in dp.chunks_mut(n).zip(p.chunks(n)) {
+        let s = super::lane_dot(dr, pr, |a, b| a * b);
+        for (dv, &pv) in dr.iter_mut().zip(pr) {
+            *dv = scale * pv * (*dv - s);
         }
     }
 }

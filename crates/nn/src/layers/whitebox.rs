@@ -6,7 +6,7 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::attention::softmax_rows;
+use super::attention::{softmax_backward_rows, softmax_rows};
 use super::linear::Linear;
 use super::{add_into, array, std_slice, uniform_array};
 use crate::error::{NnError, Result, check_shape};
@@ -133,12 +133,7 @@ impl<A: Float> SubspaceAttention<A> {
                         true,
                     );
                     matmul(MatMut::row_major(&mut ds, 0, n, n), dom, u.t(), false);
-                    for (dr, prow) in ds.chunks_mut(n).zip(pr.chunks(n)) {
-                        let s = super::lane_dot(dr, prow, |a, b| a * b);
-                        for (dv, &pv) in dr.iter_mut().zip(prow) {
-                            *dv = scale * pv * (*dv - s);
-                        }
-                    }
+                    softmax_backward_rows(&mut ds, pr, n, scale);
                     // query and key paths: dU += dS U + dS^T U
                     let dsm = MatRef::row_major(&ds, 0, n, n);
                     matmul(MatMut::strided(dpb, k * d, n, d, w), dsm, u, true);
