@@ -434,7 +434,11 @@ pub(crate) fn softmax_rows<A: Float>(s: &mut [A], n: usize, scale: A) {
         for v in row.iter_mut() {
             *v = (*v - m) * scale;
         }
-        A::exp_in_place(row);
+    }
+    // One call for the whole block: rows are short (tens of elements), and a call per row
+    // cost more than its exponentials.
+    A::exp_in_place(s);
+    for row in s.chunks_mut(n) {
         let sum = super::lane_dot(row, row, |v, _| v);
         let inv = A::one() / sum;
         for v in row.iter_mut() {
