@@ -339,3 +339,24 @@ impl Dropout {
         Ok(dy * mask)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bias_gelu_is_gelu_of_the_biased_rows() {
+        // Rows spanning several parallel chunks, with a width that does not divide them.
+        let (rows, n) = (301, 77);
+        let z: Vec<f32> = (0..rows * n).map(|i| ((i * 7919) % 2001) as f32 * 0.004 - 4.0).collect();
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.05 - 2.0).collect();
+        let biased: Vec<f32> = z.chunks(n).flat_map(|r| r.iter().zip(&bias).map(|(v, b)| v + b)).collect();
+        let want = gelu_slice(&biased);
+        let mut zt = z.clone();
+        assert_eq!(bias_gelu(&mut zt, &bias), want);
+        assert_eq!(zt, biased, "the pre-activation is left biased");
+        let mut zi = z;
+        bias_gelu_in_place(&mut zi, &bias);
+        assert_eq!(zi, want);
+    }
+}
