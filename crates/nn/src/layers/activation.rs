@@ -145,6 +145,42 @@ pub(crate) fn silu_in_place_seq<A: Float>(x: &mut [A]) {
     exp_map_in_place(x, |v| -v, |v, e| v * sigmoid_of_exp(e));
 }
 
+/// `z += bias` on every row (when given), then `silu(z)` as a new vector, leaving `z`
+/// biased (the backward's input); on the calling thread. See [`bias_gelu`].
+pub(crate) fn bias_silu_seq<A: Float>(z: &mut [A], bias: Option<&[A]>) -> Vec<A> {
+    add_row_bias(z, bias);
+    let mut y = Vec::with_capacity(z.len());
+    exp_map_into(
+        z,
+        &mut y.spare_capacity_mut()[..z.len()],
+        |v| -v,
+        |v, e| v * sigmoid_of_exp(e),
+    );
+    // SAFETY: `exp_map_into` writes one output per element of `z`.
+    unsafe { y.set_len(z.len()) };
+    y
+}
+
+/// `z = silu(z + bias)` in place on the calling thread (inference; see [`bias_silu_seq`]).
+pub(crate) fn bias_silu_in_place_seq<A: Float>(z: &mut [A], bias: Option<&[A]>) {
+    add_row_bias(z, bias);
+    silu_in_place_seq(z);
+}
+
+/// `z += bias` on every row of `bias.len()` elements.
+fn add_row_bias<A: Float>(z: &mut [A], bias: Option<&[A]>) {
+    if let Some(b) = bias {
+        assert!(
+            !b.is_empty() && z.len().is_multiple_of(b.len()),
+            "bias rows of {}",
+            b.len()
+        );
+        for row in z.chunks_mut(b.len()) {
+            super::add_into(row, b);
+        }
+    }
+}
+
 /// `x[i] = f(x[i], exp(arg(x[i])))` in place on the calling thread (see [`exp_map_into`]).
 #[inline(always)]
 fn exp_map_in_place<A: Float>(x: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A) -> A) {
@@ -348,9 +384,14 @@ mod tests {
     fn bias_gelu_is_gelu_of_the_biased_rows() {
         // Rows spanning several parallel chunks, with a width that does not divide them.
         let (rows, n) = (301, 77);
-        let z: Vec<f32> = (0..rows * n).map(|i| ((i * 7919) % 2001) as f32 * 0.004 - 4.0).collect();
+        let z: Vec<f32> = (0..rows * n)
+            .map(|i| ((i * 7919) % 2001) as f32 * 0.004 - 4.0)
+            .collect();
         let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.05 - 2.0).collect();
-        let biased: Vec<f32> = z.chunks(n).flat_map(|r| r.iter().zip(&bias).map(|(v, b)| v + b)).collect();
+        let biased: Vec<f32> = z
+            .chunks(n)
+            .flat_map(|r| r.iter().zip(&bias).map(|(v, b)| v + b))
+            .collect();
         let want = gelu_slice(&biased);
         let mut zt = z.clone();
         assert_eq!(bias_gelu(&mut zt, &bias), want);

@@ -73,13 +73,14 @@ impl<A: Float> Linear<A> {
         y
     }
 
-    /// `x W^T` without the bias, for a caller that adds it in a pass of its own.
-    pub(crate) fn forward_unbiased(&self, x: &[A], rows: usize) -> Vec<A> {
+    /// `x W^T` without the bias, for a caller that adds it in a pass of its own; on the
+    /// calling thread when `serial`.
+    pub(crate) fn forward_unbiased(&self, x: &[A], rows: usize, serial: bool) -> Vec<A> {
         let (inp, out) = (self.in_features(), self.out_features());
         matmul_new(
             MatRef::row_major(x, 0, rows, inp),
             MatRef::row_major(self.weight.v(), 0, out, inp).t(),
-            false,
+            serial,
         )
     }
 

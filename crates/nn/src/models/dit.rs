@@ -344,7 +344,7 @@ impl<A: Float> Dit<A> {
                 let (a, _) = blk.attn.forward_slice(u, batch, tok, None);
                 gate_add(&mut h, &a, &m, 6 * d, 2 * d, tok, d);
                 let v = blk.norm.normalize_modulated(&h, &m, (6 * d, 3 * d, 4 * d), tok);
-                let mut f1 = blk.mlp0.forward_unbiased(&v, batch * tok);
+                let mut f1 = blk.mlp0.forward_unbiased(&v, batch * tok, false);
                 match blk.mlp0.bias_values() {
                     Some(b) => bias_gelu_in_place(&mut f1, b),
                     None => gelu_in_place(&mut f1),
@@ -359,7 +359,7 @@ impl<A: Float> Dit<A> {
             gate_add(&mut h, &a, &m, 6 * d, 2 * d, tok, d);
             let n2c = blk.norm.normalize(&h);
             let v = modulate(n2c.xhat(), &m, 6 * d, 3 * d, 4 * d, tok, d);
-            let mut f1 = blk.mlp0.forward_unbiased(&v, batch * tok);
+            let mut f1 = blk.mlp0.forward_unbiased(&v, batch * tok, false);
             let gl = match blk.mlp0.bias_values() {
                 Some(b) => bias_gelu(&mut f1, b),
                 None => gelu_slice(&f1),

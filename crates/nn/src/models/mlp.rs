@@ -5,7 +5,7 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use crate::error::{NnError, Result};
-use crate::layers::activation::{silu_backward_in_place_seq, silu_in_place_seq};
+use crate::layers::activation::{bias_silu_in_place_seq, bias_silu_seq, silu_backward_in_place_seq};
 use std::borrow::Cow;
 
 use crate::gemm::{MatMut, MatRef, matmul, matmul_serial};
@@ -155,19 +155,27 @@ impl<A: Float> MlpDenoiser<A> {
                 let mut z =
                     self.first_layer_rows(&x[r0 * d..(r0 + rows) * d], &temb.index[r0..r0 + rows], &proj);
                 let (mut inputs, mut pre) = (Vec::new(), Vec::new());
+                // Each product is computed without its bias, which the activation pass
+                // that reads it adds (the last layer's is added at the end).
+                let mut bias = None;
                 for layer in &self.layers[1..=last] {
                     let h = if keep {
-                        let mut h = z.clone();
-                        silu_in_place_seq(&mut h);
+                        let h = bias_silu_seq(&mut z, bias);
                         pre.push(std::mem::take(&mut z));
                         h
                     } else {
-                        silu_in_place_seq(&mut z);
+                        bias_silu_in_place_seq(&mut z, bias);
                         std::mem::take(&mut z)
                     };
-                    z = layer.forward_rows(&h, rows, true);
+                    z = layer.forward_unbiased(&h, rows, true);
+                    bias = layer.bias_values();
                     if keep {
                         inputs.push(h);
+                    }
+                }
+                if let Some(b) = bias {
+                    for row in z.chunks_mut(b.len()) {
+                        add_into(row, b);
                     }
                 }
                 (z, keep.then_some(BlockCache { rows, inputs, pre }))
