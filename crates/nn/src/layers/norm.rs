@@ -118,12 +118,44 @@ fn normalize_backward<A: Float>(xhat: &[A], rstd: &[A], g: &mut [A], block: usiz
 /// [`normalize_backward`] of one block.
 #[inline(always)]
 fn normalize_backward_block<A: Float>(g: &mut [A], xh: &[A], r: A) {
-    let n = g.len() as f64;
-    let mg = lane_sum(g, g, |v, _| v) / n;
-    let mgx = lane_sum(g, xh, |a, b| a * b) / n;
-    let r = wide(r);
+    let grad = BlockGradient::new(g, xh, r);
     for (gv, &xv) in g.iter_mut().zip(xh) {
-        *gv = cast(r * (wide(*gv) - mg - wide(xv) * mgx));
+        *gv = grad.at(*gv, xv);
+    }
+}
+
+/// `acc += dL/dx` of one block given `g = dL/dxhat` (see [`normalize_backward`]).
+#[inline(always)]
+fn normalize_backward_add_block<A: Float>(g: &[A], xh: &[A], r: A, acc: &mut [A]) {
+    let grad = BlockGradient::new(g, xh, r);
+    for ((a, &gv), &xv) in acc.iter_mut().zip(g).zip(xh) {
+        *a = *a + grad.at(gv, xv);
+    }
+}
+
+/// A block's `mean(g)`, `mean(g * xhat)` and `rstd`, in f64: the normalisation's input
+/// gradient is then elementwise.
+struct BlockGradient {
+    mg: f64,
+    mgx: f64,
+    r: f64,
+}
+
+impl BlockGradient {
+    #[inline(always)]
+    fn new<A: Float>(g: &[A], xh: &[A], r: A) -> Self {
+        let n = g.len() as f64;
+        Self {
+            mg: lane_sum(g, g, |v, _| v) / n,
+            mgx: lane_sum(g, xh, |a, b| a * b) / n,
+            r: wide(r),
+        }
+    }
+
+    /// `rstd * (g - mean(g) - xhat * mean(g * xhat))`, rounded once.
+    #[inline(always)]
+    fn at<A: Float>(&self, g: A, xh: A) -> A {
+        cast(self.r * (wide(g) - self.mg - wide(xh) * self.mgx))
     }
 }
 
@@ -254,6 +286,41 @@ impl<A: Float> LayerNorm<A> {
         }
         normalize_backward(&cache.xhat, &cache.rstd, &mut g, d);
         g
+    }
+
+    /// `acc += dL/dx` (the residual stream the norm reads from), without a gradient vector
+    /// of its own in between.
+    pub(crate) fn backward_add(&mut self, cache: &NormCache<A>, dy: &[A], acc: &mut [A]) {
+        if self.affine.is_some() {
+            super::add_into(acc, &self.backward_slice(cache, dy));
+            return;
+        }
+        let d = self.dim;
+        assert!(
+            dy.len() == acc.len() && dy.len() == cache.xhat.len(),
+            "LayerNorm gradient lengths"
+        );
+        let per_task = blocks_per_task(d);
+        acc.par_chunks_mut(d * per_task)
+            .zip(dy.par_chunks(d * per_task))
+            .zip(
+                cache
+                    .xhat
+                    .par_chunks(d * per_task)
+                    .zip(cache.rstd.par_chunks(per_task)),
+            )
+            .for_each(|((acc, g), (xh, r))| {
+                crate::vmath::wide(
+                    #[inline(always)]
+                    || {
+                        for (((acc, g), xh), &r) in
+                            acc.chunks_mut(d).zip(g.chunks(d)).zip(xh.chunks(d)).zip(r)
+                        {
+                            normalize_backward_add_block(g, xh, r, acc);
+                        }
+                    },
+                )
+            });
     }
 
     fn check(&self, shape: &[usize]) -> Result<()> {
@@ -554,5 +621,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Adding the input gradient into the residual stream is the same arithmetic as
+    /// computing it and adding it after, over several parallel tasks of rows.
+    #[test]
+    fn backward_add_is_add_of_backward() {
+        let (rows, dim) = (300, 64);
+        let mut z = vec![0.0; rows * dim * 3];
+        diffusion_core::Rng::new(2).fill_normal(&mut z);
+        let z: Vec<f32> = z.iter().map(|&v| v as f32).collect();
+        let (x, rest) = z.split_at(rows * dim);
+        let (dy, acc) = rest.split_at(rows * dim);
+        let mut norm = LayerNorm::<f32>::new(dim, 1e-6, false);
+        let cache = norm.normalize(x);
+        let mut want = acc.to_vec();
+        super::super::add_into(&mut want, &norm.backward_slice(&cache, dy));
+        let mut got = acc.to_vec();
+        norm.backward_add(&cache, dy, &mut got);
+        assert_eq!(got, want);
     }
 }

@@ -430,11 +430,11 @@ impl<A: Float> Network<A> for Dit<A> {
             gelu_backward_in_place(&bc.f1, &mut df1);
             let dv = blk.mlp0.backward_slice(&bc.v, &df1, batch * tok, true);
             let dn2 = modulate_backward(bc.n2c.xhat(), &dv, &bc.m, &mut dm, 6 * d, 3 * d, 4 * d, tok, d);
-            add_into(&mut dh, &blk.norm.backward_slice(&bc.n2c, &dn2));
+            blk.norm.backward_add(&bc.n2c, &dn2, &mut dh);
             let da = gate_backward(&dh, &bc.a, &bc.m, &mut dm, 6 * d, 2 * d, tok, d);
             let (du, _) = blk.attn.backward_slice(&bc.attn, &da);
             let dn1 = modulate_backward(bc.n1c.xhat(), &du, &bc.m, &mut dm, 6 * d, 0, d, tok, d);
-            add_into(&mut dh, &blk.norm.backward_slice(&bc.n1c, &dn1));
+            blk.norm.backward_add(&bc.n1c, &dn1, &mut dh);
             add_into(&mut dsc, &blk.ada.backward_slice(sc, &dm, batch, true));
         }
         self.stem_backward(&cache.stem, &dh, &dsc)

@@ -222,7 +222,7 @@ impl<A: Float> Network<A> for WhiteBoxDit<A> {
                 tok,
                 d,
             );
-            add_into(&mut dh, &blk.norm.backward_slice(&bc.n2c, &dn2));
+            blk.norm.backward_add(&bc.n2c, &dn2, &mut dh);
             let da = gate_backward(&dh, &bc.a, &bc.m, &mut dm, 6 * d, 2 * d, tok, d);
             let du = blk.attn.backward(&bc.attn, &array(&shape, da))?;
             let dn1 = modulate_backward(
@@ -236,7 +236,7 @@ impl<A: Float> Network<A> for WhiteBoxDit<A> {
                 tok,
                 d,
             );
-            add_into(&mut dh, &blk.norm.backward_slice(&bc.n1c, &dn1));
+            blk.norm.backward_add(&bc.n1c, &dn1, &mut dh);
             add_into(&mut dsc, &blk.ada.backward_slice(sc, &dm, batch, true));
         }
         self.skeleton.stem_backward(&cache.stem, &dh, &dsc)
