@@ -227,9 +227,7 @@ pub(crate) fn macs() -> u64 {
 
 /// `c = a @ b` (or `c += a @ b` with `accumulate`).
 pub(crate) fn matmul<A: Float>(c: MatMut<'_, A>, a: MatRef<'_, A>, b: MatRef<'_, A>, accumulate: bool) {
-    let split = Split::for_sizes(c.rows, c.cols, a.cols);
-    add_macs(c.rows * c.cols * a.cols);
-    matmul_split(c, a, b, accumulate, split);
+    matmul_serial_if(false, c, a, b, accumulate);
 }
 
 /// `a @ b` as a new row-major vector, written by the product without being zeroed first;
@@ -258,9 +256,7 @@ pub(crate) fn matmul_serial<A: Float>(
     b: MatRef<'_, A>,
     accumulate: bool,
 ) {
-    add_macs(c.rows * c.cols * a.cols);
-    let serial = Split::SERIAL;
-    matmul_split(c, a, b, accumulate, serial);
+    matmul_serial_if(true, c, a, b, accumulate);
 }
 
 /// [`matmul_serial`] when `serial` (the caller already runs one task per thread), else
