@@ -262,10 +262,13 @@ fn row_chunk(n: usize) -> usize {
     CHUNK.div_ceil(n.max(1)) * n.max(1)
 }
 
-/// `z += bias` on every row (`bias.len()` wide), then returns `gelu(z)`, leaving `z` biased
+/// `z += bias` on every row (`bias.len()` wide; none: no bias), then returns `gelu(z)`, leaving `z` biased
 /// (the backward's input). The bias is added while each row is in cache, instead of filling
 /// the product's output with bias rows in a pass of its own.
-pub(crate) fn bias_gelu<A: Float>(z: &mut [A], bias: &[A]) -> Vec<A> {
+pub(crate) fn bias_gelu<A: Float>(z: &mut [A], bias: Option<&[A]>) -> Vec<A> {
+    let Some(bias) = bias else {
+        return gelu_slice(z);
+    };
     let n = bias.len();
     assert!(n > 0 && z.len().is_multiple_of(n), "bias_gelu: rows of {n}");
     let mut y = Vec::with_capacity(z.len());
@@ -285,7 +288,10 @@ pub(crate) fn bias_gelu<A: Float>(z: &mut [A], bias: &[A]) -> Vec<A> {
 }
 
 /// `z = gelu(z + bias)` per row, in place (inference; see [`bias_gelu`]).
-pub(crate) fn bias_gelu_in_place<A: Float>(z: &mut [A], bias: &[A]) {
+pub(crate) fn bias_gelu_in_place<A: Float>(z: &mut [A], bias: Option<&[A]>) {
+    let Some(bias) = bias else {
+        return gelu_in_place(z);
+    };
     let n = bias.len();
     assert!(n > 0 && z.len().is_multiple_of(n), "bias_gelu: rows of {n}");
     z.par_chunks_mut(row_chunk(n)).for_each(|z| {
@@ -394,10 +400,10 @@ mod tests {
             .collect();
         let want = gelu_slice(&biased);
         let mut zt = z.clone();
-        assert_eq!(bias_gelu(&mut zt, &bias), want);
+        assert_eq!(bias_gelu(&mut zt, Some(&bias)), want);
         assert_eq!(zt, biased, "the pre-activation is left biased");
         let mut zi = z;
-        bias_gelu_in_place(&mut zi, &bias);
+        bias_gelu_in_place(&mut zi, Some(&bias));
         assert_eq!(zi, want);
     }
 }

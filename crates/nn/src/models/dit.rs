@@ -5,8 +5,7 @@ use ndarray::ArrayD;
 
 use crate::error::{NnError, Result, check_shape};
 use crate::layers::activation::{
-    bias_gelu, bias_gelu_in_place, gelu_backward_in_place, gelu_in_place, gelu_slice, silu_backward_slice,
-    silu_slice,
+    bias_gelu, bias_gelu_in_place, gelu_backward_in_place, silu_backward_slice, silu_slice,
 };
 use crate::layers::attention::AttentionCache;
 use crate::layers::embed::{gate_add, gate_backward, modulate, modulate_backward, patchify, unpatchify};
@@ -345,10 +344,7 @@ impl<A: Float> Dit<A> {
                 gate_add(&mut h, &a, &m, 6 * d, 2 * d, tok, d);
                 let v = blk.norm.normalize_modulated(&h, &m, (6 * d, 3 * d, 4 * d), tok);
                 let mut f1 = blk.mlp0.forward_unbiased(&v, batch * tok, false);
-                match blk.mlp0.bias_values() {
-                    Some(b) => bias_gelu_in_place(&mut f1, b),
-                    None => gelu_in_place(&mut f1),
-                }
+                bias_gelu_in_place(&mut f1, blk.mlp0.bias_values());
                 let f2 = blk.mlp2.forward_slice(&f1, batch * tok);
                 gate_add(&mut h, &f2, &m, 6 * d, 5 * d, tok, d);
                 continue;
@@ -360,10 +356,7 @@ impl<A: Float> Dit<A> {
             let n2c = blk.norm.normalize(&h);
             let v = modulate(n2c.xhat(), &m, 6 * d, 3 * d, 4 * d, tok, d);
             let mut f1 = blk.mlp0.forward_unbiased(&v, batch * tok, false);
-            let gl = match blk.mlp0.bias_values() {
-                Some(b) => bias_gelu(&mut f1, b),
-                None => gelu_slice(&f1),
-            };
+            let gl = bias_gelu(&mut f1, blk.mlp0.bias_values());
             let f2 = blk.mlp2.forward_slice(&gl, batch * tok);
             gate_add(&mut h, &f2, &m, 6 * d, 5 * d, tok, d);
             caches.push(BlockCache {
