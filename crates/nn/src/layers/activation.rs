@@ -15,6 +15,17 @@ const CHUNK: usize = 1 << 14;
 /// Elements per block of the vectorised `exp`: a stack buffer this long stays in L1.
 const BLOCK: usize = 256;
 
+/// `exp(arg(v))` for the elements `v` of a block, in the front of `buf`.
+#[inline(always)]
+fn exps<'b, A: Float>(xb: &[A], arg: impl Fn(A) -> A, buf: &'b mut [A; BLOCK]) -> &'b [A] {
+    let e = &mut buf[..xb.len()];
+    for (e, &v) in e.iter_mut().zip(xb) {
+        *e = arg(v);
+    }
+    A::exp_in_place(e);
+    e
+}
+
 /// `out[i] = f(x[i], exp(arg(x[i])))`, with the exponentials computed a block at a time by
 /// the vectorised [`Float::exp_in_place`].
 #[inline(always)]
@@ -24,12 +35,8 @@ fn exp_map_into<A: Float>(x: &[A], out: &mut [MaybeUninit<A>], arg: impl Fn(A) -
         || {
             let mut buf = [A::zero(); BLOCK];
             for (xb, ob) in x.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
-                let e = &mut buf[..xb.len()];
-                for (e, &v) in e.iter_mut().zip(xb) {
-                    *e = arg(v);
-                }
-                A::exp_in_place(e);
-                for ((o, &v), &e) in ob.iter_mut().zip(xb).zip(e.iter()) {
+                let e = exps(xb, &arg, &mut buf);
+                for ((o, &v), &e) in ob.iter_mut().zip(xb).zip(e) {
                     o.write(f(v, e));
                 }
             }
@@ -51,12 +58,8 @@ fn exp_map2_into<A: Float>(
         || {
             let mut buf = [A::zero(); BLOCK];
             for ((xb, gb), ob) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)).zip(out.chunks_mut(BLOCK)) {
-                let e = &mut buf[..xb.len()];
-                for (e, &v) in e.iter_mut().zip(xb) {
-                    *e = arg(v);
-                }
-                A::exp_in_place(e);
-                for (((o, &v), &e), &g) in ob.iter_mut().zip(xb).zip(e.iter()).zip(gb) {
+                let e = exps(xb, &arg, &mut buf);
+                for (((o, &v), &e), &g) in ob.iter_mut().zip(xb).zip(e).zip(gb) {
                     o.write(f(v, e, g));
                 }
             }
@@ -116,12 +119,8 @@ fn exp_map2_in_place<A: Float>(x: &[A], g: &mut [A], arg: impl Fn(A) -> A, f: im
         || {
             let mut buf = [A::zero(); BLOCK];
             for (xb, gb) in x.chunks(BLOCK).zip(g.chunks_mut(BLOCK)) {
-                let e = &mut buf[..xb.len()];
-                for (e, &v) in e.iter_mut().zip(xb) {
-                    *e = arg(v);
-                }
-                A::exp_in_place(e);
-                for ((gv, &v), &e) in gb.iter_mut().zip(xb).zip(e.iter()) {
+                let e = exps(xb, &arg, &mut buf);
+                for ((gv, &v), &e) in gb.iter_mut().zip(xb).zip(e) {
                     *gv = f(v, e, *gv);
                 }
             }
@@ -135,14 +134,20 @@ fn sigmoid_of_exp<A: Float>(e: A) -> A {
     A::one() / (A::one() + e)
 }
 
+/// `silu(v) = v * sigmoid(v)` from `e = exp(-v)`.
+#[inline(always)]
+fn silu_of_exp<A: Float>(v: A, e: A) -> A {
+    v * sigmoid_of_exp(e)
+}
+
 /// `silu(x) = x * sigmoid(x)` on a slice.
 pub(crate) fn silu_slice<A: Float>(x: &[A]) -> Vec<A> {
-    par_exp_map(x, |v| -v, |v, e| v * sigmoid_of_exp(e))
+    par_exp_map(x, |v| -v, silu_of_exp)
 }
 
 /// SiLU in place on the calling thread (for work already split across threads).
 pub(crate) fn silu_in_place_seq<A: Float>(x: &mut [A]) {
-    exp_map_in_place(x, |v| -v, |v, e| v * sigmoid_of_exp(e));
+    exp_map_in_place(x, |v| -v, silu_of_exp);
 }
 
 /// `z += bias` on every row (when given), then `silu(z)` as a new vector, leaving `z`
@@ -150,12 +155,7 @@ pub(crate) fn silu_in_place_seq<A: Float>(x: &mut [A]) {
 pub(crate) fn bias_silu_seq<A: Float>(z: &mut [A], bias: Option<&[A]>) -> Vec<A> {
     add_row_bias(z, bias);
     let mut y = Vec::with_capacity(z.len());
-    exp_map_into(
-        z,
-        &mut y.spare_capacity_mut()[..z.len()],
-        |v| -v,
-        |v, e| v * sigmoid_of_exp(e),
-    );
+    exp_map_into(z, &mut y.spare_capacity_mut()[..z.len()], |v| -v, silu_of_exp);
     // SAFETY: `exp_map_into` writes one output per element of `z`.
     unsafe { y.set_len(z.len()) };
     y
@@ -189,12 +189,8 @@ fn exp_map_in_place<A: Float>(x: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A
         || {
             let mut buf = [A::zero(); BLOCK];
             for xb in x.chunks_mut(BLOCK) {
-                let e = &mut buf[..xb.len()];
-                for (e, &v) in e.iter_mut().zip(xb.iter()) {
-                    *e = arg(v);
-                }
-                A::exp_in_place(e);
-                for (v, &e) in xb.iter_mut().zip(e.iter()) {
+                let e = exps(xb, &arg, &mut buf);
+                for (v, &e) in xb.iter_mut().zip(e) {
                     *v = f(*v, e);
                 }
             }
