@@ -5,7 +5,7 @@ use ndarray::ArrayD;
 
 use super::{add_column_sums, add_into, array, repeat_rows, std_slice, uniform_array};
 use crate::error::{NnError, Result};
-use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial, matmul_serial_if};
+use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial};
 use crate::param::{Float, Param, Parameters};
 
 /// `y = x W^T + b`, `W: [out, in]`.
@@ -54,22 +54,15 @@ impl<A: Float> Linear<A> {
 
     /// `y = x W^T + b` on rows of a slice (`x.len() = rows * in`).
     pub(crate) fn forward_slice(&self, x: &[A], rows: usize) -> Vec<A> {
-        self.forward_rows(x, rows, false)
-    }
-
-    /// [`Self::forward_slice`], on the calling thread when `serial` (row blocks already
-    /// spread over the threads).
-    pub(crate) fn forward_rows(&self, x: &[A], rows: usize, serial: bool) -> Vec<A> {
         let (inp, out) = (self.in_features(), self.out_features());
         let xm = MatRef::row_major(x, 0, rows, inp);
         let wt = MatRef::row_major(self.weight.v(), 0, out, inp).t();
         // Start from the bias rows (written once, not zeroed first) and accumulate x W^T.
-        let mut y = match &self.bias {
-            Some(b) if serial => b.v().repeat(rows),
-            Some(b) => repeat_rows(b.v(), rows),
-            None => return matmul_new(xm, wt, serial),
+        let Some(b) = &self.bias else {
+            return matmul_new(xm, wt, false);
         };
-        matmul_serial_if(serial, MatMut::row_major(&mut y, 0, rows, out), xm, wt, true);
+        let mut y = repeat_rows(b.v(), rows);
+        matmul(MatMut::row_major(&mut y, 0, rows, out), xm, wt, true);
         y
     }
 
