@@ -1,5 +1,7 @@
 //! Shared helpers for the workspace benchmarks.
 
+pub mod peak;
+
 use diffusion_core::Rng;
 use ndarray::{ArrayD, IxDyn};
 

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use diffusion_benches::peak::fma_peak_gflops;
 use diffusion_benches::randn;
 use diffusion_core::Rng;
 use diffusion_nn::Network;
@@ -288,13 +289,37 @@ fn networks(out: &mut String) {
     )
     .unwrap();
     writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
+    let peak = fma_peak_gflops(5);
     let mut rng = Rng::new(0);
     let mlp = MlpDenoiser::<f32>::new(MlpConfig::default(), &mut rng).expect("reference mlp");
-    time_network(out, "mlp", mlp, &[4096, 2], &torch);
+    let mut needs = vec![time_network(out, "mlp", mlp, &[4096, 2], &torch, peak)];
     let dit = Dit::<f32>::new(DitConfig::default(), &mut rng).expect("reference dit-tiny");
-    time_network(out, "dit-tiny", dit, &[64, 4, 16, 16], &torch);
+    needs.push(time_network(out, "dit-tiny", dit, &[64, 4, 16, 16], &torch, peak));
     let unet = UNet::<f32>::new(UNetConfig::default(), &mut rng).expect("reference unet-small");
-    time_network(out, "unet-small", unet, &[16, 3, 32, 32], &torch);
+    needs.push(time_network(
+        out,
+        "unet-small",
+        unet,
+        &[16, 3, 32, 32],
+        &torch,
+        peak,
+    ));
+    match peak {
+        Some(p) => writeln!(
+            out,
+            "
+FMA peak of this machine in this run: {p:.0} GFLOP/s (f32 vector FMAs on every rayon thread at \
+             once, no memory traffic): the most any product can reach. Goal check, 1.5 x faster than the \
+             recorded file (1 x for unet-small): its products alone would run at, train / infer, {}.",
+            needs.into_iter().flatten().collect::<Vec<_>>().join("; ")
+        )
+        .unwrap(),
+        None => writeln!(
+            out,
+            "\n(FMA peak not measured: no AVX-512F or AVX2 + FMA on this CPU.)"
+        )
+        .unwrap(),
+    }
     let theirs = torch
         .results("limits")
         .and_then(|r| r["limits"]["sgemm_1024_gflops"].as_f64());
@@ -310,8 +335,16 @@ fn networks(out: &mut String) {
 
 /// Times on `net` the two calls bench.py times (alternating with PyTorch's own when live): a
 /// training step (forward, MSE loss gradient against fixed noise, backward, AdamW at lr 1e-4)
-/// and an inference forward.
-fn time_network<N: Network<f32>>(out: &mut String, name: &str, mut net: N, shape: &[usize], torch: &Torch) {
+/// and an inference forward. Returns, for the goal against the recorded file, the rate its
+/// products alone would need (as a part of the FMA `peak`).
+fn time_network<N: Network<f32>>(
+    out: &mut String,
+    name: &str,
+    mut net: N,
+    shape: &[usize],
+    torch: &Torch,
+    peak: Option<f64>,
+) -> Option<String> {
     let x = randn(shape, 3);
     let eps = randn(shape, 4);
     let t: Vec<f32> = (0..shape[0]).map(|i| (i * 37 % 1000) as f32).collect();
@@ -364,6 +397,16 @@ fn time_network<N: Network<f32>>(out: &mut String, name: &str, mut net: N, shape
         forward_flops / infer / 1e9,
     )
     .unwrap();
+    let goal = if name == "unet-small" { 1.0 } else { 1.5 };
+    let need = |flops: f64, key: &str| {
+        let rate = flops * goal / file(key)? / 1e9;
+        Some(format!("{rate:.0} GFLOP/s ({:.0}%)", 100.0 * rate / peak?))
+    };
+    Some(format!(
+        "{name} {} / {}",
+        need(3.0 * forward_flops, "train_step_s")?,
+        need(forward_flops, "infer_s")?
+    ))
 }
 
 /// Our GEMM on a square 1024 product, as bench.py measures torch's.

@@ -455,7 +455,7 @@ fn perturb<N: Parameters<f64>>(n: &mut N, rng: &mut Rng, s: f64) {
     n.visit_mut(&mut |_, p| p.value.iter_mut().for_each(|v| *v += s * rng.normal()));
 }
 
-/// The MLP runs its batch in row blocks (256 rows each): a batch of several blocks, the
+/// The MLP runs its batch in row blocks (512 rows each): a batch of several blocks, the
 /// last one partial, must give every row the output it gets alone and parameter gradients
 /// that are the sums of the single-row ones.
 #[test]
@@ -534,6 +534,18 @@ fn mlp_end_to_end_gradients() {
     let r = randn(&[5, 3], &mut rng);
     let t = vec![10.0, 999.0, 10.0, 10.0, 999.0];
     gradcheck("mlp, repeated t", &mut Net(net, t), &x, &r, 12);
+    // Above 32 input dimensions, x's part of the first layer runs as products instead of
+    // direct loops, forward and backward.
+    let cfg = MlpConfig {
+        dim: 33,
+        hidden: 8,
+        depth: 1,
+        temb: 6,
+    };
+    let net = MlpDenoiser::<f64>::new(cfg, &mut rng).unwrap();
+    let x = randn(&[3, 33], &mut rng);
+    let r = randn(&[3, 33], &mut rng);
+    gradcheck("mlp, dim 33", &mut Net(net, vec![5.0, 5.0, 70.0]), &x, &r, 12);
 }
 
 #[test]

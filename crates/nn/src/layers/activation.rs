@@ -150,18 +150,53 @@ pub(crate) fn silu_in_place_seq<A: Float>(x: &mut [A]) {
     exp_map_in_place(x, |v| -v, silu_of_exp);
 }
 
-/// `z += bias` on every row (when given), then `silu(z)` as a new vector, leaving `z`
-/// biased (the backward's input); on the calling thread. See [`bias_gelu`].
-pub(crate) fn bias_silu_seq<A: Float>(z: &mut [A], bias: Option<&[A]>) -> Vec<A> {
+/// `z += bias` on every row (when given), then returns `silu(z)` and leaves `sigmoid(z)` in
+/// `z`, on the calling thread. With the output `h`, the sigmoid is all the backward needs
+/// ([`silu_backward_from_sigmoid_seq`]): the forward's exponentials are not recomputed.
+pub(crate) fn bias_silu_keep_sigmoid_seq<A: Float>(z: &mut [A], bias: Option<&[A]>) -> Vec<A> {
     add_row_bias(z, bias);
     let mut y = Vec::with_capacity(z.len());
-    exp_map_into(z, &mut y.spare_capacity_mut()[..z.len()], |v| -v, silu_of_exp);
-    // SAFETY: `exp_map_into` writes one output per element of `z`.
+    let out = &mut y.spare_capacity_mut()[..z.len()];
+    crate::vmath::wide(
+        #[inline(always)]
+        || {
+            let mut buf = [A::zero(); BLOCK];
+            for (zb, ob) in z.chunks_mut(BLOCK).zip(out.chunks_mut(BLOCK)) {
+                let e = exps(zb, |v| -v, &mut buf);
+                for ((o, v), &e) in ob.iter_mut().zip(zb.iter_mut()).zip(e) {
+                    let s = sigmoid_of_exp(e);
+                    o.write(*v * s);
+                    *v = s;
+                }
+            }
+        },
+    );
+    // SAFETY: the loop writes one output per element of `z`.
     unsafe { y.set_len(z.len()) };
     y
 }
 
-/// `z = silu(z + bias)` in place on the calling thread (inference; see [`bias_silu_seq`]).
+/// SiLU's backward from its sigmoid `s` and output `h = v s`, on the calling thread:
+/// `g *= silu'(v) = s + v s (1 - s) = s + h (1 - s)`.
+pub(crate) fn silu_backward_from_sigmoid_seq<A: Float>(s: &[A], h: &[A], g: &mut [A]) {
+    assert!(
+        s.len() == g.len() && h.len() == g.len(),
+        "SiLU backward: sigmoid {}, output {}, gradient {} elements",
+        s.len(),
+        h.len(),
+        g.len()
+    );
+    crate::vmath::wide(
+        #[inline(always)]
+        || {
+            for ((g, &s), &h) in g.iter_mut().zip(s).zip(h) {
+                *g = *g * (s + h * (A::one() - s));
+            }
+        },
+    )
+}
+
+/// `z = silu(z + bias)` in place on the calling thread (inference; see [`bias_silu_keep_sigmoid_seq`]).
 pub(crate) fn bias_silu_in_place_seq<A: Float>(z: &mut [A], bias: Option<&[A]>) {
     add_row_bias(z, bias);
     silu_in_place_seq(z);
@@ -401,5 +436,38 @@ mod tests {
         let mut zi = z;
         bias_gelu_in_place(&mut zi, Some(&bias));
         assert_eq!(zi, want);
+    }
+
+    #[test]
+    fn silu_from_its_sigmoid_matches_silu_and_its_gradient() {
+        // f64, inputs over [-40, 40] (saturated sigmoids included), 700 elements: several
+        // exp blocks and a partial one, rows of 7 for the bias.
+        let z: Vec<f64> = (0..700)
+            .map(|i| ((i * 7919) % 1601) as f64 * 0.05 - 40.0)
+            .collect();
+        let g: Vec<f64> = (0..700)
+            .map(|i| ((i * 104_729) % 997) as f64 / 997.0 - 0.5)
+            .collect();
+        let bias: Vec<f64> = (0..7).map(|j| j as f64 * 0.3 - 1.0).collect();
+        let biased: Vec<f64> = z
+            .chunks(7)
+            .flat_map(|r| r.iter().zip(&bias).map(|(v, b)| v + b))
+            .collect();
+        let mut s = z.clone();
+        let h = bias_silu_keep_sigmoid_seq(&mut s, Some(&bias));
+        let mut dx = g.clone();
+        silu_backward_from_sigmoid_seq(&s, &h, &mut dx);
+        for (i, &v) in biased.iter().enumerate() {
+            // Independent closed forms: sigmoid by `tanh`, SiLU' = s (1 + v (1 - s)).
+            let sig = 0.5 * (1.0 + (0.5 * v).tanh());
+            let (want_h, want_dx) = (v * sig, g[i] * sig * (1.0 + v * (1.0 - sig)));
+            assert!((s[i] - sig).abs() <= 1e-15, "sigmoid({v}): {} vs {sig}", s[i]);
+            assert!((h[i] - want_h).abs() <= 1e-14 * (1.0 + want_h.abs()), "silu({v})");
+            assert!(
+                (dx[i] - want_dx).abs() <= 1e-14 * (1.0 + want_dx.abs()),
+                "silu'({v}): {} vs {want_dx}",
+                dx[i]
+            );
+        }
     }
 }

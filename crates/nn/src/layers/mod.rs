@@ -80,12 +80,17 @@ where
             g
         })
         .collect();
-    // Every element sums the groups in group order, whichever thread adds which block.
-    let mut total = vec![A::zero(); grad_len];
-    const BLOCK: usize = 1 << 14;
-    total.par_chunks_mut(BLOCK).enumerate().for_each(|(i, t)| {
-        for p in &partials {
-            add_into(t, &p[i * BLOCK..i * BLOCK + t.len()]);
+    sum_in_order(&partials, grad_len)
+}
+
+/// The elementwise sum of `len`-element partial results, every element adding them in
+/// their order whichever thread adds which chunk (parallel over fixed chunks): identical
+/// for any number of threads.
+pub(crate) fn sum_in_order<A: Float, P: AsRef<[A]> + Sync>(partials: &[P], len: usize) -> Vec<A> {
+    let mut total = vec![A::zero(); len];
+    total.par_chunks_mut(FILL_CHUNK).enumerate().for_each(|(i, t)| {
+        for p in partials {
+            add_into(t, &p.as_ref()[i * FILL_CHUNK..i * FILL_CHUNK + t.len()]);
         }
     });
     total

@@ -5,12 +5,14 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use crate::error::{NnError, Result};
-use crate::layers::activation::{bias_silu_in_place_seq, bias_silu_seq, silu_backward_in_place_seq};
+use crate::layers::activation::{
+    bias_silu_in_place_seq, bias_silu_keep_sigmoid_seq, silu_backward_from_sigmoid_seq,
+};
 use std::borrow::Cow;
 
 use crate::gemm::{MatMut, MatRef, matmul, matmul_serial};
 use crate::layers::embed::TimestepRows;
-use crate::layers::{Linear, add_column_sums, add_into, array, std_slice};
+use crate::layers::{Linear, add_into, array, lane_dot, std_slice, sum_in_order};
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, join_name};
 
@@ -50,7 +52,8 @@ const DIRECT_INPUT_DIM: usize = 32;
 const ROW_BLOCK: usize = 512;
 
 /// Per row block: the input of every Linear after the first (SiLU outputs) and the
-/// pre-activation of every SiLU. The first layer's input is `x` plus the embedding rows.
+/// sigmoid of every SiLU's input, from which with its output SiLU's gradient follows
+/// without an `exp`. The first layer's input is `x` plus the embedding rows.
 #[derive(Clone, Debug)]
 pub struct MlpCache<A> {
     batch: usize,
@@ -63,7 +66,7 @@ pub struct MlpCache<A> {
 struct BlockCache<A> {
     rows: usize,
     inputs: Vec<Vec<A>>,
-    pre: Vec<Vec<A>>,
+    sigmoid: Vec<Vec<A>>,
 }
 
 impl<A: Float> MlpDenoiser<A> {
@@ -108,9 +111,18 @@ impl<A: Float> MlpDenoiser<A> {
         proj
     }
 
+    /// `Wx^T` (`[dim, hidden]`), the first layer's weights on `x`, when `dim` is small enough
+    /// for the direct loops; `None` otherwise.
+    fn small_input_weight_t(&self) -> Option<Vec<A>> {
+        let layer = &self.layers[0];
+        let (d, h, inp) = (self.cfg.dim, layer.out_features(), layer.in_features());
+        let w = layer.weight.v();
+        (d <= DIRECT_INPUT_DIM).then(|| (0..d).flat_map(|k| (0..h).map(move |j| w[j * inp + k])).collect())
+    }
+
     /// The first layer on `concat(x, temb)` for rows `x` whose timesteps are rows `index`
     /// of `proj`: `z = b + x Wx^T + proj[index]`, on the calling thread.
-    fn first_layer_rows(&self, x: &[A], index: &[usize], proj: &[A]) -> Vec<A> {
+    fn first_layer_rows(&self, x: &[A], index: &[usize], proj: &[A], wx_t: Option<&[A]>) -> Vec<A> {
         let layer = &self.layers[0];
         let (d, h) = (self.cfg.dim, layer.out_features());
         let inp = layer.in_features();
@@ -122,9 +134,8 @@ impl<A: Float> MlpDenoiser<A> {
             let p = proj.get(r * h..(r + 1) * h).unwrap_or(&zeros);
             z.extend(p.iter().zip(bias).map(|(&p, &b)| b + p));
         }
-        if d <= DIRECT_INPUT_DIM {
+        if let Some(wx_t) = wx_t {
             // x's part is a K = dim product: a broadcast multiply-add per input column.
-            let wx_t: Vec<A> = (0..d).flat_map(|k| (0..h).map(move |j| w[j * inp + k])).collect();
             for (zr, xr) in z.chunks_mut(h).zip(x.chunks(d)) {
                 for (wk, &xv) in wx_t.chunks(h).zip(xr) {
                     for (z, &wv) in zr.iter_mut().zip(wk) {
@@ -148,20 +159,25 @@ impl<A: Float> MlpDenoiser<A> {
         let d = self.cfg.dim;
         let last = self.layers.len() - 1;
         let proj = self.project_embeddings(temb);
+        let wx_t = self.small_input_weight_t();
         let blocks: Vec<(Vec<A>, Option<BlockCache<A>>)> = (0..batch.div_ceil(ROW_BLOCK))
             .into_par_iter()
             .map(|bi| {
                 let (r0, rows) = (bi * ROW_BLOCK, ROW_BLOCK.min(batch - bi * ROW_BLOCK));
-                let mut z =
-                    self.first_layer_rows(&x[r0 * d..(r0 + rows) * d], &temb.index[r0..r0 + rows], &proj);
-                let (mut inputs, mut pre) = (Vec::new(), Vec::new());
+                let mut z = self.first_layer_rows(
+                    &x[r0 * d..(r0 + rows) * d],
+                    &temb.index[r0..r0 + rows],
+                    &proj,
+                    wx_t.as_deref(),
+                );
+                let (mut inputs, mut sigmoid) = (Vec::new(), Vec::new());
                 // Each product is computed without its bias, which the activation pass
                 // that reads it adds (the last layer's is added at the end).
                 let mut bias = None;
                 for layer in &self.layers[1..=last] {
                     let h = if keep {
-                        let h = bias_silu_seq(&mut z, bias);
-                        pre.push(std::mem::take(&mut z));
+                        let h = bias_silu_keep_sigmoid_seq(&mut z, bias);
+                        sigmoid.push(std::mem::take(&mut z));
                         h
                     } else {
                         bias_silu_in_place_seq(&mut z, bias);
@@ -178,7 +194,14 @@ impl<A: Float> MlpDenoiser<A> {
                         add_into(row, b);
                     }
                 }
-                (z, keep.then_some(BlockCache { rows, inputs, pre }))
+                (
+                    z,
+                    keep.then_some(BlockCache {
+                        rows,
+                        inputs,
+                        sigmoid,
+                    }),
+                )
             })
             .collect();
         let mut out = Vec::with_capacity(batch * d);
@@ -190,42 +213,108 @@ impl<A: Float> MlpDenoiser<A> {
         (out, caches)
     }
 
-    /// Backward of [`Self::first_layer`] from `g = dL/dz`: accumulates the weight and bias
-    /// gradients (the embedding part from `g` summed per distinct timestep, in batch
-    /// order) and returns dL/dx.
-    fn first_layer_backward(&mut self, x: &[A], temb: &TimestepRows<A>, g: &[A], batch: usize) -> Vec<A> {
+    /// The first layer's row-local backward for one block, from `g = dL/dz` (`rows x
+    /// hidden`) and the block's `x`, on the calling thread: its share of the gradients
+    /// `[dWx (hidden x dim) | db]` (the embedding part is summed per timestep afterwards)
+    /// and the block's rows of dL/dx.
+    fn first_layer_block_backward(
+        &self,
+        x: &[A],
+        g: &[A],
+        rows: usize,
+        wx_t: Option<&[A]>,
+    ) -> (Vec<A>, Vec<A>) {
+        let layer = &self.layers[0];
+        let (d, h, inp) = (self.cfg.dim, layer.out_features(), layer.in_features());
+        let w = layer.weight.v();
+        let mut share = vec![A::zero(); h * d + h];
+        let (dwx, db) = share.split_at_mut(h * d);
+        let mut dx = vec![A::zero(); rows * d];
+        if let Some(wx_t) = wx_t {
+            // The bias gradient, K = hidden dot products for dx, and `dim` rank-one updates
+            // of `dWx^T`, streaming the block's gradient rows once while they are in cache.
+            let mut dwx_t = vec![A::zero(); d * h];
+            crate::vmath::wide(
+                #[inline(always)]
+                || {
+                    for ((gr, xr), dxr) in g.chunks(h).zip(x.chunks(d)).zip(dx.chunks_mut(d)) {
+                        for (b, &gv) in db.iter_mut().zip(gr) {
+                            *b = *b + gv;
+                        }
+                        let columns = wx_t.chunks(h).zip(dwx_t.chunks_mut(h));
+                        for ((dxv, &xv), (wk, acc)) in dxr.iter_mut().zip(xr).zip(columns) {
+                            *dxv = lane_dot(gr, wk, |a, b| a * b);
+                            for (a, &gv) in acc.iter_mut().zip(gr) {
+                                *a = *a + xv * gv;
+                            }
+                        }
+                    }
+                },
+            );
+            for (j, row) in dwx.chunks_mut(d).enumerate() {
+                for (k, v) in row.iter_mut().enumerate() {
+                    *v = dwx_t[k * h + j];
+                }
+            }
+        } else {
+            for row in g.chunks(h) {
+                add_into(db, row);
+            }
+            matmul_serial(
+                MatMut::row_major(dwx, 0, h, d),
+                MatRef::row_major(g, 0, rows, h).t(),
+                MatRef::row_major(x, 0, rows, d),
+                false,
+            );
+            matmul_serial(
+                MatMut::row_major(&mut dx, 0, rows, d),
+                MatRef::row_major(g, 0, rows, h),
+                MatRef::strided(w, 0, h, d, inp),
+                false,
+            );
+        }
+        (share, dx)
+    }
+
+    /// The embedding part of the first layer's weight gradient: `g` (row `r` of the batch
+    /// is `row(r)`) summed per distinct timestep, in batch order, then `per_t^T table`.
+    fn embedding_weight_grad<'g>(&mut self, temb: &TimestepRows<A>, row: impl Fn(usize) -> &'g [A] + Sync)
+    where
+        A: 'g,
+    {
         let layer = &mut self.layers[0];
         let (d, e, h) = (self.cfg.dim, temb.width(), layer.out_features());
-        let mut per_t = vec![A::zero(); temb.distinct() * h];
-        for (gr, &r) in g.chunks(h).zip(&temb.index) {
-            if let Some(acc) = per_t.get_mut(r * h..(r + 1) * h) {
-                add_into(acc, gr);
-            }
+        // Batch rows grouped by timestep (a counting sort keeps batch order in each group),
+        // so the distinct timesteps' sums run in parallel, each in batch order.
+        let mut start = vec![0usize; temb.distinct() + 1];
+        for &t in &temb.index {
+            start[t + 1] += 1;
         }
-        let wg = layer.weight.g();
+        for i in 0..temb.distinct() {
+            start[i + 1] += start[i];
+        }
+        let mut next = start.clone();
+        let mut rows_by_t = vec![0usize; temb.index.len()];
+        for (r, &t) in temb.index.iter().enumerate() {
+            rows_by_t[next[t]] = r;
+            next[t] += 1;
+        }
+        let mut per_t = vec![A::zero(); temb.distinct() * h];
+        per_t
+            .par_chunks_mut(h.max(1))
+            .enumerate()
+            .with_min_len(16)
+            .for_each(|(t, acc)| {
+                for &r in &rows_by_t[start[t]..start[t + 1]] {
+                    add_into(acc, row(r));
+                }
+            });
         matmul(
-            MatMut::strided(wg, 0, h, d, d + e),
-            MatRef::row_major(g, 0, batch, h).t(),
-            MatRef::row_major(x, 0, batch, d),
-            true,
-        );
-        matmul(
-            MatMut::strided(wg, d, h, e, d + e),
+            MatMut::strided(layer.weight.g(), d, h, e, d + e),
             MatRef::row_major(&per_t, 0, temb.distinct(), h).t(),
             MatRef::row_major(&temb.table, 0, temb.distinct(), e),
             true,
         );
-        if let Some(b) = &mut layer.bias {
-            add_column_sums(b.g(), g);
-        }
-        let mut dx = vec![A::zero(); batch * d];
-        matmul(
-            MatMut::row_major(&mut dx, 0, batch, d),
-            MatRef::row_major(g, 0, batch, h),
-            MatRef::strided(layer.weight.v(), 0, h, d, d + e),
-            false,
-        );
-        dx
     }
 }
 
@@ -252,35 +341,65 @@ impl<A: Float> Network<A> for MlpDenoiser<A> {
         )?;
         let dy = std_slice(dy);
         let (d, last) = (self.cfg.dim, self.layers.len() - 1);
-        // Per block, on one thread: the gradient at the first layer's output, and the
-        // block's share of every later layer's weight and bias gradients (`[W | b]`).
-        let layers = &self.layers;
-        let per_block: Vec<(Vec<A>, Vec<Vec<A>>)> = cache
+        let wx_t = self.small_input_weight_t();
+        // Per block, on one thread: the gradient at the first layer's output, the block's
+        // share of every layer's parameter gradients (one vector, layer 0's first, then
+        // `[W | b]` of each later layer) and its rows of dL/dx.
+        let this = &*self;
+        let per_block: Vec<(Vec<A>, Vec<A>, Vec<A>)> = cache
             .blocks
             .par_iter()
             .enumerate()
             .map(|(bi, blk)| {
                 let r0 = bi * ROW_BLOCK;
                 let mut g = dy[r0 * d..(r0 + blk.rows) * d].to_vec();
-                let mut shares = Vec::with_capacity(last);
+                let mut later = Vec::with_capacity(last);
                 for i in (1..=last).rev() {
-                    shares.push(layers[i].param_grads_serial(&blk.inputs[i - 1], &g, blk.rows));
-                    let mut below = layers[i].input_grad(&g, blk.rows, true);
-                    silu_backward_in_place_seq(&blk.pre[i - 1], &mut below);
+                    let layer = &this.layers[i];
+                    later.push(layer.param_grads_serial(&blk.inputs[i - 1], &g, blk.rows));
+                    let mut below = layer.input_grad(&g, blk.rows, true);
+                    silu_backward_from_sigmoid_seq(&blk.sigmoid[i - 1], &blk.inputs[i - 1], &mut below);
                     g = below;
                 }
-                shares.reverse();
-                (g, shares)
+                let x = &cache.x[r0 * d..(r0 + blk.rows) * d];
+                let (mut shares, dx) = this.first_layer_block_backward(x, &g, blk.rows, wx_t.as_deref());
+                for share in later.iter().rev() {
+                    shares.extend_from_slice(share);
+                }
+                (g, shares, dx)
             })
             .collect();
-        // Summed block by block, in order (results independent of the thread count).
-        for (_, shares) in &per_block {
-            for (layer, share) in self.layers[1..].iter_mut().zip(shares) {
-                layer.add_param_grads(share);
+        // Block shares summed in block order (results independent of the thread count).
+        let shares: Vec<&[A]> = per_block.iter().map(|(_, s, _)| &s[..]).collect();
+        let total = sum_in_order(&shares, shares.first().map_or(0, |s| s.len()));
+        let h = self.layers[0].out_features();
+        let (first, mut rest) = total.split_at(h * d + h);
+        {
+            let layer = &mut self.layers[0];
+            let inp = layer.in_features();
+            for (wrow, srow) in layer.weight.g().chunks_mut(inp).zip(first.chunks(d)) {
+                add_into(&mut wrow[..d], srow);
+            }
+            if let Some(b) = &mut layer.bias {
+                add_into(b.g(), &first[h * d..]);
             }
         }
-        let g0: Vec<A> = per_block.iter().flat_map(|(g, _)| g.iter().copied()).collect();
-        let dx = self.first_layer_backward(&cache.x, &cache.temb, &g0, cache.batch);
+        for layer in &mut self.layers[1..] {
+            let len = layer.weight.value.len() + layer.bias.as_ref().map_or(0, |b| b.value.len());
+            let (share, tail) = rest.split_at(len);
+            layer.add_param_grads(share);
+            rest = tail;
+        }
+        let g_row = |r: usize| {
+            let g = &per_block[r / ROW_BLOCK].0;
+            let i = r % ROW_BLOCK;
+            &g[i * h..(i + 1) * h]
+        };
+        self.embedding_weight_grad(&cache.temb, g_row);
+        let dx: Vec<A> = per_block
+            .iter()
+            .flat_map(|(_, _, dx)| dx.iter().copied())
+            .collect();
         Ok(array(&[cache.batch, d], dx))
     }
 
