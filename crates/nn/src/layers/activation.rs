@@ -98,20 +98,8 @@ fn par_exp_map2<A: Float>(
     dx
 }
 
-/// Parallel in-place `g[i] = f(x[i], exp(arg(x[i])), g[i])` (a backward pass that reuses the
-/// incoming gradient's buffer instead of allocating a new one).
-fn par_exp_map2_in_place<A: Float>(
-    x: &[A],
-    g: &mut [A],
-    arg: impl Fn(A) -> A + Sync,
-    f: impl Fn(A, A, A) -> A + Sync,
-) {
-    g.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(g, x)| exp_map2_in_place(x, g, &arg, &f));
-}
-
-/// [`par_exp_map2_in_place`] on the calling thread.
+/// In-place `g[i] = f(x[i], exp(arg(x[i])), g[i])` on the calling thread (a backward pass
+/// that reuses the incoming gradient's buffer instead of allocating a new one).
 #[inline(always)]
 fn exp_map2_in_place<A: Float>(x: &[A], g: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A, A) -> A) {
     crate::vmath::wide(
@@ -338,9 +326,41 @@ pub(crate) fn gelu_backward_slice<A: Float>(x: &[A], dy: &[A]) -> Vec<A> {
     par_exp_map2(x, dy, gelu_arg, gelu_grad)
 }
 
-/// [`gelu_backward_slice`] overwriting `g` (dy in, dx out).
-pub(crate) fn gelu_backward_in_place<A: Float>(x: &[A], g: &mut [A]) {
-    par_exp_map2_in_place(x, g, gelu_arg, gelu_grad)
+/// [`gelu_backward_slice`] overwriting `g` (dy in, dx out), for rows of `n` elements;
+/// returns the column sums of the result (the bias gradient of the layer below), summed
+/// per fixed chunk of rows while it is in cache, then chunk by chunk in order.
+pub(crate) fn gelu_backward_in_place_column_sums<A: Float>(x: &[A], g: &mut [A], n: usize) -> Vec<A> {
+    assert!(
+        n > 0 && x.len() == g.len() && g.len().is_multiple_of(n),
+        "GELU backward: {} inputs, {} gradients, rows of {n}",
+        x.len(),
+        g.len()
+    );
+    let partials: Vec<Vec<A>> = g
+        .par_chunks_mut(row_chunk(n))
+        .zip(x.par_chunks(row_chunk(n)))
+        .map(|(g, x)| {
+            exp_map2_in_place(x, g, gelu_arg, gelu_grad);
+            column_sums_seq(g, n)
+        })
+        .collect();
+    super::sum_in_order(&partials, n)
+}
+
+/// The column sums of rows of `n` elements, on the calling thread.
+pub(crate) fn column_sums_seq<A: Float>(m: &[A], n: usize) -> Vec<A> {
+    let mut sums = vec![A::zero(); n];
+    crate::vmath::wide(
+        #[inline(always)]
+        || {
+            for row in m.chunks(n) {
+                for (s, &v) in sums.iter_mut().zip(row) {
+                    *s = *s + v;
+                }
+            }
+        },
+    );
+    sums
 }
 
 macro_rules! activation {

@@ -8,8 +8,9 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
+use super::activation::column_sums_seq;
 use super::linear::Linear;
-use super::{add_column_sums, add_into, array, std_slice, uniform_array};
+use super::{add_into, array, std_slice, sum_in_order, uniform_array};
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_new};
 use crate::param::{Float, Param, Parameters, cast, visit_child, visit_child_mut};
@@ -261,25 +262,49 @@ impl<A: Float> MultiheadAttention<A> {
         let (q_rs, kv_rs, kv_at) = if cross { (e, 2 * e, 0) } else { (3 * e, 3 * e, e) };
         let mut dq = Vec::with_capacity(batch * lq * q_rs);
         let mut dkv = Vec::with_capacity(if cross { batch * lk * kv_rs } else { 0 });
+        // Per batch item, also the column sums of its gradient rows (the projection biases'
+        // gradients), taken while the rows are in cache and summed in item order.
+        let (mut dq_bias, mut dkv_bias) = (vec![A::zero(); q_rs], vec![A::zero(); kv_rs]);
         if lq > 0 && lk > 0 {
             let image = |b: usize, dqb: &mut [MaybeUninit<A>], mut dkvb: Option<&mut [MaybeUninit<A>]>| {
-                self.image_backward(c, &d_o, b, (dqb, q_rs), (dkvb.as_deref_mut(), kv_rs, kv_at))
+                self.image_backward(c, &d_o, b, (dqb, q_rs), (dkvb.as_deref_mut(), kv_rs, kv_at));
+                // SAFETY: `image_backward` wrote every element of its chunks (see below).
+                let (dqb, dkvb) = unsafe {
+                    (
+                        super::assume_init_mut(dqb),
+                        dkvb.map(|d| super::assume_init_mut(d)),
+                    )
+                };
+                (
+                    column_sums_seq(dqb, q_rs),
+                    dkvb.map(|d| column_sums_seq(d, kv_rs)),
+                )
             };
             let dq_chunks = dq.spare_capacity_mut()[..batch * lq * q_rs].par_chunks_mut(lq * q_rs);
-            if cross {
+            let sums: Vec<(Vec<A>, Option<Vec<A>>)> = if cross {
                 let dkv_chunks = dkv.spare_capacity_mut()[..batch * lk * kv_rs].par_chunks_mut(lk * kv_rs);
                 dq_chunks
                     .zip(dkv_chunks)
                     .enumerate()
-                    .for_each(|(b, (dqb, dkvb))| image(b, dqb, Some(dkvb)));
+                    .map(|(b, (dqb, dkvb))| image(b, dqb, Some(dkvb)))
+                    .collect()
             } else {
-                dq_chunks.enumerate().for_each(|(b, dqb)| image(b, dqb, None));
-            }
+                dq_chunks
+                    .enumerate()
+                    .map(|(b, dqb)| image(b, dqb, None))
+                    .collect()
+            };
             // SAFETY: every image wrote its query, key and value gradients for every head:
             // all `d` columns of each head in every row of its chunks (`image_backward`).
             unsafe {
                 dq.set_len(batch * lq * q_rs);
                 dkv.set_len(if cross { batch * lk * kv_rs } else { 0 });
+            }
+            let q_sums: Vec<&[A]> = sums.iter().map(|s| &s.0[..]).collect();
+            dq_bias = sum_in_order(&q_sums, q_rs);
+            if cross {
+                let kv_sums: Vec<&[A]> = sums.iter().filter_map(|s| s.1.as_deref()).collect();
+                dkv_bias = sum_in_order(&kv_sums, kv_rs);
             }
         } else {
             dq.resize(batch * lq * q_rs, A::zero());
@@ -307,7 +332,7 @@ impl<A: Float> MultiheadAttention<A> {
             MatRef::row_major(&c.x, 0, batch * lq, e),
             true,
         );
-        add_column_sums(&mut gb[..q_rs], &dq);
+        add_into(&mut gb[..q_rs], &dq_bias);
         if let Some(src) = &c.ctx {
             matmul(
                 MatMut::row_major(gw, e * e, 2 * e, e),
@@ -315,7 +340,7 @@ impl<A: Float> MultiheadAttention<A> {
                 MatRef::row_major(src, 0, batch * lk, e),
                 true,
             );
-            add_column_sums(&mut gb[e..], &dkv);
+            add_into(&mut gb[e..], &dkv_bias);
         }
         (dx, dsrc)
     }

@@ -125,6 +125,19 @@ impl<A: Float> Linear<A> {
 
     /// Accumulates parameter gradients for input rows `x` and output gradient `dy`; returns dx.
     pub(crate) fn backward_slice(&mut self, x: &[A], dy: &[A], rows: usize, need_dx: bool) -> Vec<A> {
+        self.backward_slice_with_bias_grad(x, dy, rows, need_dx, None)
+    }
+
+    /// [`Self::backward_slice`] with the bias gradient (`dy`'s column sums) given, when the
+    /// pass that wrote `dy` summed it while the rows were in cache; `None` sums it here.
+    pub(crate) fn backward_slice_with_bias_grad(
+        &mut self,
+        x: &[A],
+        dy: &[A],
+        rows: usize,
+        need_dx: bool,
+        db: Option<&[A]>,
+    ) -> Vec<A> {
         let (inp, out) = (self.in_features(), self.out_features());
         matmul(
             MatMut::row_major(self.weight.g(), 0, out, inp),
@@ -133,7 +146,13 @@ impl<A: Float> Linear<A> {
             true,
         );
         if let Some(b) = &mut self.bias {
-            add_column_sums(b.g(), &dy[..rows * out]);
+            match db {
+                Some(db) => {
+                    assert_eq!(db.len(), out, "bias gradient length");
+                    add_into(b.g(), db);
+                }
+                None => add_column_sums(b.g(), &dy[..rows * out]),
+            }
         }
         if !need_dx {
             return Vec::new();

@@ -5,7 +5,7 @@ use ndarray::ArrayD;
 
 use crate::error::{NnError, Result, check_shape};
 use crate::layers::activation::{
-    bias_gelu, bias_gelu_in_place, gelu_backward_in_place, silu_backward_slice, silu_slice,
+    bias_gelu, bias_gelu_in_place, gelu_backward_in_place_column_sums, silu_backward_slice, silu_slice,
 };
 use crate::layers::attention::AttentionCache;
 use crate::layers::embed::{gate_add, gate_backward, modulate, modulate_backward, patchify, unpatchify};
@@ -420,8 +420,10 @@ impl<A: Float> Network<A> for Dit<A> {
             let mut dm = vec![A::zero(); batch * 6 * d];
             let df2 = gate_backward(&dh, &bc.f2, &bc.m, &mut dm, 6 * d, 5 * d, tok, d);
             let mut df1 = blk.mlp2.backward_slice(&bc.gl, &df2, batch * tok, true);
-            gelu_backward_in_place(&bc.f1, &mut df1);
-            let dv = blk.mlp0.backward_slice(&bc.v, &df1, batch * tok, true);
+            let db1 = gelu_backward_in_place_column_sums(&bc.f1, &mut df1, blk.mlp0.out_features());
+            let dv = blk
+                .mlp0
+                .backward_slice_with_bias_grad(&bc.v, &df1, batch * tok, true, Some(&db1));
             let dn2 = modulate_backward(bc.n2c.xhat(), &dv, &bc.m, &mut dm, 6 * d, 3 * d, 4 * d, tok, d);
             blk.norm.backward_add(&bc.n2c, &dn2, &mut dh);
             let da = gate_backward(&dh, &bc.a, &bc.m, &mut dm, 6 * d, 2 * d, tok, d);
