@@ -251,10 +251,20 @@ impl<A: Float> MultiheadAttention<A> {
     /// The query/key/value gradients are laid out like the forward's projections: for
     /// self-attention one `[rows, 3E]` matrix, so that the packed weight's gradient and
     /// `dx` are one product each.
-    pub(crate) fn backward_slice(&mut self, c: &AttentionCache<A>, dy: &[A]) -> (Vec<A>, Option<Vec<A>>) {
+    ///
+    /// `dy_sums`: `dy`'s column sums (the output projection's bias gradient) when the caller
+    /// took them while writing `dy`; `None` sums them here.
+    pub(crate) fn backward_slice(
+        &mut self,
+        c: &AttentionCache<A>,
+        dy: &[A],
+        dy_sums: Option<&[A]>,
+    ) -> (Vec<A>, Option<Vec<A>>) {
         let e = self.embed;
         let (batch, lq, lk) = (c.batch, c.len_q, c.len_kv);
-        let d_o = self.out_proj.backward_slice(&c.o, dy, batch * lq, true);
+        let d_o = self
+            .out_proj
+            .backward_slice_with_bias_grad(&c.o, dy, batch * lq, true, dy_sums);
         let cross = c.ctx.is_some();
         // Query gradients (row stride `q_rs`) and key/value gradients (row stride `kv_rs`,
         // keys from column `kv_at`, values `e` further); self-attention keeps all three in
@@ -442,7 +452,7 @@ impl<A: Float> MultiheadAttention<A> {
     ) -> Result<(ArrayD<A>, Option<ArrayD<A>>)> {
         let shape = [cache.batch, cache.len_q, self.embed];
         check_shape("attention backward dy", &shape, dy.shape())?;
-        let (dx, dctx) = self.backward_slice(cache, &std_slice(dy));
+        let (dx, dctx) = self.backward_slice(cache, &std_slice(dy), None);
         Ok((
             array(&shape, dx),
             dctx.map(|v| array(&[cache.batch, cache.len_kv, self.embed], v)),

@@ -255,7 +255,9 @@ pub(crate) fn gate_add<A: Float>(
         });
 }
 
-/// Backward of [`gate_add`] for the gated branch: returns df, adds d(gate) into `dm`.
+/// Backward of [`gate_add`] for the gated branch: returns df and its column sums (the bias
+/// gradient of the layer that produced `f`, summed per item while the rows are in cache,
+/// then in item order), and adds d(gate) into `dm`.
 pub(crate) fn gate_backward<A: Float>(
     dy: &[A],
     f: &[A],
@@ -265,34 +267,50 @@ pub(crate) fn gate_backward<A: Float>(
     gate_at: usize,
     tokens: usize,
     dim: usize,
-) -> Vec<A> {
+) -> (Vec<A>, Vec<A>) {
     let item = check_items(dy.len(), m.len().min(dm.len()), ms, tokens, dim);
     assert_eq!(f.len(), dy.len(), "adaLN gated branch length");
     let mut df = Vec::with_capacity(dy.len());
-    df.spare_capacity_mut()[..dy.len()]
+    let sums: Vec<Vec<A>> = df.spare_capacity_mut()[..dy.len()]
         .par_chunks_mut(item)
         .zip(f.par_chunks(item).zip(dy.par_chunks(item)))
         .zip(m.par_chunks(ms.max(1)).zip(dm.par_chunks_mut(ms.max(1))))
-        .for_each(|((dfb, (fb, dyb)), (mb, dmb))| {
+        .map(|((dfb, (fb, dyb)), (mb, dmb))| {
             let g = &mb[gate_at..gate_at + dim];
-            let mut dgate = vec![A::zero(); dim];
-            for ((dfr, fr), dyr) in dfb
-                .chunks_exact_mut(dim)
-                .zip(fb.chunks_exact(dim))
-                .zip(dyb.chunks_exact(dim))
-            {
-                for ((((df, &f), &dy), &g), dg) in dfr.iter_mut().zip(fr).zip(dyr).zip(g).zip(&mut dgate) {
-                    df.write(dy * g);
-                    *dg = *dg + dy * f;
-                }
-            }
+            let (mut dgate, mut sums) = (vec![A::zero(); dim], vec![A::zero(); dim]);
+            crate::vmath::wide(
+                #[inline(always)]
+                || {
+                    let rows = dfb
+                        .chunks_exact_mut(dim)
+                        .zip(fb.chunks_exact(dim))
+                        .zip(dyb.chunks_exact(dim));
+                    for ((dfr, fr), dyr) in rows {
+                        let cols = dfr
+                            .iter_mut()
+                            .zip(fr)
+                            .zip(dyr)
+                            .zip(g)
+                            .zip(&mut dgate)
+                            .zip(&mut sums);
+                        for (((((df, &f), &dy), &g), dg), s) in cols {
+                            let v = dy * g;
+                            df.write(v);
+                            *s = *s + v;
+                            *dg = *dg + dy * f;
+                        }
+                    }
+                },
+            );
             for (dm, &dg) in dmb[gate_at..gate_at + dim].iter_mut().zip(&dgate) {
                 *dm = *dm + dg;
             }
-        });
+            sums
+        })
+        .collect();
     // SAFETY: as in `modulate`.
     unsafe { df.set_len(dy.len()) };
-    df
+    (df, super::sum_in_order(&sums, dim))
 }
 
 fn patch_dims(shape: &[usize], p: usize) -> Result<(usize, usize, usize, usize)> {

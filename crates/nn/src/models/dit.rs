@@ -418,16 +418,18 @@ impl<A: Float> Network<A> for Dit<A> {
         let (mut dh, mut dsc) = self.head_backward(&cache.head, sc, dy, batch)?;
         for (blk, bc) in self.blocks.iter_mut().zip(&cache.blocks).rev() {
             let mut dm = vec![A::zero(); batch * 6 * d];
-            let df2 = gate_backward(&dh, &bc.f2, &bc.m, &mut dm, 6 * d, 5 * d, tok, d);
-            let mut df1 = blk.mlp2.backward_slice(&bc.gl, &df2, batch * tok, true);
+            let (df2, db2) = gate_backward(&dh, &bc.f2, &bc.m, &mut dm, 6 * d, 5 * d, tok, d);
+            let mut df1 = blk
+                .mlp2
+                .backward_slice_with_bias_grad(&bc.gl, &df2, batch * tok, true, Some(&db2));
             let db1 = gelu_backward_in_place_column_sums(&bc.f1, &mut df1, blk.mlp0.out_features());
             let dv = blk
                 .mlp0
                 .backward_slice_with_bias_grad(&bc.v, &df1, batch * tok, true, Some(&db1));
             let dn2 = modulate_backward(bc.n2c.xhat(), &dv, &bc.m, &mut dm, 6 * d, 3 * d, 4 * d, tok, d);
             blk.norm.backward_add(&bc.n2c, &dn2, &mut dh);
-            let da = gate_backward(&dh, &bc.a, &bc.m, &mut dm, 6 * d, 2 * d, tok, d);
-            let (du, _) = blk.attn.backward_slice(&bc.attn, &da);
+            let (da, dbo) = gate_backward(&dh, &bc.a, &bc.m, &mut dm, 6 * d, 2 * d, tok, d);
+            let (du, _) = blk.attn.backward_slice(&bc.attn, &da, Some(&dbo));
             let dn1 = modulate_backward(bc.n1c.xhat(), &du, &bc.m, &mut dm, 6 * d, 0, d, tok, d);
             blk.norm.backward_add(&bc.n1c, &dn1, &mut dh);
             add_into(&mut dsc, &blk.ada.backward_slice(sc, &dm, batch, true));

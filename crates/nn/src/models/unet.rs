@@ -236,7 +236,7 @@ impl<A: Float> AttnBlock<A> {
 
     fn backward(&mut self, c: &AttnBlockCache<A>, shape: &[usize], dy: &[A]) -> Vec<A> {
         let (b, ch, sp) = (shape[0], shape[1], shape[2..].iter().product());
-        let (dh, _) = self.a.backward_slice(&c.ac, &transpose_cs(dy, b, ch, sp));
+        let (dh, _) = self.a.backward_slice(&c.ac, &transpose_cs(dy, b, ch, sp), None);
         let dn = transpose_cs(&dh, b, sp, ch);
         let mut dx = self.n.backward_slice(&c.nc, &dn, sp);
         par_add_into(&mut dx, dy);

@@ -209,7 +209,7 @@ impl<A: Float> Network<A> for WhiteBoxDit<A> {
         let (mut dh, mut dsc) = self.skeleton.head_backward(&cache.head, sc, dy, batch)?;
         for (blk, bc) in self.blocks.iter_mut().zip(&cache.blocks).rev() {
             let mut dm = vec![A::zero(); batch * 6 * d];
-            let dz = gate_backward(&dh, &bc.z, &bc.m, &mut dm, 6 * d, 5 * d, tok, d);
+            let (dz, _) = gate_backward(&dh, &bc.z, &bc.m, &mut dm, 6 * d, 5 * d, tok, d);
             let dv = blk.ista.backward(&bc.ista, &array(&shape, dz))?;
             let dn2 = modulate_backward(
                 bc.n2c.xhat(),
@@ -223,7 +223,7 @@ impl<A: Float> Network<A> for WhiteBoxDit<A> {
                 d,
             );
             blk.norm.backward_add(&bc.n2c, &dn2, &mut dh);
-            let da = gate_backward(&dh, &bc.a, &bc.m, &mut dm, 6 * d, 2 * d, tok, d);
+            let (da, _) = gate_backward(&dh, &bc.a, &bc.m, &mut dm, 6 * d, 2 * d, tok, d);
             let du = blk.attn.backward(&bc.attn, &array(&shape, da))?;
             let dn1 = modulate_backward(
                 bc.n1c.xhat(),
