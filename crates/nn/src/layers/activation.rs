@@ -270,55 +270,38 @@ pub(crate) fn gelu_slice<A: Float>(x: &[A]) -> Vec<A> {
     par_exp_map(x, gelu_arg, gelu_of_exp)
 }
 
-/// tanh-GELU in place (parallel over fixed chunks).
-pub(crate) fn gelu_in_place<A: Float>(x: &mut [A]) {
-    x.par_chunks_mut(CHUNK)
-        .for_each(|x| exp_map_in_place(x, gelu_arg, gelu_of_exp));
-}
-
 /// Chunks of whole rows of `n` elements, about [`CHUNK`] long.
 fn row_chunk(n: usize) -> usize {
     CHUNK.div_ceil(n.max(1)) * n.max(1)
 }
 
-/// `z += bias` on every row (`bias.len()` wide; none: no bias), then returns `gelu(z)`, leaving `z` biased
-/// (the backward's input). The bias is added while each row is in cache, instead of filling
-/// the product's output with bias rows in a pass of its own.
-pub(crate) fn bias_gelu<A: Float>(z: &mut [A], bias: Option<&[A]>) -> Vec<A> {
-    let Some(bias) = bias else {
-        return gelu_slice(z);
-    };
-    let n = bias.len();
-    assert!(n > 0 && z.len().is_multiple_of(n), "bias_gelu: rows of {n}");
-    let mut y = Vec::with_capacity(z.len());
-    y.spare_capacity_mut()[..z.len()]
-        .par_chunks_mut(row_chunk(n))
-        .zip(z.par_chunks_mut(row_chunk(n)))
-        .for_each(|(y, z)| {
-            for (yr, zr) in y.chunks_mut(n).zip(z.chunks_mut(n)) {
-                super::add_into(zr, bias);
-                exp_map_into(zr, yr, gelu_arg, gelu_of_exp);
-            }
-        });
-    // SAFETY: `y`'s chunks pair with equally long chunks of whole rows of `z`, and
-    // `exp_map_into` writes one output per element of each row.
-    unsafe { y.set_len(z.len()) };
-    y
+/// `z += bias` on every row of `n` elements (none: no bias), then `out = gelu(z)`, leaving
+/// `z` biased (the backward's input); row by row on the calling thread, each row's bias,
+/// `exp` and output in one visit while it is in cache.
+pub(crate) fn bias_gelu_seq<A: Float>(z: &mut [A], n: usize, bias: Option<&[A]>, out: &mut [MaybeUninit<A>]) {
+    check_rows(z.len(), n, bias);
+    assert_eq!(out.len(), z.len(), "bias_gelu output length");
+    for (zr, yr) in z.chunks_mut(n).zip(out.chunks_mut(n)) {
+        add_row_bias(zr, bias);
+        exp_map_into(zr, yr, gelu_arg, gelu_of_exp);
+    }
 }
 
-/// `z = gelu(z + bias)` per row, in place (inference; see [`bias_gelu`]).
-pub(crate) fn bias_gelu_in_place<A: Float>(z: &mut [A], bias: Option<&[A]>) {
-    let Some(bias) = bias else {
-        return gelu_in_place(z);
-    };
-    let n = bias.len();
-    assert!(n > 0 && z.len().is_multiple_of(n), "bias_gelu: rows of {n}");
-    z.par_chunks_mut(row_chunk(n)).for_each(|z| {
-        for zr in z.chunks_mut(n) {
-            super::add_into(zr, bias);
-            exp_map_in_place(zr, gelu_arg, gelu_of_exp);
-        }
-    });
+/// `z = gelu(z + bias)` in place (inference), with [`bias_gelu_seq`]'s arithmetic.
+pub(crate) fn bias_gelu_in_place_seq<A: Float>(z: &mut [A], n: usize, bias: Option<&[A]>) {
+    check_rows(z.len(), n, bias);
+    for zr in z.chunks_mut(n) {
+        add_row_bias(zr, bias);
+        exp_map_in_place(zr, gelu_arg, gelu_of_exp);
+    }
+}
+
+fn check_rows<A>(len: usize, n: usize, bias: Option<&[A]>) {
+    assert!(
+        n > 0 && len.is_multiple_of(n) && bias.is_none_or(|b| b.len() == n),
+        "rows of {n}: {len} elements, bias of {:?}",
+        bias.map(|b| b.len())
+    );
 }
 
 /// dL/dx of tanh-GELU.
@@ -439,23 +422,29 @@ mod tests {
 
     #[test]
     fn bias_gelu_is_gelu_of_the_biased_rows() {
-        // Rows spanning several parallel chunks, with a width that does not divide them.
-        let (rows, n) = (301, 77);
+        // Rows wider than one exp block, with and without a bias.
+        let (rows, n) = (31, 300);
         let z: Vec<f32> = (0..rows * n)
             .map(|i| ((i * 7919) % 2001) as f32 * 0.004 - 4.0)
             .collect();
-        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.05 - 2.0).collect();
-        let biased: Vec<f32> = z
-            .chunks(n)
-            .flat_map(|r| r.iter().zip(&bias).map(|(v, b)| v + b))
-            .collect();
-        let want = gelu_slice(&biased);
-        let mut zt = z.clone();
-        assert_eq!(bias_gelu(&mut zt, Some(&bias)), want);
-        assert_eq!(zt, biased, "the pre-activation is left biased");
-        let mut zi = z;
-        bias_gelu_in_place(&mut zi, Some(&bias));
-        assert_eq!(zi, want);
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.01 - 1.5).collect();
+        for b in [Some(&bias[..]), None] {
+            let biased: Vec<f32> = z
+                .chunks(n)
+                .flat_map(|r| r.iter().enumerate().map(|(j, v)| v + b.map_or(0.0, |b| b[j])))
+                .collect();
+            let want = gelu_slice(&biased);
+            let mut zt = z.clone();
+            let mut y = Vec::with_capacity(z.len());
+            bias_gelu_seq(&mut zt, n, b, &mut y.spare_capacity_mut()[..z.len()]);
+            // SAFETY: `bias_gelu_seq` writes every output element.
+            unsafe { y.set_len(z.len()) };
+            assert_eq!(y, want);
+            assert_eq!(zt, biased, "the pre-activation is left biased");
+            let mut zi = z.clone();
+            bias_gelu_in_place_seq(&mut zi, n, b);
+            assert_eq!(zi, want);
+        }
     }
 
     #[test]

@@ -245,14 +245,29 @@ pub(crate) fn gate_add<A: Float>(
     x.par_chunks_mut(item)
         .zip(f.par_chunks(item))
         .zip(m.par_chunks(ms.max(1)))
-        .for_each(|((xb, fb), mb)| {
-            let g = &mb[gate_at..gate_at + dim];
-            for (xr, fr) in xb.chunks_exact_mut(dim).zip(fb.chunks_exact(dim)) {
-                for ((x, &f), &g) in xr.iter_mut().zip(fr).zip(g) {
-                    *x = *x + g * f;
-                }
+        .for_each(|((xb, fb), mb)| gate_add_seq(xb, fb, mb, ms, gate_at, tokens, dim));
+}
+
+/// [`gate_add`] on the calling thread, for the whole items of `x` and their rows of `m`.
+pub(crate) fn gate_add_seq<A: Float>(
+    x: &mut [A],
+    f: &[A],
+    m: &[A],
+    ms: usize,
+    gate_at: usize,
+    tokens: usize,
+    dim: usize,
+) {
+    let item = (tokens * dim).max(1);
+    assert_eq!(f.len(), x.len(), "adaLN gated branch length");
+    for ((xb, fb), mb) in x.chunks_mut(item).zip(f.chunks(item)).zip(m.chunks(ms.max(1))) {
+        let g = &mb[gate_at..gate_at + dim];
+        for (xr, fr) in xb.chunks_exact_mut(dim).zip(fb.chunks_exact(dim)) {
+            for ((x, &f), &g) in xr.iter_mut().zip(fr).zip(g) {
+                *x = *x + g * f;
             }
-        });
+        }
+    }
 }
 
 /// Backward of [`gate_add`] for the gated branch: returns df and its column sums (the bias

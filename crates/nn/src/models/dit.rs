@@ -4,17 +4,24 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 
 use crate::error::{NnError, Result, check_shape};
+use crate::gemm::{MatMut, MatRef, matmul_new, matmul_serial};
 use crate::layers::activation::{
-    bias_gelu, bias_gelu_in_place, gelu_backward_in_place_column_sums, silu_backward_slice, silu_slice,
+    bias_gelu_in_place_seq, bias_gelu_seq, gelu_backward_in_place_column_sums, silu_backward_slice,
+    silu_slice,
 };
+use crate::layers::assume_init_mut;
 use crate::layers::attention::AttentionCache;
-use crate::layers::embed::{gate_add, gate_backward, modulate, modulate_backward, patchify, unpatchify};
+use crate::layers::embed::{
+    gate_add, gate_add_seq, gate_backward, modulate, modulate_backward, patchify, unpatchify,
+};
 use crate::layers::norm::NormCache;
 use crate::layers::{
     Conv, LayerNorm, Linear, MultiheadAttention, add_into, array, std_slice, timestep_embedding,
 };
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, join_name};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Sizes of a [`Dit`]; `Default` is the reference `dit-tiny` (4,165,456 trainable parameters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +63,93 @@ pub struct DitBlock<A> {
     pub mlp0: Linear<A>,
     pub mlp2: Linear<A>,
     pub ada: Linear<A>,
+}
+
+/// Batch items per task of a block's MLP branch: 8 items of 64 tokens are 512 rows, whose
+/// hidden activations (768 wide: 1.5 MB in f32) stay in the core's 2 MB L2 cache from fc1's
+/// product through GELU into fc2's product, instead of a round trip to memory between the
+/// three. Measured on dit-tiny's branch against whole-batch parallel products, alternating
+/// in one process (2 threads): 4 items about even, 8 items 3-8% faster at inference and
+/// 1-3% in training (which writes the activations out for the backward), 16 no better.
+const MLP_ITEMS: usize = 8;
+
+/// The MLP branch's outputs kept for the backward: fc1's biased output, GELU's output and
+/// fc2's output, as uninitialised room that the branch fills.
+type MlpOutputs<'a, A> = (
+    &'a mut [MaybeUninit<A>],
+    &'a mut [MaybeUninit<A>],
+    &'a mut [MaybeUninit<A>],
+);
+
+impl<A: Float> DitBlock<A> {
+    /// `h += gate * fc2(gelu(fc1(v)))` (adaLN gate rows in `m`), in tasks of
+    /// [`MLP_ITEMS`] whole batch items, each through all three steps on one thread (serial
+    /// products). Inference and training run the same arithmetic, so their outputs are
+    /// identical; `keep` receives what the backward reads.
+    fn mlp_branch(&self, h: &mut [A], v: &[A], m: &[A], tok: usize, keep: Option<MlpOutputs<'_, A>>) {
+        let (d, hid) = (self.mlp0.in_features(), self.mlp0.out_features());
+        let rows = (MLP_ITEMS * tok).max(1);
+        let tasks = h
+            .par_chunks_mut(rows * d)
+            .zip(v.par_chunks(rows * d))
+            .zip(m.par_chunks(MLP_ITEMS * 6 * d));
+        match keep {
+            Some((f1, gl, f2)) => tasks
+                .zip(
+                    f1.par_chunks_mut(rows * hid)
+                        .zip(gl.par_chunks_mut(rows * hid))
+                        .zip(f2.par_chunks_mut(rows * d)),
+                )
+                .for_each(|(((hb, vb), mb), ((f1b, glb), f2b))| {
+                    self.mlp_task(hb, vb, mb, tok, Some((f1b, glb, f2b)))
+                }),
+            None => tasks.for_each(|((hb, vb), mb)| self.mlp_task(hb, vb, mb, tok, None)),
+        }
+    }
+
+    /// One task of [`Self::mlp_branch`] on the calling thread.
+    fn mlp_task(&self, h: &mut [A], v: &[A], m: &[A], tok: usize, keep: Option<MlpOutputs<'_, A>>) {
+        let (d, hid) = (self.mlp0.in_features(), self.mlp0.out_features());
+        let rows = v.len() / d;
+        let vm = MatRef::row_major(v, 0, rows, d);
+        let w1t = MatRef::row_major(self.mlp0.weight.v(), 0, hid, d).t();
+        let w2t = MatRef::row_major(self.mlp2.weight.v(), 0, d, hid).t();
+        let (b1, b2) = (self.mlp0.bias_values(), self.mlp2.bias_values());
+        let add_b2 = |f2: &mut [A]| {
+            if let Some(b) = b2 {
+                for row in f2.chunks_mut(d) {
+                    add_into(row, b);
+                }
+            }
+        };
+        match keep {
+            Some((f1, gl, f2)) => {
+                matmul_serial(MatMut::uninit(f1, 0, rows, hid, hid), vm, w1t, false);
+                // SAFETY: the product wrote all `rows x hid` elements.
+                let f1 = unsafe { assume_init_mut(f1) };
+                bias_gelu_seq(f1, hid, b1, gl);
+                // SAFETY: `bias_gelu_seq` wrote one output per element of `f1`.
+                let gl = unsafe { assume_init_mut(gl) };
+                matmul_serial(
+                    MatMut::uninit(f2, 0, rows, d, d),
+                    MatRef::row_major(gl, 0, rows, hid),
+                    w2t,
+                    false,
+                );
+                // SAFETY: the product wrote all `rows x d` elements.
+                let f2 = unsafe { assume_init_mut(f2) };
+                add_b2(f2);
+                gate_add_seq(h, f2, m, 6 * d, 5 * d, tok, d);
+            }
+            None => {
+                let mut z = matmul_new(vm, w1t, true);
+                bias_gelu_in_place_seq(&mut z, hid, b1);
+                let mut f2 = matmul_new(MatRef::row_major(&z, 0, rows, hid), w2t, true);
+                add_b2(&mut f2);
+                gate_add_seq(h, &f2, m, 6 * d, 5 * d, tok, d);
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -343,10 +437,7 @@ impl<A: Float> Dit<A> {
                 let (a, _) = blk.attn.forward_slice(u, batch, tok, None);
                 gate_add(&mut h, &a, &m, 6 * d, 2 * d, tok, d);
                 let v = blk.norm.normalize_modulated(&h, &m, (6 * d, 3 * d, 4 * d), tok);
-                let mut f1 = blk.mlp0.forward_unbiased(&v, batch * tok, false);
-                bias_gelu_in_place(&mut f1, blk.mlp0.bias_values());
-                let f2 = blk.mlp2.forward_slice(&f1, batch * tok);
-                gate_add(&mut h, &f2, &m, 6 * d, 5 * d, tok, d);
+                blk.mlp_branch(&mut h, &v, &m, tok, None);
                 continue;
             }
             let n1c = blk.norm.normalize(&h);
@@ -355,10 +446,29 @@ impl<A: Float> Dit<A> {
             gate_add(&mut h, &a, &m, 6 * d, 2 * d, tok, d);
             let n2c = blk.norm.normalize(&h);
             let v = modulate(n2c.xhat(), &m, 6 * d, 3 * d, 4 * d, tok, d);
-            let mut f1 = blk.mlp0.forward_unbiased(&v, batch * tok, false);
-            let gl = bias_gelu(&mut f1, blk.mlp0.bias_values());
-            let f2 = blk.mlp2.forward_slice(&gl, batch * tok);
-            gate_add(&mut h, &f2, &m, 6 * d, 5 * d, tok, d);
+            let (rows, hid) = (batch * tok, blk.mlp0.out_features());
+            let (mut f1, mut gl, mut f2) = (
+                Vec::with_capacity(rows * hid),
+                Vec::with_capacity(rows * hid),
+                Vec::with_capacity(rows * d),
+            );
+            blk.mlp_branch(
+                &mut h,
+                &v,
+                &m,
+                tok,
+                Some((
+                    &mut f1.spare_capacity_mut()[..rows * hid],
+                    &mut gl.spare_capacity_mut()[..rows * hid],
+                    &mut f2.spare_capacity_mut()[..rows * d],
+                )),
+            );
+            // SAFETY: `mlp_branch` writes all of its three outputs.
+            unsafe {
+                f1.set_len(rows * hid);
+                gl.set_len(rows * hid);
+                f2.set_len(rows * d);
+            }
             caches.push(BlockCache {
                 m,
                 n1c,
