@@ -50,67 +50,6 @@ fn run<N: Network<f32> + Clone>(
     (y, dx, grads)
 }
 
-/// The DiT's items are independent: a batch of 10 (its MLP branch in tasks of 8 items, the
-/// last partial) gives each item the output and input gradient it gets alone, and parameter
-/// gradients that are the sums of the single items' (f64, to rounding).
-#[test]
-fn dit_items_are_independent() {
-    let mut rng = Rng::new(5);
-    let cfg = DitConfig {
-        depth: 1,
-        hidden: 48,
-        ..DitConfig::default()
-    };
-    let mut dit = Dit::<f64>::new(cfg, &mut rng).unwrap();
-    // Non-zero adaLN and output weights, so every branch contributes.
-    dit.visit_mut(&mut |_, p| p.value.iter_mut().for_each(|v| *v += 0.05 * rng.normal()));
-    let batch = 10;
-    let n: usize = 4 * 16 * 16;
-    let x: Vec<f64> = (0..batch * n).map(|_| rng.normal()).collect();
-    let dy: Vec<f64> = (0..batch * n).map(|_| rng.normal()).collect();
-    let t: Vec<f64> = (0..batch).map(|i| (i * 170) as f64).collect();
-    let arr = |v: &[f64], b: usize| ArrayD::from_shape_vec(IxDyn(&[b, 4, 16, 16]), v.to_vec()).unwrap();
-    let grads = |net: &Dit<f64>| {
-        let mut g = Vec::new();
-        net.visit(&mut |_, p| g.extend(p.grad.iter().copied()));
-        g
-    };
-    dit.zero_grad();
-    let (y, cache) = dit.forward(&arr(&x, batch), &t, None).unwrap();
-    let dx = dit.backward(&cache, &arr(&dy, batch)).unwrap();
-    let want = grads(&dit);
-    let mut summed = vec![0.0; want.len()];
-    let mut worst = 0.0f64;
-    for i in 0..batch {
-        dit.zero_grad();
-        let xi = arr(&x[i * n..(i + 1) * n], 1);
-        let (yi, ci) = dit.forward(&xi, &t[i..i + 1], None).unwrap();
-        let dxi = dit.backward(&ci, &arr(&dy[i * n..(i + 1) * n], 1)).unwrap();
-        for (a, b) in yi.iter().zip(y.iter().skip(i * n)) {
-            worst = worst.max((a - b).abs());
-        }
-        for (a, b) in dxi.iter().zip(dx.iter().skip(i * n)) {
-            worst = worst.max((a - b).abs());
-        }
-        for (s, g) in summed.iter_mut().zip(grads(&dit)) {
-            *s += g;
-        }
-    }
-    assert!(
-        worst < 1e-12,
-        "items' outputs or input gradients differ by {worst:e}"
-    );
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let err = want
-        .iter()
-        .zip(&summed)
-        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        err < 1e-11 * scale.max(1.0),
-        "parameter gradients differ by {err:e}"
-    );
-}
-
 #[test]
 fn results_do_not_depend_on_thread_count() {
     let mut rng = Rng::new(1);

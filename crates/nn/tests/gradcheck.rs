@@ -8,7 +8,7 @@ use diffusion_core::Rng;
 use diffusion_nn::layers::*;
 use diffusion_nn::models::*;
 use diffusion_nn::{Network, Parameters};
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayD, Axis, IxDyn, Slice};
 
 fn randn(shape: &[usize], rng: &mut Rng) -> ArrayD<f64> {
     let mut v = vec![0.0; shape.iter().product()];
@@ -455,9 +455,54 @@ fn perturb<N: Parameters<f64>>(n: &mut N, rng: &mut Rng, s: f64) {
     n.visit_mut(&mut |_, p| p.value.iter_mut().for_each(|v| *v += s * rng.normal()));
 }
 
+/// A batch gives every item the output and input gradient it gets alone, and parameter
+/// gradients that are the sums of the single items' (f64, to rounding): the check for
+/// networks that split a batch into blocks or tasks.
+fn assert_items_independent<N: Network<f64>>(net: &mut N, x: &ArrayD<f64>, dy: &ArrayD<f64>, t: &[f64]) {
+    let grads = |net: &N| {
+        let mut g = Vec::new();
+        net.visit(&mut |_, p| g.extend(p.grad.iter().copied()));
+        g
+    };
+    let item = |a: &ArrayD<f64>, i: usize| a.slice_axis(Axis(0), Slice::from(i..i + 1)).to_owned();
+    net.zero_grad();
+    let (y, cache) = net.forward(x, t, None).unwrap();
+    let dx = net.backward(&cache, dy).unwrap();
+    let want = grads(net);
+    let mut summed = vec![0.0; want.len()];
+    let mut worst = 0.0f64;
+    for i in 0..t.len() {
+        net.zero_grad();
+        let (yi, ci) = net.forward(&item(x, i), &t[i..i + 1], None).unwrap();
+        let dxi = net.backward(&ci, &item(dy, i)).unwrap();
+        for (a, b) in yi
+            .iter()
+            .zip(item(&y, i).iter())
+            .chain(dxi.iter().zip(item(&dx, i).iter()))
+        {
+            worst = worst.max((a - b).abs());
+        }
+        for (s, g) in summed.iter_mut().zip(grads(net)) {
+            *s += g;
+        }
+    }
+    assert!(
+        worst < 1e-12,
+        "items' outputs or input gradients differ by {worst:e}"
+    );
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let err = want
+        .iter()
+        .zip(&summed)
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err < 1e-11 * scale.max(1.0),
+        "parameter gradients differ by {err:e} (max {scale:e})"
+    );
+}
+
 /// The MLP runs its batch in row blocks (512 rows each): a batch of several blocks, the
-/// last one partial, must give every row the output it gets alone and parameter gradients
-/// that are the sums of the single-row ones.
+/// last one partial.
 #[test]
 fn mlp_row_blocks_match_single_rows() {
     let mut rng = Rng::new(8);
@@ -472,41 +517,25 @@ fn mlp_row_blocks_match_single_rows() {
     let x = randn(&[batch, 3], &mut rng);
     let dy = randn(&[batch, 3], &mut rng);
     let t: Vec<f64> = (0..batch).map(|i| ((i * 37) % 50) as f64).collect();
-    let grads = |net: &MlpDenoiser<f64>| {
-        let mut g = Vec::new();
-        net.visit(&mut |_, p| g.extend(p.grad.iter().copied()));
-        g
+    assert_items_independent(&mut net, &x, &dy, &t);
+}
+
+/// The DiT runs its MLP branch in tasks of 8 batch items: 10 items, the last task partial.
+#[test]
+fn dit_items_are_independent() {
+    let mut rng = Rng::new(5);
+    let cfg = DitConfig {
+        depth: 1,
+        hidden: 48,
+        ..DitConfig::default()
     };
-    net.zero_grad();
-    let (y, cache) = net.forward(&x, &t, None).unwrap();
-    let dx = net.backward(&cache, &dy).unwrap();
-    let (want_grads, mut sum_grads) = (grads(&net), vec![0.0; grads(&net).len()]);
-    let mut worst = 0.0f64;
-    for i in 0..batch {
-        let xi = x.slice(ndarray::s![i..i + 1, ..]).to_owned().into_dyn();
-        let dyi = dy.slice(ndarray::s![i..i + 1, ..]).to_owned().into_dyn();
-        net.zero_grad();
-        let (yi, ci) = net.forward(&xi, &t[i..i + 1], None).unwrap();
-        let dxi = net.backward(&ci, &dyi).unwrap();
-        for k in 0..3 {
-            worst = worst
-                .max((yi[[0, k]] - y[[i, k]]).abs())
-                .max((dxi[[0, k]] - dx[[i, k]]).abs());
-        }
-        for (s, g) in sum_grads.iter_mut().zip(grads(&net)) {
-            *s += g;
-        }
-    }
-    assert!(worst < 1e-12, "row outputs / input gradients differ by {worst:e}");
-    let scale = want_grads.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let err = want_grads
-        .iter()
-        .zip(&sum_grads)
-        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        err < 1e-11 * scale.max(1.0),
-        "parameter gradients differ by {err:e} (max {scale:e})"
-    );
+    let mut dit = Dit::<f64>::new(cfg, &mut rng).unwrap();
+    // Non-zero adaLN and output weights, so every branch contributes.
+    dit.visit_mut(&mut |_, p| p.value.iter_mut().for_each(|v| *v += 0.05 * rng.normal()));
+    let x = randn(&[10, 4, 16, 16], &mut rng);
+    let dy = randn(&[10, 4, 16, 16], &mut rng);
+    let t: Vec<f64> = (0..10).map(|i| (i * 170) as f64).collect();
+    assert_items_independent(&mut dit, &x, &dy, &t);
 }
 
 #[test]
