@@ -327,13 +327,15 @@ impl<A: Float> Dit<A> {
         let (xe, _) = self.x_embed.forward_slice(&xs, x.shape())?;
         let pos = std_slice(&self.pos);
         let mut h = vec![A::zero(); batch * tok * d];
-        for b in 0..batch {
-            for c in 0..d {
-                for p in 0..tok {
-                    h[(b * tok + p) * d + c] = xe[(b * d + c) * tok + p] + pos[p * d + c];
+        h.par_chunks_mut(tok * d)
+            .zip(xe.par_chunks(d * tok))
+            .for_each(|(hb, xb)| {
+                for (p, (hr, pr)) in hb.chunks_mut(d).zip(pos.chunks(d)).enumerate() {
+                    for (c, (v, &pv)) in hr.iter_mut().zip(pr).enumerate() {
+                        *v = xb[c * tok + p] + pv;
+                    }
                 }
-            }
-        }
+            });
         // Conditioning vector c = t_embed(temb) (+ class embedding).
         let temb = std_slice(&timestep_embedding(t, cfg.freq_dim, 10000.0)).into_owned();
         let z1 = self.t_embed0.forward_slice(&temb, batch);
@@ -405,13 +407,15 @@ impl<A: Float> Dit<A> {
         self.t_embed0.backward_slice(&c.temb, &dz1, batch, false);
         // Tokens [B, T, D] back to the conv output layout [B, D, T].
         let mut dxe = vec![A::zero(); batch * d * tok];
-        for b in 0..batch {
-            for p in 0..tok {
-                for ch in 0..d {
-                    dxe[(b * d + ch) * tok + p] = dh[(b * tok + p) * d + ch];
+        dxe.par_chunks_mut(d * tok)
+            .zip(dh.par_chunks(tok * d))
+            .for_each(|(xb, hb)| {
+                for (ch, xr) in xb.chunks_mut(tok).enumerate() {
+                    for (p, v) in xr.iter_mut().enumerate() {
+                        *v = hb[p * d + ch];
+                    }
                 }
-            }
-        }
+            });
         let dx = self.x_embed.backward_slice(&c.x, &c.x_shape, &dxe, true)?;
         Ok(array(&c.x_shape, dx))
     }
