@@ -65,9 +65,9 @@ fn results_do_not_depend_on_thread_count() {
         &mut rng,
     )
     .unwrap();
-    // 10 items: the MLP branch runs tasks of 8 items, the last one partial.
-    let xd = randn(&[10, 4, 16, 16], &mut rng);
-    let td: Vec<f32> = (0..10).map(|i| (i * 111 % 1000) as f32).collect();
+    // 19 items: the MLP branch runs tasks of 2 items, the last one partial.
+    let xd = randn(&[19, 4, 16, 16], &mut rng);
+    let td: Vec<f32> = (0..19).map(|i| (i * 111 % 1000) as f32).collect();
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
     assert_eq!(

@@ -72,6 +72,11 @@ pub struct DitBlock<A> {
 /// in one process (2 threads): 4 items about even, 8 items 3-8% faster at inference and
 /// 1-3% in training (which writes the activations out for the backward), 16 no better.
 const MLP_ITEMS: usize = 8;
+/// Smaller batches take fewer items per task, so that a batch of at least this many items
+/// still gives this many tasks (sampling runs small batches on machines with many cores).
+/// The task size is a function of the batch size alone: results do not depend on the
+/// thread count.
+const MLP_MIN_TASKS: usize = 8;
 
 /// The MLP branch's outputs kept for the backward: fc1's biased output, GELU's output and
 /// fc2's output, as uninitialised room that the branch fills.
@@ -82,17 +87,19 @@ type MlpOutputs<'a, A> = (
 );
 
 impl<A: Float> DitBlock<A> {
-    /// `h += gate * fc2(gelu(fc1(v)))` (adaLN gate rows in `m`), in tasks of
+    /// `h += gate * fc2(gelu(fc1(v)))` (adaLN gate rows in `m`), in tasks of up to
     /// [`MLP_ITEMS`] whole batch items, each through all three steps on one thread (serial
     /// products). Inference and training run the same arithmetic, so their outputs are
     /// identical; `keep` receives what the backward reads.
     fn mlp_branch(&self, h: &mut [A], v: &[A], m: &[A], tok: usize, keep: Option<MlpOutputs<'_, A>>) {
         let (d, hid) = (self.mlp0.in_features(), self.mlp0.out_features());
-        let rows = (MLP_ITEMS * tok).max(1);
+        let batch = h.len() / (tok * d).max(1);
+        let items = (batch / MLP_MIN_TASKS).clamp(1, MLP_ITEMS);
+        let rows = (items * tok).max(1);
         let tasks = h
             .par_chunks_mut(rows * d)
             .zip(v.par_chunks(rows * d))
-            .zip(m.par_chunks(MLP_ITEMS * 6 * d));
+            .zip(m.par_chunks(items * 6 * d));
         match keep {
             Some((f1, gl, f2)) => tasks
                 .zip(
