@@ -6,7 +6,7 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::{array, std_slice};
+use super::{add_row_bias, array, std_slice};
 use crate::error::{NnError, Result, check_shape};
 use crate::param::{Float, cast};
 
@@ -190,20 +190,6 @@ pub(crate) fn bias_silu_in_place_seq<A: Float>(z: &mut [A], bias: Option<&[A]>) 
     silu_in_place_seq(z);
 }
 
-/// `z += bias` on every row of `bias.len()` elements.
-fn add_row_bias<A: Float>(z: &mut [A], bias: Option<&[A]>) {
-    if let Some(b) = bias {
-        assert!(
-            !b.is_empty() && z.len().is_multiple_of(b.len()),
-            "bias rows of {}",
-            b.len()
-        );
-        for row in z.chunks_mut(b.len()) {
-            super::add_into(row, b);
-        }
-    }
-}
-
 /// `x[i] = f(x[i], exp(arg(x[i])))` in place on the calling thread (see [`exp_map_into`]).
 #[inline(always)]
 fn exp_map_in_place<A: Float>(x: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A) -> A) {
@@ -324,26 +310,10 @@ pub(crate) fn gelu_backward_in_place_column_sums<A: Float>(x: &[A], g: &mut [A],
         .zip(x.par_chunks(row_chunk(n)))
         .map(|(g, x)| {
             exp_map2_in_place(x, g, gelu_arg, gelu_grad);
-            column_sums_seq(g, n)
+            super::column_sums_seq(g, n)
         })
         .collect();
     super::sum_in_order(&partials, n)
-}
-
-/// The column sums of rows of `n` elements, on the calling thread.
-pub(crate) fn column_sums_seq<A: Float>(m: &[A], n: usize) -> Vec<A> {
-    let mut sums = vec![A::zero(); n];
-    crate::vmath::wide(
-        #[inline(always)]
-        || {
-            for row in m.chunks(n) {
-                for (s, &v) in sums.iter_mut().zip(row) {
-                    *s = *s + v;
-                }
-            }
-        },
-    );
-    sums
 }
 
 macro_rules! activation {

@@ -8,9 +8,8 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::activation::column_sums_seq;
 use super::linear::Linear;
-use super::{add_into, array, std_slice, sum_in_order, uniform_array};
+use super::{add_into, array, column_sums_seq, std_slice, sum_in_order, uniform_array};
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_new};
 use crate::param::{Float, Param, Parameters, cast, visit_child, visit_child_mut};

@@ -3,7 +3,7 @@
 use diffusion_core::Rng;
 use ndarray::ArrayD;
 
-use super::{add_column_sums, add_into, array, repeat_rows, std_slice, uniform_array};
+use super::{add_column_sums, add_into, array, column_sums_seq, repeat_rows, std_slice, uniform_array};
 use crate::error::{NnError, Result};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial};
 use crate::param::{Float, Param, Parameters};
@@ -107,9 +107,7 @@ impl<A: Float> Linear<A> {
             false,
         );
         if !gb.is_empty() {
-            for row in dy[..rows * out].chunks(out) {
-                add_into(gb, row);
-            }
+            gb.copy_from_slice(&column_sums_seq(&dy[..rows * out], out));
         }
         g
     }

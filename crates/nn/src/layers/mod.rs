@@ -171,17 +171,41 @@ pub(crate) fn add_column_sums<A: Float>(acc: &mut [A], m: &[A]) {
     let group = rows.div_ceil(GRAD_GROUPS).max(1);
     let partials: Vec<Vec<A>> = m
         .par_chunks(group * cols)
-        .map(|block| {
-            let mut p = vec![A::zero(); cols];
-            for row in block.chunks(cols) {
-                add_into(&mut p, row);
-            }
-            p
-        })
+        .map(|block| column_sums_seq(block, cols))
         .collect();
     for p in &partials {
         add_into(acc, p);
     }
+}
+
+/// `z += bias` on every row of `bias.len()` elements (none: nothing to add).
+pub(crate) fn add_row_bias<A: Float>(z: &mut [A], bias: Option<&[A]>) {
+    if let Some(b) = bias {
+        assert!(
+            !b.is_empty() && z.len().is_multiple_of(b.len()),
+            "bias rows of {}",
+            b.len()
+        );
+        for row in z.chunks_mut(b.len()) {
+            add_into(row, b);
+        }
+    }
+}
+
+/// The column sums of rows of `n` elements, rows added in order on the calling thread.
+pub(crate) fn column_sums_seq<A: Float>(m: &[A], n: usize) -> Vec<A> {
+    let mut sums = vec![A::zero(); n];
+    crate::vmath::wide(
+        #[inline(always)]
+        || {
+            for row in m.chunks(n) {
+                for (s, &v) in sums.iter_mut().zip(row) {
+                    *s = *s + v;
+                }
+            }
+        },
+    );
+    sums
 }
 
 /// `acc += v` elementwise, in parallel over fixed chunks (for activation-sized tensors).

@@ -9,7 +9,6 @@ use crate::layers::activation::{
     bias_gelu_in_place_seq, bias_gelu_seq, gelu_backward_in_place_column_sums, silu_backward_slice,
     silu_slice,
 };
-use crate::layers::assume_init_mut;
 use crate::layers::attention::AttentionCache;
 use crate::layers::embed::{
     gate_add, gate_add_seq, gate_backward, modulate, modulate_backward, patchify, unpatchify,
@@ -18,6 +17,7 @@ use crate::layers::norm::NormCache;
 use crate::layers::{
     Conv, LayerNorm, Linear, MultiheadAttention, add_into, array, std_slice, timestep_embedding,
 };
+use crate::layers::{add_row_bias, assume_init_mut};
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, join_name};
 use rayon::prelude::*;
@@ -122,13 +122,6 @@ impl<A: Float> DitBlock<A> {
         let w1t = MatRef::row_major(self.mlp0.weight.v(), 0, hid, d).t();
         let w2t = MatRef::row_major(self.mlp2.weight.v(), 0, d, hid).t();
         let (b1, b2) = (self.mlp0.bias_values(), self.mlp2.bias_values());
-        let add_b2 = |f2: &mut [A]| {
-            if let Some(b) = b2 {
-                for row in f2.chunks_mut(d) {
-                    add_into(row, b);
-                }
-            }
-        };
         match keep {
             Some((f1, gl, f2)) => {
                 matmul_serial(MatMut::uninit(f1, 0, rows, hid, hid), vm, w1t, false);
@@ -145,14 +138,14 @@ impl<A: Float> DitBlock<A> {
                 );
                 // SAFETY: the product wrote all `rows x d` elements.
                 let f2 = unsafe { assume_init_mut(f2) };
-                add_b2(f2);
+                add_row_bias(f2, b2);
                 gate_add_seq(h, f2, m, 6 * d, 5 * d, tok, d);
             }
             None => {
                 let mut z = matmul_new(vm, w1t, true);
                 bias_gelu_in_place_seq(&mut z, hid, b1);
                 let mut f2 = matmul_new(MatRef::row_major(&z, 0, rows, hid), w2t, true);
-                add_b2(&mut f2);
+                add_row_bias(&mut f2, b2);
                 gate_add_seq(h, &f2, m, 6 * d, 5 * d, tok, d);
             }
         }

@@ -12,7 +12,9 @@ use std::borrow::Cow;
 
 use crate::gemm::{MatMut, MatRef, matmul, matmul_serial};
 use crate::layers::embed::TimestepRows;
-use crate::layers::{Linear, add_into, array, lane_dot, std_slice, sum_in_order};
+use crate::layers::{
+    Linear, add_into, add_row_bias, array, column_sums_seq, lane_dot, std_slice, sum_in_order,
+};
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, join_name};
 
@@ -189,11 +191,7 @@ impl<A: Float> MlpDenoiser<A> {
                         inputs.push(h);
                     }
                 }
-                if let Some(b) = bias {
-                    for row in z.chunks_mut(b.len()) {
-                        add_into(row, b);
-                    }
-                }
+                add_row_bias(&mut z, bias);
                 (
                     z,
                     keep.then_some(BlockCache {
@@ -257,9 +255,7 @@ impl<A: Float> MlpDenoiser<A> {
                 }
             }
         } else {
-            for row in g.chunks(h) {
-                add_into(db, row);
-            }
+            db.copy_from_slice(&column_sums_seq(g, h));
             matmul_serial(
                 MatMut::row_major(dwx, 0, h, d),
                 MatRef::row_major(g, 0, rows, h).t(),
