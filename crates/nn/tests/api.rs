@@ -56,7 +56,7 @@ fn results_do_not_depend_on_thread_count() {
     let unet = small_unet();
     let x = randn(&[5, 3, 8, 8], &mut rng);
     let t = [1.0, 50.0, 300.0, 999.0, 7.0];
-    let dit = Dit::<f32>::new(
+    let mut dit = Dit::<f32>::new(
         DitConfig {
             depth: 2,
             hidden: 48,
@@ -65,7 +65,9 @@ fn results_do_not_depend_on_thread_count() {
         &mut rng,
     )
     .unwrap();
-    // 19 items: the MLP branch runs tasks of 2 items, the last one partial.
+    // Non-zero adaLN gates, so the blocks' attention and MLP reach the output.
+    dit.visit_mut(&mut |_, p| p.value.iter_mut().for_each(|v| *v += 0.05 * rng.normal() as f32));
+    // 19 items: self-attention and the MLP branch run tasks of 2 items, the last one partial.
     let xd = randn(&[19, 4, 16, 16], &mut rng);
     let td: Vec<f32> = (0..19).map(|i| (i * 111 % 1000) as f32).collect();
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
@@ -342,6 +344,35 @@ fn mlp_and_whitebox_dit_do_not_depend_on_thread_count() {
     let (y1, dx1, g1) = one.install(|| run(&wb, &xw, &t[..3]));
     assert!(y1.iter().any(|&v| v != 0.0));
     assert_eq!((y1, dx1, g1), three.install(|| run(&wb, &xw, &t[..3])));
+}
+
+#[test]
+fn dit_inference_is_bit_identical_to_the_training_forward() {
+    // Inference runs each block in tasks of whole items (norms fused with their modulation,
+    // nothing kept); training runs self-attention and the MLP branch in tasks of their own
+    // and keeps the activations. 19 items make tasks of 2 with the last one partial, 3
+    // items tasks of 1.
+    let cfg = DitConfig {
+        depth: 2,
+        hidden: 48,
+        ..DitConfig::default()
+    };
+    let plain = Dit::<f32>::new(cfg, &mut Rng::new(8)).unwrap();
+    let mut net = plain.clone();
+    // Non-zero adaLN gates, so every block changes the output.
+    let mut rng = Rng::new(9);
+    net.visit_mut(&mut |_, p| p.value.iter_mut().for_each(|v| *v += 0.05 * rng.normal() as f32));
+    for batch in [19, 3] {
+        let x = randn(&[batch, 4, 16, 16], &mut rng);
+        let t: Vec<f32> = (0..batch).map(|i| (i * 111 % 1000) as f32).collect();
+        let (trained, _) = net.forward(&x, &t, None).unwrap();
+        assert_ne!(
+            plain.infer(&x, &t, None).unwrap(),
+            trained,
+            "the blocks reach the output"
+        );
+        assert_eq!(net.infer(&x, &t, None).unwrap(), trained, "{batch} items");
+    }
 }
 
 #[test]

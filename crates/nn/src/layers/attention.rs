@@ -9,9 +9,11 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::linear::Linear;
-use super::{add_into, array, column_sums_seq, std_slice, sum_in_order, uniform_array};
+use super::{
+    add_into, add_row_bias, array, column_sums_seq, std_slice, sum_in_order, task_items, uniform_array,
+};
 use crate::error::{NnError, Result, check_shape};
-use crate::gemm::{MatMut, MatRef, matmul, matmul_new};
+use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial};
 use crate::param::{Float, Param, Parameters, cast, visit_child, visit_child_mut};
 
 #[derive(Clone, Debug)]
@@ -121,6 +123,9 @@ impl<A: Float> MultiheadAttention<A> {
         ctx: Option<(Vec<A>, usize)>,
     ) -> (Vec<A>, AttentionCache<A>) {
         let (e, h) = (self.embed, self.heads);
+        if ctx.is_none() && batch * len_q > 0 {
+            return self.self_attention(x, batch, len_q);
+        }
         let len_kv = ctx.as_ref().map_or(len_q, |c| c.1);
         // Self-attention projects queries, keys and values in one product.
         let (mut q, mut kv, q_rs, kv_rs, kv_at) = match &ctx {
@@ -185,6 +190,124 @@ impl<A: Float> MultiheadAttention<A> {
                 o,
             },
         )
+    }
+
+    /// Self-attention of `batch` items of `len` tokens in tasks of [`task_items`] whole items
+    /// (see [`Self::self_attention_task`]), keeping what the backward reads.
+    fn self_attention(&self, x: Vec<A>, batch: usize, len: usize) -> (Vec<A>, AttentionCache<A>) {
+        let (e, h) = (self.embed, self.heads);
+        let rows = batch * len;
+        let items = task_items(batch);
+        let (mut kv, mut probs, mut o, mut y) = (
+            Vec::with_capacity(rows * 3 * e),
+            Vec::with_capacity(batch * h * len * len),
+            Vec::with_capacity(rows * e),
+            Vec::with_capacity(rows * e),
+        );
+        x.par_chunks(items * len * e)
+            .zip(kv.spare_capacity_mut()[..rows * 3 * e].par_chunks_mut(items * len * 3 * e))
+            .zip(probs.spare_capacity_mut()[..batch * h * len * len].par_chunks_mut(items * h * len * len))
+            .zip(o.spare_capacity_mut()[..rows * e].par_chunks_mut(items * len * e))
+            .zip(y.spare_capacity_mut()[..rows * e].par_chunks_mut(items * len * e))
+            .for_each(|((((xb, kvb), pb), ob), yb)| self.self_attention_task(xb, len, kvb, pb, ob, yb));
+        // SAFETY: the chunks tile the four buffers, and each task writes all of its chunks.
+        unsafe {
+            kv.set_len(rows * 3 * e);
+            probs.set_len(batch * h * len * len);
+            o.set_len(rows * e);
+            y.set_len(rows * e);
+        }
+        let cache = AttentionCache {
+            batch,
+            len_q: len,
+            len_kv: len,
+            x,
+            ctx: None,
+            q: Vec::new(),
+            kv,
+            q_rs: 3 * e,
+            kv_rs: 3 * e,
+            kv_at: e,
+            probs,
+            o,
+        };
+        (y, cache)
+    }
+
+    /// Self-attention of a few whole batch items of `len` tokens for inference, on the
+    /// calling thread: [`Self::self_attention_task`]'s arithmetic (so the output equals the
+    /// training forward's), with the projections, probabilities and head outputs in memory
+    /// of its own that is dropped on return.
+    pub(crate) fn self_attention_items(&self, x: &[A], len: usize) -> Vec<A> {
+        let (e, h) = (self.embed, self.heads);
+        let rows = x.len() / e;
+        let items = rows / len.max(1);
+        let (mut kv, mut probs, mut o, mut y) = (
+            Vec::with_capacity(rows * 3 * e),
+            Vec::with_capacity(items * h * len * len),
+            Vec::with_capacity(rows * e),
+            Vec::with_capacity(rows * e),
+        );
+        self.self_attention_task(
+            x,
+            len,
+            &mut kv.spare_capacity_mut()[..rows * 3 * e],
+            &mut probs.spare_capacity_mut()[..items * h * len * len],
+            &mut o.spare_capacity_mut()[..rows * e],
+            &mut y.spare_capacity_mut()[..rows * e],
+        );
+        // SAFETY: the task writes all of `y`.
+        unsafe { y.set_len(rows * e) };
+        y
+    }
+
+    /// A few whole batch items of self-attention on the calling thread: the packed Q/K/V
+    /// projection, every head, and the output projection with its bias, so that the
+    /// items' projections (`kv`), probabilities and head outputs stay in this core's cache
+    /// from one step to the next instead of a round trip to memory between whole-batch
+    /// steps. Writes all of `kv`, `probs`, `o` and `y`.
+    fn self_attention_task(
+        &self,
+        x: &[A],
+        len: usize,
+        kv: &mut [MaybeUninit<A>],
+        probs: &mut [MaybeUninit<A>],
+        o: &mut [MaybeUninit<A>],
+        y: &mut [MaybeUninit<A>],
+    ) {
+        let (e, h) = (self.embed, self.heads);
+        let rows = x.len() / e;
+        matmul_serial(
+            MatMut::uninit(kv, 0, rows, 3 * e, 3 * e),
+            MatRef::row_major(x, 0, rows, e),
+            MatRef::row_major(self.in_proj_weight.v(), 0, 3 * e, e).t(),
+            false,
+        );
+        // SAFETY: the product wrote all `rows x 3E` elements.
+        let kv = unsafe { super::assume_init_mut(kv) };
+        let layout = Layout {
+            q_rs: 3 * e,
+            kv_rs: 3 * e,
+            kv_at: e,
+        };
+        for ((pb, ob), kvb) in probs
+            .chunks_mut(h * len * len)
+            .zip(o.chunks_mut(len * e))
+            .zip(kv.chunks_mut(len * 3 * e))
+        {
+            self.image_forward(layout, pb, ob, kvb, None);
+        }
+        // SAFETY: every item's heads wrote all of its probabilities and output rows.
+        let o = unsafe { super::assume_init_mut(o) };
+        let w = &self.out_proj.weight;
+        matmul_serial(
+            MatMut::uninit(y, 0, rows, e, e),
+            MatRef::row_major(o, 0, rows, e),
+            MatRef::row_major(w.v(), 0, e, e).t(),
+            false,
+        );
+        // SAFETY: the product wrote all `rows x E` elements.
+        add_row_bias(unsafe { super::assume_init_mut(y) }, self.out_proj.bias_values());
     }
 
     /// Adds the projection biases to rows of keys/values `kv` and of queries `q` (`None`:

@@ -133,6 +133,23 @@ pub(crate) fn with_scratch<A: Float, R>(
     })
 }
 
+/// Most batch items per task of a layer that runs whole items through several steps on one
+/// thread (the DiT's MLP branch, self-attention), so that their intermediate rows stay in
+/// that core's cache between the steps. 8 items of 64 tokens are 512 rows: the DiT MLP's
+/// hidden rows (768 wide, 1.5 MB in f32) fit a 2 MB L2. Measured on dit-tiny's MLP branch
+/// against whole-batch parallel products, alternating in one process (2 threads): 4 items
+/// about even, 8 items 3-8% faster at inference and 1-3% in training, 16 no better.
+pub(crate) const TASK_ITEMS: usize = 8;
+/// Smaller batches take fewer items per task, so that a batch of at least this many items
+/// still gives this many tasks (sampling runs small batches on machines with many cores).
+const MIN_TASKS: usize = 8;
+
+/// Batch items per task ([`TASK_ITEMS`], fewer for small batches): a function of the batch
+/// size alone, so results do not depend on the thread count.
+pub(crate) fn task_items(batch: usize) -> usize {
+    (batch / MIN_TASKS).clamp(1, TASK_ITEMS)
+}
+
 /// Elements per parallel piece of [`repeat_rows`].
 const FILL_CHUNK: usize = 1 << 14;
 

@@ -209,7 +209,8 @@ impl<A: Float> LayerNorm<A> {
     /// `normalize(x) * (1 + scale) + shift` for `x: [batch, tokens, dim]` with per-item
     /// `shift`, `scale` at columns `shift_at`, `scale_at` of rows of stride `ms` of `m` (the
     /// adaLN modulation of `embed::modulate`), in one pass that keeps no cache: the same
-    /// arithmetic as [`LayerNorm::normalize`] followed by `modulate`, for inference.
+    /// arithmetic as [`LayerNorm::normalize`] followed by `modulate`, for inference. On the
+    /// calling thread (the DiT runs a few whole items per task).
     pub(crate) fn normalize_modulated(
         &self,
         x: &[A],
@@ -220,25 +221,22 @@ impl<A: Float> LayerNorm<A> {
         let d = self.dim;
         let item = (tokens * d).max(1);
         let mut y = vec![A::zero(); x.len()];
-        y.par_chunks_mut(item)
-            .zip(x.par_chunks(item))
-            .zip(m.par_chunks(ms.max(1)))
-            .for_each(|((yb, xb), mb)| {
-                let shift = &mb[shift_at..shift_at + d];
-                let gain: Vec<A> = mb[scale_at..scale_at + d].iter().map(|&s| A::one() + s).collect();
-                crate::vmath::wide(
-                    #[inline(always)]
-                    || {
-                        for (yr, xr) in yb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
-                            let (mean, rstd) = block_stats(xr, self.eps);
-                            normalize_with(xr, mean, rstd, yr);
-                            for ((y, &g), &b) in yr.iter_mut().zip(&gain).zip(shift) {
-                                *y = *y * g + b;
-                            }
+        for ((yb, xb), mb) in y.chunks_mut(item).zip(x.chunks(item)).zip(m.chunks(ms.max(1))) {
+            let shift = &mb[shift_at..shift_at + d];
+            let gain: Vec<A> = mb[scale_at..scale_at + d].iter().map(|&s| A::one() + s).collect();
+            crate::vmath::wide(
+                #[inline(always)]
+                || {
+                    for (yr, xr) in yb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
+                        let (mean, rstd) = block_stats(xr, self.eps);
+                        normalize_with(xr, mean, rstd, yr);
+                        for ((y, &g), &b) in yr.iter_mut().zip(&gain).zip(shift) {
+                            *y = *y * g + b;
                         }
-                    },
-                )
-            });
+                    }
+                },
+            )
+        }
         y
     }
 

@@ -17,7 +17,7 @@ use crate::layers::norm::NormCache;
 use crate::layers::{
     Conv, LayerNorm, Linear, MultiheadAttention, add_into, array, std_slice, timestep_embedding,
 };
-use crate::layers::{add_row_bias, assume_init_mut};
+use crate::layers::{add_row_bias, assume_init_mut, task_items};
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, join_name};
 use rayon::prelude::*;
@@ -65,19 +65,6 @@ pub struct DitBlock<A> {
     pub ada: Linear<A>,
 }
 
-/// Batch items per task of a block's MLP branch: 8 items of 64 tokens are 512 rows, whose
-/// hidden activations (768 wide: 1.5 MB in f32) stay in the core's 2 MB L2 cache from fc1's
-/// product through GELU into fc2's product, instead of a round trip to memory between the
-/// three. Measured on dit-tiny's branch against whole-batch parallel products, alternating
-/// in one process (2 threads): 4 items about even, 8 items 3-8% faster at inference and
-/// 1-3% in training (which writes the activations out for the backward), 16 no better.
-const MLP_ITEMS: usize = 8;
-/// Smaller batches take fewer items per task, so that a batch of at least this many items
-/// still gives this many tasks (sampling runs small batches on machines with many cores).
-/// The task size is a function of the batch size alone: results do not depend on the
-/// thread count.
-const MLP_MIN_TASKS: usize = 8;
-
 /// The MLP branch's outputs kept for the backward: fc1's biased output, GELU's output and
 /// fc2's output, as uninitialised room that the branch fills.
 type MlpOutputs<'a, A> = (
@@ -88,13 +75,13 @@ type MlpOutputs<'a, A> = (
 
 impl<A: Float> DitBlock<A> {
     /// `h += gate * fc2(gelu(fc1(v)))` (adaLN gate rows in `m`), in tasks of up to
-    /// [`MLP_ITEMS`] whole batch items, each through all three steps on one thread (serial
+    /// [`task_items`] whole batch items, each through all three steps on one thread (serial
     /// products). Inference and training run the same arithmetic, so their outputs are
     /// identical; `keep` receives what the backward reads.
     fn mlp_branch(&self, h: &mut [A], v: &[A], m: &[A], tok: usize, keep: Option<MlpOutputs<'_, A>>) {
         let (d, hid) = (self.mlp0.in_features(), self.mlp0.out_features());
         let batch = h.len() / (tok * d).max(1);
-        let items = (batch / MLP_MIN_TASKS).clamp(1, MLP_ITEMS);
+        let items = task_items(batch);
         let rows = (items * tok).max(1);
         let tasks = h
             .par_chunks_mut(rows * d)
@@ -114,7 +101,27 @@ impl<A: Float> DitBlock<A> {
         }
     }
 
-    /// One task of [`Self::mlp_branch`] on the calling thread.
+    /// The block at inference, in tasks of [`task_items`] whole batch items: each task runs
+    /// the first norm and its modulation (one pass, nothing kept), self-attention, the gated
+    /// add, the second norm and the MLP branch on one thread, so that the items' rows stay
+    /// in that core's cache through the block instead of a round trip to memory between
+    /// whole-batch steps. The arithmetic is the training forward's.
+    fn infer(&self, h: &mut [A], m: &[A], tok: usize) {
+        let d = self.mlp0.in_features();
+        let batch = h.len() / (tok * d).max(1);
+        let items = task_items(batch);
+        h.par_chunks_mut((items * tok * d).max(1))
+            .zip(m.par_chunks(items * 6 * d))
+            .for_each(|(hb, mb)| {
+                let u = self.norm.normalize_modulated(hb, mb, (6 * d, 0, d), tok);
+                let a = self.attn.self_attention_items(&u, tok);
+                gate_add_seq(hb, &a, mb, 6 * d, 2 * d, tok, d);
+                let v = self.norm.normalize_modulated(hb, mb, (6 * d, 3 * d, 4 * d), tok);
+                self.mlp_task(hb, &v, mb, tok, None);
+            });
+    }
+
+    /// One task of [`Self::mlp_branch`] or [`Self::infer`] on the calling thread.
     fn mlp_task(&self, h: &mut [A], v: &[A], m: &[A], tok: usize, keep: Option<MlpOutputs<'_, A>>) {
         let (d, hid) = (self.mlp0.in_features(), self.mlp0.out_features());
         let rows = v.len() / d;
@@ -436,12 +443,7 @@ impl<A: Float> Dit<A> {
         for blk in &self.blocks {
             let m = blk.ada.forward_slice(sc, batch);
             if !keep {
-                // Inference: each norm and its modulation in one pass, nothing kept.
-                let u = blk.norm.normalize_modulated(&h, &m, (6 * d, 0, d), tok);
-                let (a, _) = blk.attn.forward_slice(u, batch, tok, None);
-                gate_add(&mut h, &a, &m, 6 * d, 2 * d, tok, d);
-                let v = blk.norm.normalize_modulated(&h, &m, (6 * d, 3 * d, 4 * d), tok);
-                blk.mlp_branch(&mut h, &v, &m, tok, None);
+                blk.infer(&mut h, &m, tok);
                 continue;
             }
             let n1c = blk.norm.normalize(&h);
