@@ -3,7 +3,11 @@
 use diffusion_core::Rng;
 use ndarray::ArrayD;
 
-use super::{add_column_sums, add_into, array, column_sums_seq, repeat_rows, std_slice, uniform_array};
+use rayon::prelude::*;
+
+use super::{
+    add_column_sums, add_into, add_row_bias, array, column_sums_seq, repeat_rows, std_slice, uniform_array,
+};
 use crate::error::{NnError, Result};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial};
 use crate::param::{Float, Param, Parameters};
@@ -75,6 +79,29 @@ impl<A: Float> Linear<A> {
             MatRef::row_major(self.weight.v(), 0, out, inp).t(),
             serial,
         )
+    }
+
+    /// `y = x W^T + b` on the calling thread (for work already split across threads).
+    pub(crate) fn forward_serial(&self, x: &[A], rows: usize) -> Vec<A> {
+        let mut y = self.forward_unbiased(x, rows, true);
+        add_row_bias(&mut y, self.bias_values());
+        y
+    }
+
+    /// The backward of [`Self::forward_serial`] on the calling thread: accumulates the
+    /// parameter gradients and returns `dx`.
+    pub(crate) fn backward_serial(&mut self, x: &[A], dy: &[A], rows: usize) -> Vec<A> {
+        let (inp, out) = (self.in_features(), self.out_features());
+        matmul_serial(
+            MatMut::row_major(self.weight.g(), 0, out, inp),
+            MatRef::row_major(dy, 0, rows, out).t(),
+            MatRef::row_major(x, 0, rows, inp),
+            true,
+        );
+        if let Some(b) = &mut self.bias {
+            add_into(b.g(), &column_sums_seq(&dy[..rows * out], out));
+        }
+        self.input_grad(dy, rows, true)
     }
 
     /// The bias values, if the layer has a bias.
@@ -192,6 +219,35 @@ impl<A: Float> Linear<A> {
         let dx = self.backward_slice(&cache.x, &std_slice(dy), rows, true);
         Ok(array(&cache.shape, dx))
     }
+}
+
+/// Several layers applied to the same input `x` (`rows` rows): each product on one thread,
+/// the layers in parallel. For small products (the DiT's per-block adaLN projections of one
+/// conditioning row per item), which split across the threads one after another would each
+/// be too thin to pay for the hand-offs.
+pub(crate) fn forward_each<A: Float>(layers: &[&Linear<A>], x: &[A], rows: usize) -> Vec<Vec<A>> {
+    layers.par_iter().map(|l| l.forward_serial(x, rows)).collect()
+}
+
+/// The backward of [`forward_each`] from each layer's output gradient `dys[i]`: accumulates
+/// the parameter gradients and returns the sum of the input gradients, added in layer order.
+pub(crate) fn backward_each<A: Float>(
+    layers: &mut [&mut Linear<A>],
+    x: &[A],
+    dys: &[Vec<A>],
+    rows: usize,
+) -> Vec<A> {
+    assert_eq!(layers.len(), dys.len(), "one output gradient per layer");
+    let dxs: Vec<Vec<A>> = layers
+        .par_iter_mut()
+        .zip(dys)
+        .map(|(l, dy)| l.backward_serial(x, dy, rows))
+        .collect();
+    let mut dx = vec![A::zero(); x.len()];
+    for d in &dxs {
+        add_into(&mut dx, d);
+    }
+    dx
 }
 
 impl<A> Parameters<A> for Linear<A> {

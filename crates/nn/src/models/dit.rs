@@ -13,6 +13,7 @@ use crate::layers::attention::AttentionCache;
 use crate::layers::embed::{
     gate_add, gate_add_seq, gate_backward, modulate, modulate_backward, patchify, unpatchify,
 };
+use crate::layers::linear::{backward_each, forward_each};
 use crate::layers::norm::NormCache;
 use crate::layers::{
     Conv, LayerNorm, Linear, MultiheadAttention, add_into, array, std_slice, timestep_embedding,
@@ -440,8 +441,8 @@ impl<A: Float> Dit<A> {
         let (mut h, stem) = self.stem(x, t, cond)?;
         let (batch, sc) = (stem.batch, &stem.sc);
         let mut caches = Vec::with_capacity(self.blocks.len());
-        for blk in &self.blocks {
-            let m = blk.ada.forward_slice(sc, batch);
+        let ada: Vec<&Linear<A>> = self.blocks.iter().map(|b| &b.ada).collect();
+        for (blk, m) in self.blocks.iter().zip(forward_each(&ada, sc, batch)) {
             if !keep {
                 blk.infer(&mut h, &m, tok);
                 continue;
@@ -532,6 +533,7 @@ impl<A: Float> Network<A> for Dit<A> {
         let (batch, d, tok) = (cache.stem.batch, self.cfg.hidden, self.tokens());
         let sc = &cache.stem.sc;
         let (mut dh, mut dsc) = self.head_backward(&cache.head, sc, dy, batch)?;
+        let mut dms = Vec::with_capacity(self.blocks.len());
         for (blk, bc) in self.blocks.iter_mut().zip(&cache.blocks).rev() {
             let mut dm = vec![A::zero(); batch * 6 * d];
             let (df2, db2) = gate_backward(&dh, &bc.f2, &bc.m, &mut dm, 6 * d, 5 * d, tok, d);
@@ -548,8 +550,11 @@ impl<A: Float> Network<A> for Dit<A> {
             let (du, _) = blk.attn.backward_slice(&bc.attn, &da, Some(&dbo));
             let dn1 = modulate_backward(bc.n1c.xhat(), &du, &bc.m, &mut dm, 6 * d, 0, d, tok, d);
             blk.norm.backward_add(&bc.n1c, &dn1, &mut dh);
-            add_into(&mut dsc, &blk.ada.backward_slice(sc, &dm, batch, true));
+            dms.push(dm);
         }
+        dms.reverse();
+        let mut ada: Vec<&mut Linear<A>> = self.blocks.iter_mut().map(|b| &mut b.ada).collect();
+        add_into(&mut dsc, &backward_each(&mut ada, sc, &dms, batch));
         self.stem_backward(&cache.stem, &dh, &dsc)
     }
 

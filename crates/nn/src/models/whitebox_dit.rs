@@ -18,6 +18,7 @@ use ndarray::ArrayD;
 use super::dit::{Dit, DitConfig, HeadCache, StemCache, zero};
 use crate::error::{NnError, Result, check_shape};
 use crate::layers::embed::{gate_add, gate_backward, modulate, modulate_backward};
+use crate::layers::linear::{backward_each, forward_each};
 use crate::layers::norm::NormCache;
 use crate::layers::{IstaBlock, IstaCache, LayerNorm, Linear, SubspaceAttention, SubspaceCache, array};
 use crate::layers::{add_into, std_slice};
@@ -153,8 +154,8 @@ impl<A: Float> WhiteBoxDit<A> {
         let (batch, sc) = (stem.batch, &stem.sc);
         let shape = [batch, tok, d];
         let mut caches = Vec::with_capacity(self.blocks.len());
-        for blk in &self.blocks {
-            let m = blk.ada.forward_slice(sc, batch);
+        let ada: Vec<&Linear<A>> = self.blocks.iter().map(|b| &b.ada).collect();
+        for (blk, m) in self.blocks.iter().zip(forward_each(&ada, sc, batch)) {
             let n1c = blk.norm.normalize(&h);
             let u = modulate(n1c.xhat(), &m, 6 * d, 0, d, tok, d);
             let (a, attn) = blk.attn.forward(&array(&shape, u))?;
@@ -207,6 +208,7 @@ impl<A: Float> Network<A> for WhiteBoxDit<A> {
         let shape = [batch, tok, d];
         let sc = &cache.stem.sc;
         let (mut dh, mut dsc) = self.skeleton.head_backward(&cache.head, sc, dy, batch)?;
+        let mut dms = Vec::with_capacity(self.blocks.len());
         for (blk, bc) in self.blocks.iter_mut().zip(&cache.blocks).rev() {
             let mut dm = vec![A::zero(); batch * 6 * d];
             let (dz, _) = gate_backward(&dh, &bc.z, &bc.m, &mut dm, 6 * d, 5 * d, tok, d);
@@ -237,8 +239,11 @@ impl<A: Float> Network<A> for WhiteBoxDit<A> {
                 d,
             );
             blk.norm.backward_add(&bc.n1c, &dn1, &mut dh);
-            add_into(&mut dsc, &blk.ada.backward_slice(sc, &dm, batch, true));
+            dms.push(dm);
         }
+        dms.reverse();
+        let mut ada: Vec<&mut Linear<A>> = self.blocks.iter_mut().map(|b| &mut b.ada).collect();
+        add_into(&mut dsc, &backward_each(&mut ada, sc, &dms, batch));
         self.skeleton.stem_backward(&cache.stem, &dh, &dsc)
     }
 
