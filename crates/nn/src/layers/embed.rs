@@ -360,6 +360,49 @@ pub fn patchify<A: Float>(x: &ArrayD<A>, p: usize) -> Result<ArrayD<A>> {
     Ok(array(&[b, gh * gw, p * p * c], out))
 }
 
+/// The `p x p` patches of images `[B, C, H, W]` (`x.len() / (C H W)` of them) as rows
+/// `[B * T, C p p]`, tokens in raster order, each row in the order of a convolution's
+/// flattened kernel `[D, C, p, p]` (channel, row, column): a stride-`p` patch convolution is
+/// then one product with its weight as a `[D, C p p]` matrix. `H` and `W` must be multiples
+/// of `p`.
+pub(crate) fn conv_patches<A: Float>(x: &[A], (c, h, w): (usize, usize, usize), p: usize) -> Vec<A> {
+    let item = (c * h * w).max(1);
+    let mut rows = vec![A::zero(); x.len()];
+    rows.par_chunks_mut(item)
+        .zip(x.par_chunks(item))
+        .for_each(|(rb, xb)| patch_elements((c, h, w), p, |i, r| rb[r] = xb[i]));
+    rows
+}
+
+/// The adjoint of [`conv_patches`]: patch-row gradients back to the images' gradient (every
+/// image element lies in exactly one patch, so it is the inverse copy).
+pub(crate) fn conv_patches_adjoint<A: Float>(
+    rows: &[A],
+    (c, h, w): (usize, usize, usize),
+    p: usize,
+) -> Vec<A> {
+    let item = (c * h * w).max(1);
+    let mut x = vec![A::zero(); rows.len()];
+    x.par_chunks_mut(item)
+        .zip(rows.par_chunks(item))
+        .for_each(|(xb, rb)| patch_elements((c, h, w), p, |i, r| xb[i] = rb[r]));
+    x
+}
+
+/// Calls `f(image index, patch-row index)` for every element of one `[C, H, W]` image,
+/// in image order.
+fn patch_elements((c, h, w): (usize, usize, usize), p: usize, mut f: impl FnMut(usize, usize)) {
+    let (cpp, gw) = (c * p * p, w / p);
+    for ci in 0..c {
+        for y in 0..h {
+            let row0 = (y / p) * gw * cpp + (ci * p + y % p) * p;
+            for xx in 0..w {
+                f((ci * h + y) * w + xx, row0 + (xx / p) * cpp + xx % p);
+            }
+        }
+    }
+}
+
 /// The inverse of [`patchify`]: `[B, T, p*p*C]` -> `[B, C, H, W]`.
 pub fn unpatchify<A: Float>(
     tokens: &ArrayD<A>,
@@ -390,4 +433,52 @@ pub fn unpatchify<A: Float>(
         }
     }
     Ok(array(&[b, channels, h, w], out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_patches_give_a_stride_p_convolution_and_their_adjoint() {
+        let (b, c, h, w, p, d) = (2, 3, 4, 6, 2, 5);
+        let mut rng = Rng::new(4);
+        let mut normals = |n: usize| (0..n).map(|_| rng.normal()).collect::<Vec<f64>>();
+        let (x, wt) = (normals(b * c * h * w), normals(d * c * p * p));
+        let rows = conv_patches(&x, (c, h, w), p);
+        let (cpp, gw, tok) = (c * p * p, w / p, (h / p) * (w / p));
+        for bi in 0..b {
+            for t in 0..tok {
+                let (ty, tx) = (t / gw, t % gw);
+                for o in 0..d {
+                    // The convolution's definition: weight [o, ci, ky, kx] over the patch.
+                    let mut want = 0.0;
+                    for ci in 0..c {
+                        for ky in 0..p {
+                            for kx in 0..p {
+                                let xv = x[((bi * c + ci) * h + ty * p + ky) * w + tx * p + kx];
+                                want += wt[((o * c + ci) * p + ky) * p + kx] * xv;
+                            }
+                        }
+                    }
+                    let row = &rows[(bi * tok + t) * cpp..(bi * tok + t + 1) * cpp];
+                    let got: f64 = row
+                        .iter()
+                        .zip(&wt[o * cpp..(o + 1) * cpp])
+                        .map(|(a, b)| a * b)
+                        .sum();
+                    assert!((got - want).abs() < 1e-12, "item {bi} token {t} channel {o}");
+                }
+            }
+        }
+        // <patches(x), r> = <x, adjoint(r)>.
+        let r = normals(rows.len());
+        let lhs: f64 = rows.iter().zip(&r).map(|(a, b)| a * b).sum();
+        let rhs: f64 = x
+            .iter()
+            .zip(&conv_patches_adjoint(&r, (c, h, w), p))
+            .map(|(a, b)| a * b)
+            .sum();
+        assert!((lhs - rhs).abs() < 1e-12 * lhs.abs().max(1.0));
+    }
 }

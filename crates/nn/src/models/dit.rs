@@ -4,21 +4,22 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 
 use crate::error::{NnError, Result, check_shape};
-use crate::gemm::{MatMut, MatRef, matmul_new, matmul_serial};
+use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial};
 use crate::layers::activation::{
     bias_gelu_in_place_seq, bias_gelu_seq, gelu_backward_in_place_column_sums, silu_backward_slice,
     silu_slice,
 };
 use crate::layers::attention::AttentionCache;
 use crate::layers::embed::{
-    gate_add, gate_add_seq, gate_backward, modulate, modulate_backward, patchify, unpatchify,
+    conv_patches, conv_patches_adjoint, gate_add, gate_add_seq, gate_backward, modulate, modulate_backward,
+    patchify, unpatchify,
 };
 use crate::layers::linear::{backward_each, forward_each};
 use crate::layers::norm::NormCache;
 use crate::layers::{
     Conv, LayerNorm, Linear, MultiheadAttention, add_into, array, std_slice, timestep_embedding,
 };
-use crate::layers::{add_row_bias, assume_init_mut, task_items};
+use crate::layers::{add_column_sums, add_row_bias, assume_init_mut, task_items};
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, join_name};
 use rayon::prelude::*;
@@ -177,7 +178,8 @@ struct BlockCache<A> {
 #[derive(Clone, Debug)]
 pub(crate) struct StemCache<A> {
     pub batch: usize,
-    x: Vec<A>,
+    /// The input's patch rows `[B * T, C p p]` (the patch embedding's input).
+    patches: Vec<A>,
     x_shape: Vec<usize>,
     temb: Vec<A>,
     z1: Vec<A>,
@@ -330,20 +332,25 @@ impl<A: Float> Dit<A> {
             }
             _ => None,
         };
-        let xs = std_slice(x).into_owned();
-        // Patch embedding: conv -> [B, D, T] -> tokens [B, T, D] + pos.
-        let (xe, _) = self.x_embed.forward_slice(&xs, x.shape())?;
+        // Patch embedding: the stride-p convolution as one product of the patch rows with its
+        // weight `[D, C p p]`, straight into tokens `[B, T, D]`; then its bias and the positions.
+        let patches = conv_patches(&std_slice(x), (cfg.in_ch, cfg.size, cfg.size), cfg.patch);
+        let cpp = cfg.in_ch * cfg.patch * cfg.patch;
+        let mut h = matmul_new(
+            MatRef::row_major(&patches, 0, batch * tok, cpp),
+            MatRef::row_major(self.x_embed.weight.v(), 0, d, cpp).t(),
+            false,
+        );
         let pos = std_slice(&self.pos);
-        let mut h = vec![A::zero(); batch * tok * d];
-        h.par_chunks_mut(tok * d)
-            .zip(xe.par_chunks(d * tok))
-            .for_each(|(hb, xb)| {
-                for (p, (hr, pr)) in hb.chunks_mut(d).zip(pos.chunks(d)).enumerate() {
-                    for (c, (v, &pv)) in hr.iter_mut().zip(pr).enumerate() {
-                        *v = xb[c * tok + p] + pv;
-                    }
+        let zero = vec![A::zero(); d];
+        let bias = self.x_embed.bias.as_ref().map_or(&zero[..], |b| b.v());
+        h.par_chunks_mut((tok * d).max(1)).for_each(|hb| {
+            for (hr, pr) in hb.chunks_mut(d).zip(pos.chunks(d)) {
+                for ((v, &b), &pv) in hr.iter_mut().zip(bias).zip(pr) {
+                    *v = *v + b + pv;
                 }
-            });
+            }
+        });
         // Conditioning vector c = t_embed(temb) (+ class embedding).
         let temb = std_slice(&timestep_embedding(t, cfg.freq_dim, 10000.0)).into_owned();
         let z1 = self.t_embed0.forward_slice(&temb, batch);
@@ -359,7 +366,7 @@ impl<A: Float> Dit<A> {
             h,
             StemCache {
                 batch,
-                x: xs,
+                patches,
                 x_shape: x.shape().to_vec(),
                 temb,
                 z1,
@@ -413,18 +420,21 @@ impl<A: Float> Dit<A> {
         let ds1 = self.t_embed2.backward_slice(&c.s1, &dc, batch, true);
         let dz1 = silu_backward_slice(&c.z1, &ds1);
         self.t_embed0.backward_slice(&c.temb, &dz1, batch, false);
-        // Tokens [B, T, D] back to the conv output layout [B, D, T].
-        let mut dxe = vec![A::zero(); batch * d * tok];
-        dxe.par_chunks_mut(d * tok)
-            .zip(dh.par_chunks(tok * d))
-            .for_each(|(xb, hb)| {
-                for (ch, xr) in xb.chunks_mut(tok).enumerate() {
-                    for (p, v) in xr.iter_mut().enumerate() {
-                        *v = hb[p * d + ch];
-                    }
-                }
-            });
-        let dx = self.x_embed.backward_slice(&c.x, &c.x_shape, &dxe, true)?;
+        // The patch embedding's gradients: a Linear's, on the patch rows.
+        let (cfg, rows) = (self.cfg, batch * tok);
+        let cpp = cfg.in_ch * cfg.patch * cfg.patch;
+        let dhm = MatRef::row_major(dh, 0, rows, d);
+        matmul(
+            MatMut::row_major(self.x_embed.weight.g(), 0, d, cpp),
+            dhm.t(),
+            MatRef::row_major(&c.patches, 0, rows, cpp),
+            true,
+        );
+        if let Some(b) = &mut self.x_embed.bias {
+            add_column_sums(b.g(), dh);
+        }
+        let dpatches = matmul_new(dhm, MatRef::row_major(self.x_embed.weight.v(), 0, d, cpp), false);
+        let dx = conv_patches_adjoint(&dpatches, (cfg.in_ch, cfg.size, cfg.size), cfg.patch);
         Ok(array(&c.x_shape, dx))
     }
 
