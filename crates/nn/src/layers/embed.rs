@@ -153,11 +153,16 @@ pub(crate) fn modulate<A: Float>(
                 .iter()
                 .map(|&s| A::one() + s)
                 .collect();
-            for (yr, xr) in yb.chunks_exact_mut(dim).zip(xb.chunks_exact(dim)) {
-                for (((y, &x), &g), &b) in yr.iter_mut().zip(xr).zip(&gain).zip(shift) {
-                    y.write(x * g + b);
-                }
-            }
+            crate::vmath::wide(
+                #[inline(always)]
+                || {
+                    for (yr, xr) in yb.chunks_exact_mut(dim).zip(xb.chunks_exact(dim)) {
+                        for (((y, &x), &g), &b) in yr.iter_mut().zip(xr).zip(&gain).zip(shift) {
+                            y.write(x * g + b);
+                        }
+                    }
+                },
+            )
         });
     // SAFETY: `check_items`: whole items of whole rows, each item with its modulation
     // row, so every element is written.
@@ -203,24 +208,29 @@ pub(crate) fn modulate_backward<A: Float>(
                 .map(|&s| A::one() + s)
                 .collect();
             let (mut dshift, mut dscale) = (vec![A::zero(); dim], vec![A::zero(); dim]);
-            for ((dxr, xr), dyr) in dxb
-                .chunks_exact_mut(dim)
-                .zip(xb.chunks_exact(dim))
-                .zip(dyb.chunks_exact(dim))
-            {
-                for (((((dx, &x), &dy), &g), ds), dc) in dxr
-                    .iter_mut()
-                    .zip(xr)
-                    .zip(dyr)
-                    .zip(&gain)
-                    .zip(&mut dshift)
-                    .zip(&mut dscale)
-                {
-                    dx.write(dy * g);
-                    *ds = *ds + dy;
-                    *dc = *dc + dy * x;
-                }
-            }
+            crate::vmath::wide(
+                #[inline(always)]
+                || {
+                    for ((dxr, xr), dyr) in dxb
+                        .chunks_exact_mut(dim)
+                        .zip(xb.chunks_exact(dim))
+                        .zip(dyb.chunks_exact(dim))
+                    {
+                        for (((((dx, &x), &dy), &g), ds), dc) in dxr
+                            .iter_mut()
+                            .zip(xr)
+                            .zip(dyr)
+                            .zip(&gain)
+                            .zip(&mut dshift)
+                            .zip(&mut dscale)
+                        {
+                            dx.write(dy * g);
+                            *ds = *ds + dy;
+                            *dc = *dc + dy * x;
+                        }
+                    }
+                },
+            );
             for (i, (&ds, &dc)) in dshift.iter().zip(&dscale).enumerate() {
                 dmb[shift_at + i] = dmb[shift_at + i] + ds;
                 dmb[scale_at + i] = dmb[scale_at + i] + dc;

@@ -140,29 +140,34 @@ fn normalize_backward_add_block<A: Float>(g: &[A], xh: &[A], r: A, acc: &mut [A]
     }
 }
 
-/// A block's `mean(g)`, `mean(g * xhat)` and `rstd`, in f64: the normalisation's input
-/// gradient is then elementwise.
-struct BlockGradient {
-    mg: f64,
-    mgx: f64,
-    r: f64,
+/// A block's `mean(g)` (split like the mean in [`normalize_with`]), `mean(g * xhat)` and
+/// `rstd`, from sums in f64: the normalisation's input gradient is then elementwise, at the
+/// element type's vector width.
+struct BlockGradient<A> {
+    mg_hi: A,
+    mg_lo: A,
+    mgx: A,
+    r: A,
 }
 
-impl BlockGradient {
+impl<A: Float> BlockGradient<A> {
     #[inline(always)]
-    fn new<A: Float>(g: &[A], xh: &[A], r: A) -> Self {
+    fn new(g: &[A], xh: &[A], r: A) -> Self {
         let n = g.len() as f64;
+        let mg = lane_sum(g, g, |v, _| v) / n;
+        let mg_hi: A = cast(mg);
         Self {
-            mg: lane_sum(g, g, |v, _| v) / n,
-            mgx: lane_sum(g, xh, |a, b| a * b) / n,
-            r: wide(r),
+            mg_hi,
+            mg_lo: cast(mg - wide(mg_hi)),
+            mgx: cast(lane_sum(g, xh, |a, b| a * b) / n),
+            r,
         }
     }
 
-    /// `rstd * (g - mean(g) - xhat * mean(g * xhat))`, rounded once.
+    /// `rstd * (g - mean(g) - xhat * mean(g * xhat))`.
     #[inline(always)]
-    fn at<A: Float>(&self, g: A, xh: A) -> A {
-        cast(self.r * (wide(g) - self.mg - wide(xh) * self.mgx))
+    fn at(&self, g: A, xh: A) -> A {
+        self.r * (g - self.mg_hi - self.mg_lo - xh * self.mgx)
     }
 }
 
