@@ -462,10 +462,15 @@ impl<A: Float> GroupNorm<A> {
         move |item: usize, c: usize, run: &[A], out: &mut [A]| {
             let (mean, rstd) = stats.0[item * groups + c / per_group];
             let out = &mut out[..run.len()];
-            normalize_with(run, mean, rstd, out);
-            for v in out.iter_mut() {
-                *v = *v * w[c] + b[c];
-            }
+            crate::vmath::wide(
+                #[inline(always)]
+                || {
+                    normalize_with(run, mean, rstd, out);
+                    for v in out.iter_mut() {
+                        *v = *v * w[c] + b[c];
+                    }
+                },
+            );
             silu_in_place_seq(out);
         }
     }
@@ -493,30 +498,37 @@ impl<A: Float> GroupNorm<A> {
             .zip(partial.par_chunks_mut(per_group * per_task))
             .enumerate()
             .for_each(|(task, (((gt, (xt, dt)), st), parts))| {
-                let (mut xh, mut pre) = (vec![A::zero(); block], vec![A::zero(); block]);
-                let blocks = gt.chunks_mut(block).zip(xt.chunks(block).zip(dt.chunks(block)));
-                for (j, ((gb, (xb, db)), (&(mean, rstd), pp))) in
-                    blocks.zip(st.iter().zip(parts.chunks_mut(per_group))).enumerate()
-                {
-                    let group = (task * per_task + j) % self.groups;
-                    normalize_with(xb, mean, rstd, &mut xh);
-                    for (cc, (p, h)) in pre.chunks_mut(s).zip(xh.chunks(s)).enumerate() {
-                        let c = group * per_group + cc;
-                        for (p, &h) in p.iter_mut().zip(h) {
-                            *p = h * w[c] + bias[c];
+                crate::vmath::wide(
+                    #[inline(always)]
+                    || {
+                        let (mut xh, mut pre) = (vec![A::zero(); block], vec![A::zero(); block]);
+                        let blocks = gt.chunks_mut(block).zip(xt.chunks(block).zip(dt.chunks(block)));
+                        for (j, ((gb, (xb, db)), (&(mean, rstd), pp))) in
+                            blocks.zip(st.iter().zip(parts.chunks_mut(per_group))).enumerate()
+                        {
+                            let group = (task * per_task + j) % self.groups;
+                            normalize_with(xb, mean, rstd, &mut xh);
+                            for (cc, (p, h)) in pre.chunks_mut(s).zip(xh.chunks(s)).enumerate() {
+                                let c = group * per_group + cc;
+                                for (p, &h) in p.iter_mut().zip(h) {
+                                    *p = h * w[c] + bias[c];
+                                }
+                            }
+                            gb.copy_from_slice(db);
+                            silu_backward_in_place_seq(&pre, gb);
+                            for (cc, ((gp, xp), sums)) in
+                                gb.chunks_mut(s).zip(xh.chunks(s)).zip(pp).enumerate()
+                            {
+                                *sums = (lane_sum(gp, xp, |d, x| d * x), lane_sum(gp, gp, |d, _| d));
+                                let wc = w[group * per_group + cc];
+                                for v in gp {
+                                    *v = *v * wc;
+                                }
+                            }
+                            normalize_backward_block(gb, &xh, cast(rstd));
                         }
-                    }
-                    gb.copy_from_slice(db);
-                    silu_backward_in_place_seq(&pre, gb);
-                    for (cc, ((gp, xp), sums)) in gb.chunks_mut(s).zip(xh.chunks(s)).zip(pp).enumerate() {
-                        *sums = (lane_sum(gp, xp, |d, x| d * x), lane_sum(gp, gp, |d, _| d));
-                        let wc = w[group * per_group + cc];
-                        for v in gp {
-                            *v = *v * wc;
-                        }
-                    }
-                    normalize_backward_block(gb, &xh, cast(rstd));
-                }
+                    },
+                )
             });
         for c in 0..ch {
             let (mut gw, mut gb) = (0.0, 0.0);
