@@ -89,9 +89,14 @@ where
 pub(crate) fn sum_in_order<A: Float, P: AsRef<[A]> + Sync>(partials: &[P], len: usize) -> Vec<A> {
     let mut total = vec![A::zero(); len];
     total.par_chunks_mut(FILL_CHUNK).enumerate().for_each(|(i, t)| {
-        for p in partials {
-            add_into(t, &p.as_ref()[i * FILL_CHUNK..i * FILL_CHUNK + t.len()]);
-        }
+        crate::vmath::wide(
+            #[inline(always)]
+            || {
+                for p in partials {
+                    add_into(t, &p.as_ref()[i * FILL_CHUNK..i * FILL_CHUNK + t.len()]);
+                }
+            },
+        )
     });
     total
 }
@@ -229,7 +234,12 @@ pub(crate) fn column_sums_seq<A: Float>(m: &[A], n: usize) -> Vec<A> {
 pub(crate) fn par_add_into<A: Float>(acc: &mut [A], v: &[A]) {
     acc.par_chunks_mut(FILL_CHUNK)
         .zip(v.par_chunks(FILL_CHUNK))
-        .for_each(|(a, b)| add_into(a, b));
+        .for_each(|(a, b)| {
+            crate::vmath::wide(
+                #[inline(always)]
+                || add_into(a, b),
+            )
+        });
 }
 
 /// Independent accumulators of [`lane_dot`] and [`lane_max`]: they break the add-latency

@@ -445,7 +445,12 @@ impl<A: Float> GroupNorm<A> {
             .par_iter_mut()
             .zip(x.par_chunks(block))
             .with_min_len(blocks_per_task(block))
-            .for_each(|(st, xb)| *st = block_stats(xb, self.eps));
+            .for_each(|(st, xb)| {
+                *st = crate::vmath::wide(
+                    #[inline(always)]
+                    || block_stats(xb, self.eps),
+                )
+            });
         GroupStats(stats)
     }
 
