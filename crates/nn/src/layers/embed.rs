@@ -44,7 +44,8 @@ impl<A: Float> TimestepRows<A> {
             .map(|i| (-max_period.ln() * i as f64 / half as f64).exp())
             .collect();
         // Distinct timesteps in order of first appearance, then their rows in parallel
-        // (a training batch has up to a thousand; each row is `half` f64 sin/cos pairs).
+        // (a training batch has up to a thousand; each row is `half` f64 sin/cos pairs, by
+        // the vectorised `vmath::sin_cos`).
         let mut rows: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
         let mut distinct: Vec<f64> = Vec::new();
         let index = t
@@ -64,10 +65,15 @@ impl<A: Float> TimestepRows<A> {
             .with_min_len(16)
             .for_each(|(row, &tv)| {
                 let (cos, sin) = row.split_at_mut(half);
-                for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&freqs) {
-                    let (sv, cv) = (tv * f).sin_cos();
-                    (*c, *s) = (cast::<A>(cv), cast::<A>(sv));
-                }
+                crate::vmath::wide(
+                    #[inline(always)]
+                    || {
+                        for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&freqs) {
+                            let (sv, cv) = crate::vmath::sin_cos(tv * f);
+                            (*c, *s) = (cast::<A>(cv), cast::<A>(sv));
+                        }
+                    },
+                )
             });
         Self {
             table,
