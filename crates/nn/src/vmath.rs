@@ -192,7 +192,7 @@ mod tests {
             [b, b + 1e-9, b - 1e-9, -b]
         }));
         let mut rng = diffusion_core::Rng::new(5);
-        xs.extend((0..100_000).map(|_| (rng.normal() * 1500.0)));
+        xs.extend((0..100_000).map(|_| rng.normal() * 1500.0));
         let mut worst = 0.0f64;
         for &x in &xs {
             let (s, c) = sin_cos(x);
