@@ -46,12 +46,26 @@ pub trait Float:
             *v = num_traits::Float::exp(*v);
         }
     }
+
+    /// `exp(self)` for elementwise loops, with [`Float::exp_in_place`]'s values: f64's
+    /// scalar `exp`, f32's branch-free `vmath` polynomial, inlined, so that a loop computing
+    /// an activation from it runs at the vector width inside [`crate::vmath::wide`] in one
+    /// pass.
+    #[inline(always)]
+    fn exp_elem(self) -> Self {
+        num_traits::Float::exp(self)
+    }
 }
 
 impl Float for f32 {
     #[inline]
     fn exp_in_place(x: &mut [f32]) {
         crate::vmath::exp_f32_in_place(x)
+    }
+
+    #[inline(always)]
+    fn exp_elem(self) -> Self {
+        crate::vmath::exp_one(self)
     }
 }
 impl Float for f64 {}

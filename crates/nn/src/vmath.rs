@@ -20,7 +20,7 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 const ROUNDER: f32 = 12_582_912.0;
 
 #[inline(always)]
-fn exp_one(x: f32) -> f32 {
+pub(crate) fn exp_one(x: f32) -> f32 {
     let x = x.clamp(LO, HI);
     let t = x * LOG2E + ROUNDER;
     let n = t - ROUNDER;

@@ -12,33 +12,15 @@ use crate::param::{Float, cast};
 
 /// Elements per parallel chunk of an elementwise pass.
 const CHUNK: usize = 1 << 14;
-/// Elements per block of the vectorised `exp`: a stack buffer this long stays in L1.
-const BLOCK: usize = 256;
 
-/// `exp(arg(v))` for the elements `v` of a block, in the front of `buf`.
-#[inline(always)]
-fn exps<'b, A: Float>(xb: &[A], arg: impl Fn(A) -> A, buf: &'b mut [A; BLOCK]) -> &'b [A] {
-    let e = &mut buf[..xb.len()];
-    for (e, &v) in e.iter_mut().zip(xb) {
-        *e = arg(v);
-    }
-    A::exp_in_place(e);
-    e
-}
-
-/// `out[i] = f(x[i], exp(arg(x[i])))`, with the exponentials computed a block at a time by
-/// the vectorised [`Float::exp_in_place`].
+/// `out[i] = f(x[i], exp(arg(x[i])))` in one vectorised pass ([`Float::exp_elem`]).
 #[inline(always)]
 fn exp_map_into<A: Float>(x: &[A], out: &mut [MaybeUninit<A>], arg: impl Fn(A) -> A, f: impl Fn(A, A) -> A) {
     crate::vmath::wide(
         #[inline(always)]
         || {
-            let mut buf = [A::zero(); BLOCK];
-            for (xb, ob) in x.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
-                let e = exps(xb, &arg, &mut buf);
-                for ((o, &v), &e) in ob.iter_mut().zip(xb).zip(e) {
-                    o.write(f(v, e));
-                }
+            for (o, &v) in out.iter_mut().zip(x) {
+                o.write(f(v, arg(v).exp_elem()));
             }
         },
     )
@@ -56,12 +38,8 @@ fn exp_map2_into<A: Float>(
     crate::vmath::wide(
         #[inline(always)]
         || {
-            let mut buf = [A::zero(); BLOCK];
-            for ((xb, gb), ob) in x.chunks(BLOCK).zip(dy.chunks(BLOCK)).zip(out.chunks_mut(BLOCK)) {
-                let e = exps(xb, &arg, &mut buf);
-                for (((o, &v), &e), &g) in ob.iter_mut().zip(xb).zip(e).zip(gb) {
-                    o.write(f(v, e, g));
-                }
+            for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
+                o.write(f(v, arg(v).exp_elem(), g));
             }
         },
     )
@@ -105,12 +83,8 @@ fn exp_map2_in_place<A: Float>(x: &[A], g: &mut [A], arg: impl Fn(A) -> A, f: im
     crate::vmath::wide(
         #[inline(always)]
         || {
-            let mut buf = [A::zero(); BLOCK];
-            for (xb, gb) in x.chunks(BLOCK).zip(g.chunks_mut(BLOCK)) {
-                let e = exps(xb, &arg, &mut buf);
-                for ((gv, &v), &e) in gb.iter_mut().zip(xb).zip(e) {
-                    *gv = f(v, e, *gv);
-                }
+            for (gv, &v) in g.iter_mut().zip(x) {
+                *gv = f(v, arg(v).exp_elem(), *gv);
             }
         },
     )
@@ -148,14 +122,10 @@ pub(crate) fn bias_silu_keep_sigmoid_seq<A: Float>(z: &mut [A], bias: Option<&[A
     crate::vmath::wide(
         #[inline(always)]
         || {
-            let mut buf = [A::zero(); BLOCK];
-            for (zb, ob) in z.chunks_mut(BLOCK).zip(out.chunks_mut(BLOCK)) {
-                let e = exps(zb, |v| -v, &mut buf);
-                for ((o, v), &e) in ob.iter_mut().zip(zb.iter_mut()).zip(e) {
-                    let s = sigmoid_of_exp(e);
-                    o.write(*v * s);
-                    *v = s;
-                }
+            for (o, v) in out.iter_mut().zip(z.iter_mut()) {
+                let s = sigmoid_of_exp((-*v).exp_elem());
+                o.write(*v * s);
+                *v = s;
             }
         },
     );
@@ -196,12 +166,8 @@ fn exp_map_in_place<A: Float>(x: &mut [A], arg: impl Fn(A) -> A, f: impl Fn(A, A
     crate::vmath::wide(
         #[inline(always)]
         || {
-            let mut buf = [A::zero(); BLOCK];
-            for xb in x.chunks_mut(BLOCK) {
-                let e = exps(xb, &arg, &mut buf);
-                for (v, &e) in xb.iter_mut().zip(e) {
-                    *v = f(*v, e);
-                }
+            for v in x.iter_mut() {
+                *v = f(*v, arg(*v).exp_elem());
             }
         },
     )
