@@ -6,7 +6,7 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::{add_row_bias, array, std_slice};
+use super::{array, std_slice};
 use crate::error::{NnError, Result, check_shape};
 use crate::param::{Float, cast};
 
@@ -116,22 +116,49 @@ pub(crate) fn silu_in_place_seq<A: Float>(x: &mut [A]) {
 /// `z`, on the calling thread. With the output `h`, the sigmoid is all the backward needs
 /// ([`silu_backward_from_sigmoid_seq`]): the forward's exponentials are not recomputed.
 pub(crate) fn bias_silu_keep_sigmoid_seq<A: Float>(z: &mut [A], bias: Option<&[A]>) -> Vec<A> {
-    add_row_bias(z, bias);
+    let n = bias.map_or(z.len(), <[A]>::len).max(1);
+    check_rows(z.len(), n, bias);
     let mut y = Vec::with_capacity(z.len());
     let out = &mut y.spare_capacity_mut()[..z.len()];
     crate::vmath::wide(
         #[inline(always)]
         || {
-            for (o, v) in out.iter_mut().zip(z.iter_mut()) {
-                let s = sigmoid_of_exp((-*v).exp_elem());
-                o.write(*v * s);
-                *v = s;
+            for (zr, or) in z.chunks_mut(n).zip(out.chunks_mut(n)) {
+                biased_in_place_zip(zr, bias, or, |v, u, o| {
+                    let s = sigmoid_of_exp((-u).exp_elem());
+                    o.write(u * s);
+                    *v = s;
+                });
             }
         },
     );
-    // SAFETY: the loop writes one output per element of `z`.
+    // SAFETY: the rows of `out` pair with the rows of `z`, one output written per element.
     unsafe { y.set_len(z.len()) };
     y
+}
+
+/// `f(&mut z[i], z[i] + bias[i], &mut out[i])` over one row (no bias: `z[i]` as is).
+#[inline(always)]
+fn biased_in_place_zip<A: Float, O>(
+    z: &mut [A],
+    bias: Option<&[A]>,
+    out: &mut [O],
+    mut f: impl FnMut(&mut A, A, &mut O),
+) {
+    match bias {
+        Some(b) => {
+            for ((v, &bv), o) in z.iter_mut().zip(b).zip(out) {
+                let u = *v + bv;
+                f(v, u, o);
+            }
+        }
+        None => {
+            for (v, o) in z.iter_mut().zip(out) {
+                let u = *v;
+                f(v, u, o);
+            }
+        }
+    }
 }
 
 /// SiLU's backward from its sigmoid `s` and output `h = v s`, on the calling thread:
@@ -156,8 +183,33 @@ pub(crate) fn silu_backward_from_sigmoid_seq<A: Float>(s: &[A], h: &[A], g: &mut
 
 /// `z = silu(z + bias)` in place on the calling thread (inference; see [`bias_silu_keep_sigmoid_seq`]).
 pub(crate) fn bias_silu_in_place_seq<A: Float>(z: &mut [A], bias: Option<&[A]>) {
-    add_row_bias(z, bias);
-    silu_in_place_seq(z);
+    let n = bias.map_or(z.len(), <[A]>::len).max(1);
+    check_rows(z.len(), n, bias);
+    crate::vmath::wide(
+        #[inline(always)]
+        || {
+            for zr in z.chunks_mut(n) {
+                biased_row_in_place(zr, bias, |u| silu_of_exp(u, (-u).exp_elem()));
+            }
+        },
+    )
+}
+
+/// `z[i] = f(z[i] + bias[i])` over one row (no bias: `f(z[i])`).
+#[inline(always)]
+fn biased_row_in_place<A: Float>(z: &mut [A], bias: Option<&[A]>, f: impl Fn(A) -> A) {
+    match bias {
+        Some(b) => {
+            for (v, &bv) in z.iter_mut().zip(b) {
+                *v = f(*v + bv);
+            }
+        }
+        None => {
+            for v in z.iter_mut() {
+                *v = f(*v);
+            }
+        }
+    }
 }
 
 /// `x[i] = f(x[i], exp(arg(x[i])))` in place on the calling thread (see [`exp_map_into`]).
@@ -233,19 +285,30 @@ fn row_chunk(n: usize) -> usize {
 pub(crate) fn bias_gelu_seq<A: Float>(z: &mut [A], n: usize, bias: Option<&[A]>, out: &mut [MaybeUninit<A>]) {
     check_rows(z.len(), n, bias);
     assert_eq!(out.len(), z.len(), "bias_gelu output length");
-    for (zr, yr) in z.chunks_mut(n).zip(out.chunks_mut(n)) {
-        add_row_bias(zr, bias);
-        exp_map_into(zr, yr, gelu_arg, gelu_of_exp);
-    }
+    crate::vmath::wide(
+        #[inline(always)]
+        || {
+            for (zr, yr) in z.chunks_mut(n).zip(out.chunks_mut(n)) {
+                biased_in_place_zip(zr, bias, yr, |v, u, o| {
+                    *v = u;
+                    o.write(gelu_of_exp(u, gelu_arg(u).exp_elem()));
+                });
+            }
+        },
+    )
 }
 
 /// `z = gelu(z + bias)` in place (inference), with [`bias_gelu_seq`]'s arithmetic.
 pub(crate) fn bias_gelu_in_place_seq<A: Float>(z: &mut [A], n: usize, bias: Option<&[A]>) {
     check_rows(z.len(), n, bias);
-    for zr in z.chunks_mut(n) {
-        add_row_bias(zr, bias);
-        exp_map_in_place(zr, gelu_arg, gelu_of_exp);
-    }
+    crate::vmath::wide(
+        #[inline(always)]
+        || {
+            for zr in z.chunks_mut(n) {
+                biased_row_in_place(zr, bias, |u| gelu_of_exp(u, gelu_arg(u).exp_elem()));
+            }
+        },
+    )
 }
 
 fn check_rows<A>(len: usize, n: usize, bias: Option<&[A]>) {
