@@ -312,6 +312,7 @@ impl<A: Float> MultiheadAttention<A> {
 
     /// Adds the projection biases to rows of keys/values `kv` and of queries `q` (`None`:
     /// the queries are in `kv`, self-attention's packed layout).
+    #[inline(always)]
     fn add_biases(&self, l: Layout, kv: &mut [A], q: Option<&mut [A]>) {
         let (e, bias) = (self.embed, self.in_proj_bias.v());
         // Packed rows hold all three projections; cross-attention's keys and values are the
@@ -338,7 +339,10 @@ impl<A: Float> MultiheadAttention<A> {
         let (e, h) = (self.embed, self.heads);
         let d = e / h;
         let (len_q, len_kv) = (ob.len() / e, kv.len() / l.kv_rs);
-        self.add_biases(l, kv, q.as_deref_mut());
+        crate::vmath::wide(
+            #[inline(always)]
+            || self.add_biases(l, kv, q.as_deref_mut()),
+        );
         let (kv, qs) = (&*kv, q.as_deref().unwrap_or(kv));
         let scale: A = cast(1.0 / (d as f64).sqrt());
         // AVX-512 for the softmax loops between the products.

@@ -276,14 +276,19 @@ pub(crate) fn gate_add_seq<A: Float>(
 ) {
     let item = (tokens * dim).max(1);
     assert_eq!(f.len(), x.len(), "adaLN gated branch length");
-    for ((xb, fb), mb) in x.chunks_mut(item).zip(f.chunks(item)).zip(m.chunks(ms.max(1))) {
-        let g = &mb[gate_at..gate_at + dim];
-        for (xr, fr) in xb.chunks_exact_mut(dim).zip(fb.chunks_exact(dim)) {
-            for ((x, &f), &g) in xr.iter_mut().zip(fr).zip(g) {
-                *x = *x + g * f;
+    crate::vmath::wide(
+        #[inline(always)]
+        || {
+            for ((xb, fb), mb) in x.chunks_mut(item).zip(f.chunks(item)).zip(m.chunks(ms.max(1))) {
+                let g = &mb[gate_at..gate_at + dim];
+                for (xr, fr) in xb.chunks_exact_mut(dim).zip(fb.chunks_exact(dim)) {
+                    for ((x, &f), &g) in xr.iter_mut().zip(fr).zip(g) {
+                        *x = *x + g * f;
+                    }
+                }
             }
-        }
-    }
+        },
+    )
 }
 
 /// Backward of [`gate_add`] for the gated branch: returns df and its column sums (the bias

@@ -208,9 +208,14 @@ pub(crate) fn add_row_bias<A: Float>(z: &mut [A], bias: Option<&[A]>) {
             "bias rows of {}",
             b.len()
         );
-        for row in z.chunks_mut(b.len()) {
-            add_into(row, b);
-        }
+        crate::vmath::wide(
+            #[inline(always)]
+            || {
+                for row in z.chunks_mut(b.len()) {
+                    add_into(row, b);
+                }
+            },
+        )
     }
 }
 
