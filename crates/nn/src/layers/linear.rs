@@ -9,7 +9,7 @@ use super::{
     add_column_sums, add_into, add_row_bias, array, column_sums_seq, repeat_rows, std_slice, uniform_array,
 };
 use crate::error::{NnError, Result};
-use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial};
+use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial, matmul_serial_if};
 use crate::param::{Float, Param, Parameters};
 
 /// `y = x W^T + b`, `W: [out, in]`.
@@ -91,17 +91,24 @@ impl<A: Float> Linear<A> {
     /// The backward of [`Self::forward_serial`] on the calling thread: accumulates the
     /// parameter gradients and returns `dx`.
     pub(crate) fn backward_serial(&mut self, x: &[A], dy: &[A], rows: usize) -> Vec<A> {
+        let out = self.out_features();
+        self.add_weight_grad(x, dy, rows, true);
+        if let Some(b) = &mut self.bias {
+            add_into(b.g(), &column_sums_seq(&dy[..rows * out], out));
+        }
+        self.input_grad(dy, rows, true)
+    }
+
+    /// `dW += dy^T x` over `rows` rows, on the calling thread when `serial`.
+    fn add_weight_grad(&mut self, x: &[A], dy: &[A], rows: usize, serial: bool) {
         let (inp, out) = (self.in_features(), self.out_features());
-        matmul_serial(
+        matmul_serial_if(
+            serial,
             MatMut::row_major(self.weight.g(), 0, out, inp),
             MatRef::row_major(dy, 0, rows, out).t(),
             MatRef::row_major(x, 0, rows, inp),
             true,
         );
-        if let Some(b) = &mut self.bias {
-            add_into(b.g(), &column_sums_seq(&dy[..rows * out], out));
-        }
-        self.input_grad(dy, rows, true)
     }
 
     /// The bias values, if the layer has a bias.
@@ -163,13 +170,8 @@ impl<A: Float> Linear<A> {
         need_dx: bool,
         db: Option<&[A]>,
     ) -> Vec<A> {
-        let (inp, out) = (self.in_features(), self.out_features());
-        matmul(
-            MatMut::row_major(self.weight.g(), 0, out, inp),
-            MatRef::row_major(dy, 0, rows, out).t(),
-            MatRef::row_major(x, 0, rows, inp),
-            true,
-        );
+        let out = self.out_features();
+        self.add_weight_grad(x, dy, rows, false);
         if let Some(b) = &mut self.bias {
             match db {
                 Some(db) => {
