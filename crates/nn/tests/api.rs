@@ -146,6 +146,21 @@ fn bad_inputs_are_typed_errors() {
         Err(NnError::Input { .. })
     ));
     assert!(dit.infer(&x, &[0.0, 1.0], Some(&[3, 9])).is_ok());
+    for bad in [
+        DitConfig {
+            hidden: 0,
+            ..DitConfig::default()
+        },
+        DitConfig {
+            size: 0,
+            ..DitConfig::default()
+        },
+    ] {
+        assert!(matches!(
+            Dit::<f32>::new(bad, &mut rng),
+            Err(NnError::Config { .. })
+        ));
+    }
 }
 
 #[test]

@@ -123,7 +123,7 @@ impl<A: Float> MultiheadAttention<A> {
         ctx: Option<(Vec<A>, usize)>,
     ) -> (Vec<A>, AttentionCache<A>) {
         let (e, h) = (self.embed, self.heads);
-        if ctx.is_none() && batch * len_q > 0 {
+        if ctx.is_none() && batch * len_q * e > 0 {
             return self.self_attention(x, batch, len_q);
         }
         let len_kv = ctx.as_ref().map_or(len_q, |c| c.1);

@@ -245,13 +245,17 @@ impl<A: Float> Dit<A> {
     /// Builds the model; adaLN and output layers are zero-initialised (adaLN-Zero).
     pub fn new(cfg: DitConfig, rng: &mut Rng) -> Result<Self> {
         if cfg.patch == 0
+            || cfg.hidden == 0
+            || cfg.size == 0
             || !cfg.size.is_multiple_of(cfg.patch)
             || !cfg.hidden.is_multiple_of(cfg.heads.max(1))
             || !cfg.freq_dim.is_multiple_of(2)
         {
             return Err(NnError::Config {
                 name: "DitConfig",
-                reason: format!("{cfg:?}: patch must divide size, heads must divide hidden, freq_dim even"),
+                reason: format!(
+                    "{cfg:?}: hidden and size must be positive, patch must divide size, heads must divide hidden, freq_dim even"
+                ),
             });
         }
         let d = cfg.hidden;
