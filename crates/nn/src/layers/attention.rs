@@ -217,7 +217,23 @@ impl<A: Float> MultiheadAttention<A> {
             o.set_len(rows * e);
             y.set_len(rows * e);
         }
-        let cache = AttentionCache {
+        (y, self.self_attention_cache(batch, len, x, kv, probs, o))
+    }
+
+    /// Self-attention's cache from what [`Self::self_attention_task`]s filled: the input,
+    /// the packed Q/K/V projections, the probabilities and the head outputs of `batch`
+    /// items of `len` tokens.
+    pub(crate) fn self_attention_cache(
+        &self,
+        batch: usize,
+        len: usize,
+        x: Vec<A>,
+        kv: Vec<A>,
+        probs: Vec<A>,
+        o: Vec<A>,
+    ) -> AttentionCache<A> {
+        let e = self.embed;
+        AttentionCache {
             batch,
             len_q: len,
             len_kv: len,
@@ -230,8 +246,7 @@ impl<A: Float> MultiheadAttention<A> {
             kv_at: e,
             probs,
             o,
-        };
-        (y, cache)
+        }
     }
 
     /// Self-attention of a few whole batch items of `len` tokens for inference, on the
@@ -266,7 +281,7 @@ impl<A: Float> MultiheadAttention<A> {
     /// items' projections (`kv`), probabilities and head outputs stay in this core's cache
     /// from one step to the next instead of a round trip to memory between whole-batch
     /// steps. Writes all of `kv`, `probs`, `o` and `y`.
-    fn self_attention_task(
+    pub(crate) fn self_attention_task(
         &self,
         x: &[A],
         len: usize,

@@ -284,6 +284,26 @@ pub(crate) fn lane_max<A: Float>(a: &[A]) -> A {
     acc.iter().fold(A::neg_infinity(), |m, &v| m.max(v))
 }
 
+/// An output element that a pass writes once: an initialised value, or uninitialised room
+/// (`MaybeUninit`) that the pass fills, so that one loop serves both kinds of output.
+pub(crate) trait Sink<A>: Sized {
+    fn put(&mut self, v: A);
+}
+
+impl<A: Float> Sink<A> for A {
+    #[inline(always)]
+    fn put(&mut self, v: A) {
+        *self = v;
+    }
+}
+
+impl<A: Float> Sink<A> for std::mem::MaybeUninit<A> {
+    #[inline(always)]
+    fn put(&mut self, v: A) {
+        self.write(v);
+    }
+}
+
 /// `s` as initialised elements (`slice_assume_init_mut`, not yet stable).
 ///
 /// # Safety

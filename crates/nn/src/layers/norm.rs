@@ -3,11 +3,13 @@
 //! Both normalise contiguous blocks of the row-major input and differ only in the block
 //! length and in which affine channel an element belongs to.
 
+use std::mem::MaybeUninit;
+
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::activation::{silu_backward_in_place_seq, silu_in_place_seq};
-use super::{array, std_slice};
+use super::{Sink, array, assume_init_mut, std_slice};
 use crate::error::{NnError, Result, check_shape};
 use crate::param::{Float, Param, Parameters, cast, wide};
 
@@ -62,12 +64,29 @@ fn block_stats<A: Float>(x: &[A], eps: f64) -> (f64, f64) {
 /// f64 `lo` is 0 and this is the plain formula. Measured on dit-tiny's rows (4096 x 192,
 /// statistics included): 0.26 -> 0.17 ms against computing every element in f64.
 #[inline(always)]
-fn normalize_with<A: Float>(x: &[A], mean: f64, rstd: f64, out: &mut [A]) {
+fn normalize_with<A: Float>(x: &[A], mean: f64, rstd: f64, out: &mut [impl Sink<A>]) {
     let hi: A = cast(mean);
     let lo: A = cast(mean - wide(hi));
     let r: A = cast(rstd);
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v - hi - lo) * r;
+        o.put((v - hi - lo) * r);
+    }
+}
+
+/// Each row of `dim` of `x` normalised into `xhat` and its `rstd` into `rstd`, on the
+/// calling thread (inside a vectorised dispatch: call it from one).
+#[inline(always)]
+fn normalize_rows<A: Float>(
+    x: &[A],
+    dim: usize,
+    eps: f64,
+    xhat: &mut [MaybeUninit<A>],
+    rstd: &mut [MaybeUninit<A>],
+) {
+    for ((out, x), r) in xhat.chunks_mut(dim).zip(x.chunks(dim)).zip(rstd) {
+        let (mean, rs) = block_stats(x, eps);
+        normalize_with(x, mean, rs, out);
+        r.write(cast(rs));
     }
 }
 
@@ -83,24 +102,24 @@ fn blocks_per_task(block: usize) -> usize {
 
 /// `xhat = (x - mean) / sqrt(var + eps)` per block of `block` elements; statistics in f64.
 fn normalize_blocks<A: Float>(x: &[A], block: usize, eps: f64) -> (Vec<A>, Vec<A>) {
-    let mut xhat = vec![A::zero(); x.len()];
-    let mut rstd = vec![A::zero(); x.len() / block];
+    let blocks = x.len() / block.max(1);
+    let (mut xhat, mut rstd) = (Vec::with_capacity(blocks * block), Vec::with_capacity(blocks));
     let per_task = blocks_per_task(block);
-    xhat.par_chunks_mut(block * per_task)
-        .zip(x.par_chunks(block * per_task))
-        .zip(rstd.par_chunks_mut(per_task))
+    xhat.spare_capacity_mut()[..blocks * block]
+        .par_chunks_mut((block * per_task).max(1))
+        .zip(x.par_chunks((block * per_task).max(1)))
+        .zip(rstd.spare_capacity_mut()[..blocks].par_chunks_mut(per_task))
         .for_each(|((out, x), r)| {
             crate::vmath::wide(
                 #[inline(always)]
-                || {
-                    for ((out, x), r) in out.chunks_mut(block).zip(x.chunks(block)).zip(r) {
-                        let (mean, rstd) = block_stats(x, eps);
-                        normalize_with(x, mean, rstd, out);
-                        *r = cast(rstd);
-                    }
-                },
+                || normalize_rows(x, block, eps, out, r),
             )
         });
+    // SAFETY: every task normalised its whole blocks and wrote one `rstd` per block.
+    unsafe {
+        xhat.set_len(blocks * block);
+        rstd.set_len(blocks);
+    }
     (xhat, rstd)
 }
 
@@ -179,6 +198,10 @@ struct Affine<A> {
     bias: Param<A>,
 }
 
+/// Uninitialised room for a task's share of a LayerNorm's [`NormCache`]: its normalised
+/// rows and their `rstd`.
+pub(crate) type NormRoom<'a, A> = (&'a mut [MaybeUninit<A>], &'a mut [MaybeUninit<A>]);
+
 /// Layer normalisation over the last axis (PyTorch `nn.LayerNorm(dim)`).
 #[derive(Clone, Debug)]
 pub struct LayerNorm<A> {
@@ -191,6 +214,13 @@ impl<A> NormCache<A> {
     /// The normalised input (before any affine transform).
     pub(crate) fn xhat(&self) -> &[A] {
         &self.xhat
+    }
+
+    /// A LayerNorm's cache from its normalised rows and their `rstd`, filled by tasks (see
+    /// [`LayerNorm::normalize_modulated_into`]).
+    pub(crate) fn from_parts(xhat: Vec<A>, rstd: Vec<A>) -> Self {
+        let shape = vec![xhat.len()];
+        Self { xhat, rstd, shape }
     }
 }
 
@@ -227,21 +257,65 @@ impl<A: Float> LayerNorm<A> {
         &self,
         x: &[A],
         m: &[A],
-        (ms, shift_at, scale_at): (usize, usize, usize),
+        at: (usize, usize, usize),
         tokens: usize,
     ) -> Vec<A> {
+        let mut y = Vec::with_capacity(x.len());
+        self.normalize_modulated_into(x, m, at, tokens, &mut y.spare_capacity_mut()[..x.len()], None);
+        // SAFETY: `normalize_modulated_into` writes all of `y`.
+        unsafe { y.set_len(x.len()) };
+        y
+    }
+
+    /// [`LayerNorm::normalize_modulated`] into `y`; `keep` also receives the normalised rows
+    /// and their `rstd` (a task's share of a [`NormCache`], see [`NormCache::from_parts`]).
+    /// Every element of `y` (and of `keep`) is written.
+    pub(crate) fn normalize_modulated_into(
+        &self,
+        x: &[A],
+        m: &[A],
+        (ms, shift_at, scale_at): (usize, usize, usize),
+        tokens: usize,
+        y: &mut [MaybeUninit<A>],
+        mut keep: Option<NormRoom<'_, A>>,
+    ) {
         let d = self.dim;
         let item = (tokens * d).max(1);
-        let mut y = vec![A::zero(); x.len()];
-        for ((yb, xb), mb) in y.chunks_mut(item).zip(x.chunks(item)).zip(m.chunks(ms.max(1))) {
+        assert!(
+            y.len() == x.len() && m.len() >= x.len() / item * ms,
+            "adaLN norm: {} rows of {d} into {}, modulation {} / {ms}",
+            x.len() / d.max(1),
+            y.len(),
+            m.len()
+        );
+        for (i, ((yb, xb), mb)) in y
+            .chunks_mut(item)
+            .zip(x.chunks(item))
+            .zip(m.chunks(ms.max(1)))
+            .enumerate()
+        {
             let shift = &mb[shift_at..shift_at + d];
             let gain: Vec<A> = mb[scale_at..scale_at + d].iter().map(|&s| A::one() + s).collect();
+            let mut kept = keep.as_mut().map(|(xh, rs)| {
+                (
+                    &mut xh[i * item..(i + 1) * item],
+                    &mut rs[i * tokens..(i + 1) * tokens],
+                )
+            });
             crate::vmath::wide(
                 #[inline(always)]
                 || {
-                    for (yr, xr) in yb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
+                    for (r, (yr, xr)) in yb.chunks_exact_mut(d).zip(xb.chunks_exact(d)).enumerate() {
                         let (mean, rstd) = block_stats(xr, self.eps);
                         normalize_with(xr, mean, rstd, yr);
+                        // SAFETY: `normalize_with` wrote the whole row.
+                        let yr = unsafe { assume_init_mut(yr) };
+                        if let Some((xh, rs)) = kept.as_mut() {
+                            for (k, &v) in xh[r * d..(r + 1) * d].iter_mut().zip(yr.iter()) {
+                                k.write(v);
+                            }
+                            rs[r].write(cast(rstd));
+                        }
                         for ((y, &g), &b) in yr.iter_mut().zip(&gain).zip(shift) {
                             *y = *y * g + b;
                         }
@@ -249,7 +323,6 @@ impl<A: Float> LayerNorm<A> {
                 },
             )
         }
-        y
     }
 
     pub(crate) fn forward_slice(&self, x: &[A]) -> (Vec<A>, NormCache<A>) {
@@ -298,39 +371,115 @@ impl<A: Float> LayerNorm<A> {
         g
     }
 
-    /// `acc += dL/dx` (the residual stream the norm reads from), without a gradient vector
-    /// of its own in between.
-    pub(crate) fn backward_add(&mut self, cache: &NormCache<A>, dy: &[A], acc: &mut [A]) {
-        if self.affine.is_some() {
-            super::add_into(acc, &self.backward_slice(cache, dy));
-            return;
-        }
+    /// The backward of an adaLN residual step in one pass over each item's rows: from
+    /// `dy` = dL/d(`normalize_modulated` output), adds d(shift), d(scale) into `dm` and the
+    /// norm's input gradient into `acc` (the residual stream the norm read). With
+    /// `gate = Some((f, gate_at))`, `acc` is then the gradient of the residual
+    /// `h = x + gate * f` that produced the norm's input (`embed::gate_add`), and this also
+    /// returns the branch gradient `df = acc * gate` and its column sums (both empty without
+    /// a gate), and adds d(gate) into `dm`. That is the work of `modulate_backward`,
+    /// [`Self::backward_slice`] added into `acc`, and `gate_backward`, with the same
+    /// arithmetic but without their intermediate tensors. Parallel over whole items.
+    pub(crate) fn modulated_backward_add(
+        &mut self,
+        cache: &NormCache<A>,
+        dy: &[A],
+        (m, dm, ms): (&[A], &mut [A], usize),
+        (shift_at, scale_at): (usize, usize),
+        tokens: usize,
+        acc: &mut [A],
+        gate: Option<(&[A], usize)>,
+    ) -> (Vec<A>, Vec<A>) {
         let d = self.dim;
+        let item = (tokens * d).max(1);
+        let len = acc.len();
         assert!(
-            dy.len() == acc.len() && dy.len() == cache.xhat.len(),
-            "LayerNorm gradient lengths"
+            self.affine.is_none()
+                && dy.len() == len
+                && cache.xhat.len() == len
+                && len.is_multiple_of(item)
+                && m.len().min(dm.len()) >= len / item * ms
+                && gate.is_none_or(|(f, _)| f.len() == len),
+            "adaLN norm backward: {len} elements, items of {tokens} x {d}, modulation {} / {ms}",
+            m.len()
         );
-        let per_task = blocks_per_task(d);
-        acc.par_chunks_mut(d * per_task)
-            .zip(dy.par_chunks(d * per_task))
+        let mut df = Vec::with_capacity(if gate.is_some() { len } else { 0 });
+        // Each item's room in `df` and its rows of `f` when gated.
+        let gated: Vec<_> = match gate {
+            Some((f, _)) => df.spare_capacity_mut()[..len]
+                .chunks_mut(item)
+                .zip(f.chunks(item))
+                .map(Some)
+                .collect(),
+            None => (0..len / item).map(|_| None).collect(),
+        };
+        let sums: Vec<Vec<A>> = acc
+            .par_chunks_mut(item)
+            .zip(dy.par_chunks(item))
             .zip(
                 cache
                     .xhat
-                    .par_chunks(d * per_task)
-                    .zip(cache.rstd.par_chunks(per_task)),
+                    .par_chunks(item)
+                    .zip(cache.rstd.par_chunks(tokens.max(1))),
             )
-            .for_each(|((acc, g), (xh, r))| {
+            .zip(m.par_chunks(ms.max(1)).zip(dm.par_chunks_mut(ms.max(1))))
+            .zip(gated)
+            .map(|((((ab, gb), (xb, rb)), (mb, dmb)), gated)| {
+                let gain: Vec<A> = mb[scale_at..scale_at + d].iter().map(|&s| A::one() + s).collect();
+                let (mut dshift, mut dscale, mut g) =
+                    (vec![A::zero(); d], vec![A::zero(); d], vec![A::zero(); d]);
+                let mut gated = gated.zip(gate.map(|(_, at)| (at, &mb[at..at + d])));
+                let (mut dgate, mut sums) = (vec![A::zero(); d], vec![A::zero(); d]);
                 crate::vmath::wide(
                     #[inline(always)]
                     || {
-                        for (((acc, g), xh), &r) in
-                            acc.chunks_mut(d).zip(g.chunks(d)).zip(xh.chunks(d)).zip(r)
+                        for (r, ((ar, dyr), xr)) in ab
+                            .chunks_exact_mut(d)
+                            .zip(gb.chunks_exact(d))
+                            .zip(xb.chunks_exact(d))
+                            .enumerate()
                         {
-                            normalize_backward_add_block(g, xh, r, acc);
+                            let cols = g.iter_mut().zip(dyr).zip(xr).zip(&gain);
+                            for ((((g, &dy), &x), &gn), (ds, dc)) in
+                                cols.zip(dshift.iter_mut().zip(&mut dscale))
+                            {
+                                *g = dy * gn;
+                                *ds = *ds + dy;
+                                *dc = *dc + dy * x;
+                            }
+                            normalize_backward_add_block(&g, xr, rb[r], ar);
+                            if let Some(((dfb, fb), (_, gr))) = &mut gated {
+                                let cols = dfb[r * d..(r + 1) * d].iter_mut().zip(&fb[r * d..(r + 1) * d]);
+                                for ((((df, &f), &a), &gt), (dg, s)) in
+                                    cols.zip(&*ar).zip(*gr).zip(dgate.iter_mut().zip(&mut sums))
+                                {
+                                    let v = a * gt;
+                                    df.write(v);
+                                    *s = *s + v;
+                                    *dg = *dg + a * f;
+                                }
+                            }
                         }
                     },
-                )
-            });
+                );
+                for (i, (&ds, &dc)) in dshift.iter().zip(&dscale).enumerate() {
+                    dmb[shift_at + i] = dmb[shift_at + i] + ds;
+                    dmb[scale_at + i] = dmb[scale_at + i] + dc;
+                }
+                if let Some((_, (at, _))) = gated {
+                    for (dm, &dg) in dmb[at..at + d].iter_mut().zip(&dgate) {
+                        *dm = *dm + dg;
+                    }
+                }
+                sums
+            })
+            .collect();
+        if gate.is_none() {
+            return (df, Vec::new());
+        }
+        // SAFETY: with a gate, every item wrote all of its rows of `df`.
+        unsafe { df.set_len(len) };
+        (df, super::sum_in_order(&sums, d))
     }
 
     fn check(&self, shape: &[usize]) -> Result<()> {
@@ -650,22 +799,56 @@ mod tests {
         }
     }
 
-    /// Adding the input gradient into the residual stream is the same arithmetic as
-    /// computing it and adding it after, over several parallel tasks of rows.
+    /// The fused adaLN residual backward is the arithmetic of its three steps run one
+    /// after another (modulation backward, the norm's input gradient added into the residual
+    /// stream, gated-residual backward), for items split over several parallel tasks, with
+    /// and without the gate.
     #[test]
-    fn backward_add_is_add_of_backward() {
-        let (rows, dim) = (300, 64);
-        let mut z = vec![0.0; rows * dim * 3];
+    fn modulated_backward_add_is_its_steps_in_sequence() {
+        use crate::layers::embed::{gate_backward, modulate_backward};
+        let (items, tokens, dim) = (5, 7, 24);
+        let (len, ms) = (items * tokens * dim, 6 * dim);
+        let mut z = vec![0.0; 4 * len + items * ms];
         diffusion_core::Rng::new(2).fill_normal(&mut z);
         let z: Vec<f32> = z.iter().map(|&v| v as f32).collect();
-        let (x, rest) = z.split_at(rows * dim);
-        let (dy, acc) = rest.split_at(rows * dim);
+        let (x, rest) = z.split_at(len);
+        let (dy, rest) = rest.split_at(len);
+        let (acc, rest) = rest.split_at(len);
+        let (f, m) = rest.split_at(len);
         let mut norm = LayerNorm::<f32>::new(dim, 1e-6, false);
         let cache = norm.normalize(x);
-        let mut want = acc.to_vec();
-        super::super::add_into(&mut want, &norm.backward_slice(&cache, dy));
-        let mut got = acc.to_vec();
-        norm.backward_add(&cache, dy, &mut got);
-        assert_eq!(got, want);
+        for gated in [false, true] {
+            let mut want_dm: Vec<f32> = (0..items * ms).map(|i| i as f32 * 1e-3).collect();
+            let dn = modulate_backward(
+                cache.xhat(),
+                dy,
+                m,
+                &mut want_dm,
+                ms,
+                3 * dim,
+                4 * dim,
+                tokens,
+                dim,
+            );
+            let mut want = acc.to_vec();
+            super::super::add_into(&mut want, &norm.backward_slice(&cache, &dn));
+            let want_df = gated.then(|| gate_backward(&want, f, m, &mut want_dm, ms, 2 * dim, tokens, dim));
+
+            let mut dm: Vec<f32> = (0..items * ms).map(|i| i as f32 * 1e-3).collect();
+            let mut got = acc.to_vec();
+            let gate = gated.then_some((f, 2 * dim));
+            let df = norm.modulated_backward_add(
+                &cache,
+                dy,
+                (m, &mut dm, ms),
+                (3 * dim, 4 * dim),
+                tokens,
+                &mut got,
+                gate,
+            );
+            assert_eq!(got, want);
+            assert_eq!(dm, want_dm);
+            assert_eq!(df, want_df.unwrap_or_default());
+        }
     }
 }

@@ -11,8 +11,8 @@ use crate::layers::activation::{
 };
 use crate::layers::attention::AttentionCache;
 use crate::layers::embed::{
-    conv_patches, conv_patches_adjoint, gate_add, gate_add_seq, gate_backward, modulate, modulate_backward,
-    patchify, unpatchify,
+    conv_patches, conv_patches_adjoint, gate_add_seq, gate_backward, modulate, modulate_backward, patchify,
+    unpatchify,
 };
 use crate::layers::linear::{backward_each, forward_each};
 use crate::layers::norm::NormCache;
@@ -67,6 +67,10 @@ pub struct DitBlock<A> {
     pub ada: Linear<A>,
 }
 
+/// One training task's room in each buffer that [`DitBlock::train`] fills, in the order
+/// its `per_item` sizes list them.
+type BlockRoom<'a, A> = [&'a mut [MaybeUninit<A>]; 13];
+
 /// The MLP branch's outputs kept for the backward: fc1's biased output, GELU's output and
 /// fc2's output, as uninitialised room that the branch fills.
 type MlpOutputs<'a, A> = (
@@ -76,33 +80,6 @@ type MlpOutputs<'a, A> = (
 );
 
 impl<A: Float> DitBlock<A> {
-    /// `h += gate * fc2(gelu(fc1(v)))` (adaLN gate rows in `m`), in tasks of up to
-    /// [`task_items`] whole batch items, each through all three steps on one thread (serial
-    /// products). Inference and training run the same arithmetic, so their outputs are
-    /// identical; `keep` receives what the backward reads.
-    fn mlp_branch(&self, h: &mut [A], v: &[A], m: &[A], tok: usize, keep: Option<MlpOutputs<'_, A>>) {
-        let (d, hid) = (self.mlp0.in_features(), self.mlp0.out_features());
-        let batch = h.len() / (tok * d).max(1);
-        let items = task_items(batch);
-        let rows = (items * tok).max(1);
-        let tasks = h
-            .par_chunks_mut(rows * d)
-            .zip(v.par_chunks(rows * d))
-            .zip(m.par_chunks(items * 6 * d));
-        match keep {
-            Some((f1, gl, f2)) => tasks
-                .zip(
-                    f1.par_chunks_mut(rows * hid)
-                        .zip(gl.par_chunks_mut(rows * hid))
-                        .zip(f2.par_chunks_mut(rows * d)),
-                )
-                .for_each(|(((hb, vb), mb), ((f1b, glb), f2b))| {
-                    self.mlp_task(hb, vb, mb, tok, Some((f1b, glb, f2b)))
-                }),
-            None => tasks.for_each(|((hb, vb), mb)| self.mlp_task(hb, vb, mb, tok, None)),
-        }
-    }
-
     /// The block at inference, in tasks of [`task_items`] whole batch items: each task runs
     /// the first norm and its modulation (one pass, nothing kept), self-attention, the gated
     /// add, the second norm and the MLP branch on one thread, so that the items' rows stay
@@ -123,7 +100,93 @@ impl<A: Float> DitBlock<A> {
             });
     }
 
-    /// One task of [`Self::mlp_branch`] or [`Self::infer`] on the calling thread.
+    /// The block's training forward, in the tasks of [`Self::infer`] with the same
+    /// arithmetic: each task also writes its items' share of what the backward reads (both
+    /// norms' rows and `rstd`, attention's projections, probabilities and head outputs, the
+    /// MLP's outputs) into buffers allocated once for the batch.
+    fn train(&self, h: &mut [A], m: Vec<A>, tok: usize) -> BlockCache<A> {
+        let (d, hid, heads) = (
+            self.mlp0.in_features(),
+            self.mlp0.out_features(),
+            self.attn.heads(),
+        );
+        let batch = h.len() / (tok * d).max(1);
+        let items = task_items(batch);
+        // Per item, in the order of `BlockRoom`: xhat1, rstd1, u, kv, probs, o, a, xhat2,
+        // rstd2, v, f1, gl, f2.
+        let td = tok * d;
+        let per_item = [
+            td,
+            tok,
+            td,
+            3 * td,
+            heads * tok * tok,
+            td,
+            td,
+            td,
+            tok,
+            td,
+            tok * hid,
+            tok * hid,
+            td,
+        ];
+        let mut bufs: [Vec<A>; 13] = std::array::from_fn(|i| Vec::with_capacity(batch * per_item[i]));
+        {
+            let mut chunks: Vec<_> = bufs
+                .iter_mut()
+                .zip(per_item)
+                .map(|(b, n)| b.spare_capacity_mut()[..batch * n].chunks_mut((items * n).max(1)))
+                .collect();
+            let rooms: Vec<BlockRoom<'_, A>> = (0..batch.div_ceil(items))
+                .map(|_| std::array::from_fn(|i| chunks[i].next().unwrap_or_default()))
+                .collect();
+            rooms
+                .into_par_iter()
+                .zip(h.par_chunks_mut((items * td).max(1)))
+                .zip(m.par_chunks(items * 6 * d))
+                .for_each(|((room, hb), mb)| self.train_task(hb, mb, tok, room));
+        }
+        // SAFETY: the rooms tile every buffer, and each task writes all of its room.
+        unsafe {
+            for (b, n) in bufs.iter_mut().zip(per_item) {
+                b.set_len(batch * n);
+            }
+        }
+        let [xhat1, rstd1, u, kv, probs, o, a, xhat2, rstd2, v, f1, gl, f2] = bufs;
+        BlockCache {
+            m,
+            n1c: NormCache::from_parts(xhat1, rstd1),
+            attn: self.attn.self_attention_cache(batch, tok, u, kv, probs, o),
+            a,
+            n2c: NormCache::from_parts(xhat2, rstd2),
+            v,
+            f1,
+            gl,
+            f2,
+        }
+    }
+
+    /// One task of [`Self::train`] on the calling thread: [`Self::infer`]'s steps, keeping
+    /// their outputs in `room`.
+    fn train_task(&self, h: &mut [A], m: &[A], tok: usize, room: BlockRoom<'_, A>) {
+        let d = self.mlp0.in_features();
+        let [xhat1, rstd1, u, kv, probs, o, a, xhat2, rstd2, v, f1, gl, f2] = room;
+        self.norm
+            .normalize_modulated_into(h, m, (6 * d, 0, d), tok, u, Some((xhat1, rstd1)));
+        // SAFETY: `normalize_modulated_into` wrote all of `u`.
+        let u = unsafe { assume_init_mut(u) };
+        self.attn.self_attention_task(u, tok, kv, probs, o, a);
+        // SAFETY: the attention task wrote all of its output `a`.
+        let a = unsafe { assume_init_mut(a) };
+        gate_add_seq(h, a, m, 6 * d, 2 * d, tok, d);
+        self.norm
+            .normalize_modulated_into(h, m, (6 * d, 3 * d, 4 * d), tok, v, Some((xhat2, rstd2)));
+        // SAFETY: as `u` above.
+        let v = unsafe { assume_init_mut(v) };
+        self.mlp_task(h, v, m, tok, Some((f1, gl, f2)));
+    }
+
+    /// One task of [`Self::train`] or [`Self::infer`] on the calling thread.
     fn mlp_task(&self, h: &mut [A], v: &[A], m: &[A], tok: usize, keep: Option<MlpOutputs<'_, A>>) {
         let (d, hid) = (self.mlp0.in_features(), self.mlp0.out_features());
         let rows = v.len() / d;
@@ -451,56 +514,17 @@ impl<A: Float> Dit<A> {
         cond: Option<&[usize]>,
         keep: bool,
     ) -> Result<(Vec<A>, DitCache<A>)> {
-        let (d, tok) = (self.cfg.hidden, self.tokens());
+        let tok = self.tokens();
         let (mut h, stem) = self.stem(x, t, cond)?;
         let (batch, sc) = (stem.batch, &stem.sc);
         let mut caches = Vec::with_capacity(self.blocks.len());
         let ada: Vec<&Linear<A>> = self.blocks.iter().map(|b| &b.ada).collect();
         for (blk, m) in self.blocks.iter().zip(forward_each(&ada, sc, batch)) {
-            if !keep {
+            if keep {
+                caches.push(blk.train(&mut h, m, tok));
+            } else {
                 blk.infer(&mut h, &m, tok);
-                continue;
             }
-            let n1c = blk.norm.normalize(&h);
-            let u = modulate(n1c.xhat(), &m, 6 * d, 0, d, tok, d);
-            let (a, attn) = blk.attn.forward_slice(u, batch, tok, None);
-            gate_add(&mut h, &a, &m, 6 * d, 2 * d, tok, d);
-            let n2c = blk.norm.normalize(&h);
-            let v = modulate(n2c.xhat(), &m, 6 * d, 3 * d, 4 * d, tok, d);
-            let (rows, hid) = (batch * tok, blk.mlp0.out_features());
-            let (mut f1, mut gl, mut f2) = (
-                Vec::with_capacity(rows * hid),
-                Vec::with_capacity(rows * hid),
-                Vec::with_capacity(rows * d),
-            );
-            blk.mlp_branch(
-                &mut h,
-                &v,
-                &m,
-                tok,
-                Some((
-                    &mut f1.spare_capacity_mut()[..rows * hid],
-                    &mut gl.spare_capacity_mut()[..rows * hid],
-                    &mut f2.spare_capacity_mut()[..rows * d],
-                )),
-            );
-            // SAFETY: `mlp_branch` writes all of its three outputs.
-            unsafe {
-                f1.set_len(rows * hid);
-                gl.set_len(rows * hid);
-                f2.set_len(rows * d);
-            }
-            caches.push(BlockCache {
-                m,
-                n1c,
-                attn,
-                a,
-                n2c,
-                v,
-                f1,
-                gl,
-                f2,
-            });
         }
         let (o, head) = self.head(&h, sc, batch);
         Ok((
@@ -558,12 +582,20 @@ impl<A: Float> Network<A> for Dit<A> {
             let dv = blk
                 .mlp0
                 .backward_slice_with_bias_grad(&bc.v, &df1, batch * tok, true, Some(&db1));
-            let dn2 = modulate_backward(bc.n2c.xhat(), &dv, &bc.m, &mut dm, 6 * d, 3 * d, 4 * d, tok, d);
-            blk.norm.backward_add(&bc.n2c, &dn2, &mut dh);
-            let (da, dbo) = gate_backward(&dh, &bc.a, &bc.m, &mut dm, 6 * d, 2 * d, tok, d);
+            let modulation = (&bc.m[..], &mut dm[..], 6 * d);
+            let (da, dbo) = blk.norm.modulated_backward_add(
+                &bc.n2c,
+                &dv,
+                modulation,
+                (3 * d, 4 * d),
+                tok,
+                &mut dh,
+                Some((&bc.a, 2 * d)),
+            );
             let (du, _) = blk.attn.backward_slice(&bc.attn, &da, Some(&dbo));
-            let dn1 = modulate_backward(bc.n1c.xhat(), &du, &bc.m, &mut dm, 6 * d, 0, d, tok, d);
-            blk.norm.backward_add(&bc.n1c, &dn1, &mut dh);
+            let modulation = (&bc.m[..], &mut dm[..], 6 * d);
+            blk.norm
+                .modulated_backward_add(&bc.n1c, &du, modulation, (0, d), tok, &mut dh, None);
             dms.push(dm);
         }
         dms.reverse();

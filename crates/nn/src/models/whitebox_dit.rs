@@ -17,7 +17,7 @@ use ndarray::ArrayD;
 
 use super::dit::{Dit, DitConfig, HeadCache, StemCache, zero};
 use crate::error::{NnError, Result, check_shape};
-use crate::layers::embed::{gate_add, gate_backward, modulate, modulate_backward};
+use crate::layers::embed::{gate_add, gate_backward, modulate};
 use crate::layers::linear::{backward_each, forward_each};
 use crate::layers::norm::NormCache;
 use crate::layers::{IstaBlock, IstaCache, LayerNorm, Linear, SubspaceAttention, SubspaceCache, array};
@@ -213,32 +213,20 @@ impl<A: Float> Network<A> for WhiteBoxDit<A> {
             let mut dm = vec![A::zero(); batch * 6 * d];
             let (dz, _) = gate_backward(&dh, &bc.z, &bc.m, &mut dm, 6 * d, 5 * d, tok, d);
             let dv = blk.ista.backward(&bc.ista, &array(&shape, dz))?;
-            let dn2 = modulate_backward(
-                bc.n2c.xhat(),
+            let modulation = (&bc.m[..], &mut dm[..], 6 * d);
+            let (da, _) = blk.norm.modulated_backward_add(
+                &bc.n2c,
                 &std_slice(&dv),
-                &bc.m,
-                &mut dm,
-                6 * d,
-                3 * d,
-                4 * d,
+                modulation,
+                (3 * d, 4 * d),
                 tok,
-                d,
+                &mut dh,
+                Some((&bc.a, 2 * d)),
             );
-            blk.norm.backward_add(&bc.n2c, &dn2, &mut dh);
-            let (da, _) = gate_backward(&dh, &bc.a, &bc.m, &mut dm, 6 * d, 2 * d, tok, d);
             let du = blk.attn.backward(&bc.attn, &array(&shape, da))?;
-            let dn1 = modulate_backward(
-                bc.n1c.xhat(),
-                &std_slice(&du),
-                &bc.m,
-                &mut dm,
-                6 * d,
-                0,
-                d,
-                tok,
-                d,
-            );
-            blk.norm.backward_add(&bc.n1c, &dn1, &mut dh);
+            let modulation = (&bc.m[..], &mut dm[..], 6 * d);
+            blk.norm
+                .modulated_backward_add(&bc.n1c, &std_slice(&du), modulation, (0, d), tok, &mut dh, None);
             dms.push(dm);
         }
         dms.reverse();
