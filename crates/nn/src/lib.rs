@@ -20,6 +20,7 @@ pub mod layers;
 pub mod models;
 pub mod network;
 pub mod param;
+mod transpose;
 mod vmath;
 
 pub use error::{NnError, Result};

@@ -73,6 +73,18 @@ fn normalize_with<A: Float>(x: &[A], mean: f64, rstd: f64, out: &mut [impl Sink<
     }
 }
 
+/// `out = normalize(x) * w + b` for one channel's values (the arithmetic of
+/// [`normalize_with`] and then the affine map). A function of its own, with the channel's
+/// `w` and `b` as values: inlined into a closure that captured them, the loops ran scalar
+/// (the captured channel index was reloaded and bounds-checked per element).
+#[inline(always)]
+fn normalize_affine<A: Float>(x: &[A], mean: f64, rstd: f64, (w, b): (A, A), out: &mut [A]) {
+    normalize_with(x, mean, rstd, out);
+    for v in out.iter_mut() {
+        *v = *v * w + b;
+    }
+}
+
 /// Each row of `dim` of `x` normalised into `xhat` and its `rstd` into `rstd`, on the
 /// calling thread (inside a vectorised dispatch: call it from one).
 #[inline(always)]
@@ -618,12 +630,7 @@ impl<A: Float> GroupNorm<A> {
             let out = &mut out[..run.len()];
             crate::vmath::wide(
                 #[inline(always)]
-                || {
-                    normalize_with(run, mean, rstd, out);
-                    for v in out.iter_mut() {
-                        *v = *v * w[c] + b[c];
-                    }
-                },
+                || normalize_affine(run, mean, rstd, (w[c], b[c]), out),
             );
             silu_in_place_seq(out);
         }

@@ -27,6 +27,7 @@ use tiles::Lanes;
 
 use crate::gemm::{MatMut, MatRef, matmul_uncounted};
 use crate::param::{Float, cast};
+use crate::transpose::transpose;
 
 /// Transform points per tile (4x4).
 pub(super) const POINTS: usize = 16;
@@ -564,7 +565,13 @@ pub(super) fn weight_grad_items<A: Float>(
     serial: bool,
 ) {
     let (tw, plane) = (p.tiles().1, p.h * p.w);
-    for chunk in p.chunks::<A>(cin, cout, items) {
+    let chunks = p.chunks::<A>(cin, cout, items);
+    // One point's transformed input transposed (`[tile][channel]`), see below.
+    let most = chunks
+        .iter()
+        .map(|c| c.iter().map(|(_, rows)| rows.len() * tw).sum::<usize>());
+    let mut vt = vec![A::zero(); most.max().unwrap_or(0) * cin];
+    for chunk in chunks {
         let n = chunk.iter().map(|(_, rows)| rows.len() * tw).sum::<usize>();
         let (v, padded) = buf_v.split_at_mut(POINTS * cin * n);
         let dm = &mut buf_m[..POINTS * cout * n];
@@ -583,11 +590,14 @@ pub(super) fn weight_grad_items<A: Float>(
             },
         );
         for pt in 0..POINTS {
+            // `V_p^T` as a row-major copy: gemm would pack `V_p` (contiguous along the
+            // tiles, K) one element at a time (see `crate::transpose`).
+            transpose(&v[pt * n..], POINTS * n, cin, n, &mut vt);
             matmul_uncounted(
                 serial,
                 MatMut::row_major(du, pt * cout * cin, cout, cin),
                 MatRef::strided(dm, pt * n, cout, n, POINTS * n),
-                MatRef::strided(v, pt * n, cin, n, POINTS * n).t(),
+                MatRef::row_major(&vt, 0, n, cin),
                 true,
             );
         }
