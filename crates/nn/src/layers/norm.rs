@@ -671,8 +671,11 @@ impl<A: Float> GroupNorm<A> {
                             normalize_with(xb, mean, rstd, &mut xh);
                             for (cc, (p, h)) in pre.chunks_mut(s).zip(xh.chunks(s)).enumerate() {
                                 let c = group * per_group + cc;
+                                // The channel's scale and shift as values: indexed in the
+                                // loop, they were reloaded (and the loop ran scalar).
+                                let (wc, bc) = (w[c], bias[c]);
                                 for (p, &h) in p.iter_mut().zip(h) {
-                                    *p = h * w[c] + bias[c];
+                                    *p = h * wc + bc;
                                 }
                             }
                             gb.copy_from_slice(db);

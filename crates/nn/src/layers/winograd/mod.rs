@@ -222,17 +222,18 @@ pub(super) fn weight_grad_from_transformed<A: Float>(du: &[A], cout: usize, cin:
 }
 
 /// Tiles in the next block of a tile row with `left` tiles left: 16 (one AVX-512 register
-/// of f32), 8, or single tiles.
+/// of f32), 8, 4 (an 8 x 8 plane's row of tiles), or single tiles.
 #[inline(always)]
 fn block_width(left: usize) -> usize {
     match left {
         16.. => 16,
         8.. => 8,
+        4.. => 4,
         _ => 1,
     }
 }
 
-/// Calls `$block::<A, N>(args)` over a tile row of `$tw` tiles in blocks of `N` = 16, 8 or 1
+/// Calls `$block::<A, N>(args)` over a tile row of `$tw` tiles in blocks of `N` = 16, 8, 4 or 1
 /// tiles ([`block_width`]), with `$t` (the block's first tile) and `$col` (its column in the
 /// chunk, from `$col0`) bound for the arguments. A macro, not a closure: the call must be
 /// inlined into the AVX-512 function that runs the transform.
@@ -245,6 +246,7 @@ macro_rules! for_blocks {
             match width {
                 16 => $block::<A, 16>($($arg),*),
                 8 => $block::<A, 8>($($arg),*),
+                4 => $block::<A, 4>($($arg),*),
                 _ => $block::<A, 1>($($arg),*),
             }
             $t += width;
