@@ -1,11 +1,13 @@
 //! Matrix transposition into a row-major buffer, for products whose operand gemm would
 //! otherwise pack against its layout.
 //!
-//! gemm packs an operand whose elements are contiguous along K (the Winograd weight
-//! gradient's transformed input, `[channel][point][tile]` with K = tiles) one scalar load
-//! at a time down a 32 KB stride: about 0.9 ns an element, 5% of a unet-small training
-//! step. A copy transposed 16 x 16 at a time in AVX-512 registers takes 0.2 ns an element,
-//! and gemm then packs the copy as contiguous runs.
+//! gemm packs an operand whose elements are contiguous along K one scalar load at a time:
+//! the Winograd weight gradient's transformed input (`[channel][point][tile]`, K = tiles)
+//! down a 32 KB stride, about 0.9 ns an element and 5% of a unet-small training step; and
+//! a weight read as `W^T` (PyTorch's `[out, in]` layout), once per block of output rows,
+//! 3% of an mlp step run in row blocks. A copy transposed 16 x 16 at a time in AVX-512
+//! registers takes 0.2 ns an element, and gemm then packs it as contiguous runs; a weight
+//! is transposed once per forward pass for all its row blocks or tasks.
 
 use crate::param::Float;
 
@@ -29,6 +31,13 @@ pub(crate) fn transpose<A: Float>(src: &[A], rs: usize, rows: usize, cols: usize
         return;
     }
     transpose_edges(src, rs, (0, rows), (0, cols), dst, rows);
+}
+
+/// The row-major `rows x cols` matrix `w` transposed into a new `cols x rows` one.
+pub(crate) fn transposed<A: Float>(w: &[A], rows: usize, cols: usize) -> Vec<A> {
+    let mut t = vec![A::zero(); rows * cols];
+    transpose(w, cols, rows, cols, &mut t);
+    t
 }
 
 /// The plain transposing copy of rows `r0..r1` and columns `c0..c1` (`ld` = `dst`'s row

@@ -15,6 +15,7 @@ use super::{
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial};
 use crate::param::{Float, Param, Parameters, cast, visit_child, visit_child_mut};
+use crate::transpose::transposed;
 
 #[derive(Clone, Debug)]
 pub struct MultiheadAttention<A> {
@@ -32,6 +33,13 @@ struct Layout {
     q_rs: usize,
     kv_rs: usize,
     kv_at: usize,
+}
+
+/// Self-attention's projection weights transposed (`[E, 3E]` and `[E, E]`), made once per
+/// forward pass for all of its tasks ([`MultiheadAttention::projections_t`]).
+pub(crate) struct ProjectionsT<A> {
+    qkv: Vec<A>,
+    out: Vec<A>,
 }
 
 /// What attention keeps for its backward pass.
@@ -204,12 +212,13 @@ impl<A: Float> MultiheadAttention<A> {
             Vec::with_capacity(rows * e),
             Vec::with_capacity(rows * e),
         );
+        let wt = self.projections_t();
         x.par_chunks(items * len * e)
             .zip(kv.spare_capacity_mut()[..rows * 3 * e].par_chunks_mut(items * len * 3 * e))
             .zip(probs.spare_capacity_mut()[..batch * h * len * len].par_chunks_mut(items * h * len * len))
             .zip(o.spare_capacity_mut()[..rows * e].par_chunks_mut(items * len * e))
             .zip(y.spare_capacity_mut()[..rows * e].par_chunks_mut(items * len * e))
-            .for_each(|((((xb, kvb), pb), ob), yb)| self.self_attention_task(xb, len, kvb, pb, ob, yb));
+            .for_each(|((((xb, kvb), pb), ob), yb)| self.self_attention_task(xb, len, &wt, kvb, pb, ob, yb));
         // SAFETY: the chunks tile the four buffers, and each task writes all of its chunks.
         unsafe {
             kv.set_len(rows * 3 * e);
@@ -218,6 +227,16 @@ impl<A: Float> MultiheadAttention<A> {
             y.set_len(rows * e);
         }
         (y, self.self_attention_cache(batch, len, x, kv, probs, o))
+    }
+
+    /// The packed Q/K/V projection and the output projection transposed, for the tasks of
+    /// one forward pass (see [`crate::transpose`]).
+    pub(crate) fn projections_t(&self) -> ProjectionsT<A> {
+        let e = self.embed;
+        ProjectionsT {
+            qkv: transposed(self.in_proj_weight.v(), 3 * e, e),
+            out: self.out_proj.weight_t(),
+        }
     }
 
     /// Self-attention's cache from what [`Self::self_attention_task`]s filled: the input,
@@ -253,7 +272,7 @@ impl<A: Float> MultiheadAttention<A> {
     /// calling thread: [`Self::self_attention_task`]'s arithmetic (so the output equals the
     /// training forward's), with the projections, probabilities and head outputs in memory
     /// of its own that is dropped on return.
-    pub(crate) fn self_attention_items(&self, x: &[A], len: usize) -> Vec<A> {
+    pub(crate) fn self_attention_items(&self, x: &[A], len: usize, wt: &ProjectionsT<A>) -> Vec<A> {
         let (e, h) = (self.embed, self.heads);
         let rows = x.len() / e;
         let items = rows / len.max(1);
@@ -266,6 +285,7 @@ impl<A: Float> MultiheadAttention<A> {
         self.self_attention_task(
             x,
             len,
+            wt,
             &mut kv.spare_capacity_mut()[..rows * 3 * e],
             &mut probs.spare_capacity_mut()[..items * h * len * len],
             &mut o.spare_capacity_mut()[..rows * e],
@@ -281,10 +301,12 @@ impl<A: Float> MultiheadAttention<A> {
     /// items' projections (`kv`), probabilities and head outputs stay in this core's cache
     /// from one step to the next instead of a round trip to memory between whole-batch
     /// steps. Writes all of `kv`, `probs`, `o` and `y`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn self_attention_task(
         &self,
         x: &[A],
         len: usize,
+        wt: &ProjectionsT<A>,
         kv: &mut [MaybeUninit<A>],
         probs: &mut [MaybeUninit<A>],
         o: &mut [MaybeUninit<A>],
@@ -295,7 +317,7 @@ impl<A: Float> MultiheadAttention<A> {
         matmul_serial(
             MatMut::uninit(kv, 0, rows, 3 * e, 3 * e),
             MatRef::row_major(x, 0, rows, e),
-            MatRef::row_major(self.in_proj_weight.v(), 0, 3 * e, e).t(),
+            MatRef::row_major(&wt.qkv, 0, e, 3 * e),
             false,
         );
         // SAFETY: the product wrote all `rows x 3E` elements.
@@ -314,11 +336,10 @@ impl<A: Float> MultiheadAttention<A> {
         }
         // SAFETY: every item's heads wrote all of its probabilities and output rows.
         let o = unsafe { super::assume_init_mut(o) };
-        let w = &self.out_proj.weight;
         matmul_serial(
             MatMut::uninit(y, 0, rows, e, e),
             MatRef::row_major(o, 0, rows, e),
-            MatRef::row_major(w.v(), 0, e, e).t(),
+            MatRef::row_major(&wt.out, 0, e, e),
             false,
         );
         // SAFETY: the product wrote all `rows x E` elements.

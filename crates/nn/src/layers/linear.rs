@@ -71,19 +71,27 @@ impl<A: Float> Linear<A> {
     }
 
     /// `x W^T` without the bias, for a caller that adds it in a pass of its own; on the
-    /// calling thread when `serial`.
-    pub(crate) fn forward_unbiased(&self, x: &[A], rows: usize, serial: bool) -> Vec<A> {
+    /// calling thread when `serial`. `wt`: the weight's [`Self::weight_t`], for callers that
+    /// run many products with it.
+    pub(crate) fn forward_unbiased(&self, x: &[A], rows: usize, serial: bool, wt: Option<&[A]>) -> Vec<A> {
         let (inp, out) = (self.in_features(), self.out_features());
-        matmul_new(
-            MatRef::row_major(x, 0, rows, inp),
-            MatRef::row_major(self.weight.v(), 0, out, inp).t(),
-            serial,
-        )
+        let w = match wt {
+            Some(wt) => MatRef::row_major(wt, 0, inp, out),
+            None => MatRef::row_major(self.weight.v(), 0, out, inp).t(),
+        };
+        matmul_new(MatRef::row_major(x, 0, rows, inp), w, serial)
+    }
+
+    /// `W^T` (`[in, out]`) as a row-major copy. gemm packs a product's right operand once
+    /// per block of output rows, and a transposed view of `W` one scalar load at a time;
+    /// a layer applied to many row blocks or tasks makes this copy once for all of them.
+    pub(crate) fn weight_t(&self) -> Vec<A> {
+        crate::transpose::transposed(self.weight.v(), self.out_features(), self.in_features())
     }
 
     /// `y = x W^T + b` on the calling thread (for work already split across threads).
     pub(crate) fn forward_serial(&self, x: &[A], rows: usize) -> Vec<A> {
-        let mut y = self.forward_unbiased(x, rows, true);
+        let mut y = self.forward_unbiased(x, rows, true, None);
         add_row_bias(&mut y, self.bias_values());
         y
     }

@@ -9,7 +9,7 @@ use crate::layers::activation::{
     bias_gelu_in_place_seq, bias_gelu_seq, gelu_backward_in_place_column_sums, silu_backward_slice,
     silu_slice,
 };
-use crate::layers::attention::AttentionCache;
+use crate::layers::attention::{AttentionCache, ProjectionsT};
 use crate::layers::embed::{
     conv_patches, conv_patches_adjoint, gate_add_seq, gate_backward, modulate, modulate_backward, patchify,
     unpatchify,
@@ -67,6 +67,13 @@ pub struct DitBlock<A> {
     pub ada: Linear<A>,
 }
 
+/// A block's weights as its tasks' products read them (see [`crate::transpose`]).
+struct BlockWeightsT<A> {
+    attn: ProjectionsT<A>,
+    fc1: Vec<A>,
+    fc2: Vec<A>,
+}
+
 /// One training task's room in each buffer that [`DitBlock::train`] fills, in the order
 /// its `per_item` sizes list them.
 type BlockRoom<'a, A> = [&'a mut [MaybeUninit<A>]; 13];
@@ -80,6 +87,15 @@ type MlpOutputs<'a, A> = (
 );
 
 impl<A: Float> DitBlock<A> {
+    /// The block's product weights transposed, once for all of a forward pass's tasks.
+    fn weights_t(&self) -> BlockWeightsT<A> {
+        BlockWeightsT {
+            attn: self.attn.projections_t(),
+            fc1: self.mlp0.weight_t(),
+            fc2: self.mlp2.weight_t(),
+        }
+    }
+
     /// The block at inference, in tasks of [`task_items`] whole batch items: each task runs
     /// the first norm and its modulation (one pass, nothing kept), self-attention, the gated
     /// add, the second norm and the MLP branch on one thread, so that the items' rows stay
@@ -89,14 +105,15 @@ impl<A: Float> DitBlock<A> {
         let d = self.mlp0.in_features();
         let batch = h.len() / (tok * d).max(1);
         let items = task_items(batch);
+        let wt = self.weights_t();
         h.par_chunks_mut((items * tok * d).max(1))
             .zip(m.par_chunks(items * 6 * d))
             .for_each(|(hb, mb)| {
                 let u = self.norm.normalize_modulated(hb, mb, (6 * d, 0, d), tok);
-                let a = self.attn.self_attention_items(&u, tok);
+                let a = self.attn.self_attention_items(&u, tok, &wt.attn);
                 gate_add_seq(hb, &a, mb, 6 * d, 2 * d, tok, d);
                 let v = self.norm.normalize_modulated(hb, mb, (6 * d, 3 * d, 4 * d), tok);
-                self.mlp_task(hb, &v, mb, tok, None);
+                self.mlp_task(hb, &v, mb, tok, &wt, None);
             });
     }
 
@@ -140,11 +157,12 @@ impl<A: Float> DitBlock<A> {
             let rooms: Vec<BlockRoom<'_, A>> = (0..batch.div_ceil(items))
                 .map(|_| std::array::from_fn(|i| chunks[i].next().unwrap_or_default()))
                 .collect();
+            let wt = self.weights_t();
             rooms
                 .into_par_iter()
                 .zip(h.par_chunks_mut((items * td).max(1)))
                 .zip(m.par_chunks(items * 6 * d))
-                .for_each(|((room, hb), mb)| self.train_task(hb, mb, tok, room));
+                .for_each(|((room, hb), mb)| self.train_task(hb, mb, tok, &wt, room));
         }
         // SAFETY: the rooms tile every buffer, and each task writes all of its room.
         unsafe {
@@ -168,14 +186,14 @@ impl<A: Float> DitBlock<A> {
 
     /// One task of [`Self::train`] on the calling thread: [`Self::infer`]'s steps, keeping
     /// their outputs in `room`.
-    fn train_task(&self, h: &mut [A], m: &[A], tok: usize, room: BlockRoom<'_, A>) {
+    fn train_task(&self, h: &mut [A], m: &[A], tok: usize, wt: &BlockWeightsT<A>, room: BlockRoom<'_, A>) {
         let d = self.mlp0.in_features();
         let [xhat1, rstd1, u, kv, probs, o, a, xhat2, rstd2, v, f1, gl, f2] = room;
         self.norm
             .normalize_modulated_into(h, m, (6 * d, 0, d), tok, u, Some((xhat1, rstd1)));
         // SAFETY: `normalize_modulated_into` wrote all of `u`.
         let u = unsafe { assume_init_mut(u) };
-        self.attn.self_attention_task(u, tok, kv, probs, o, a);
+        self.attn.self_attention_task(u, tok, &wt.attn, kv, probs, o, a);
         // SAFETY: the attention task wrote all of its output `a`.
         let a = unsafe { assume_init_mut(a) };
         gate_add_seq(h, a, m, 6 * d, 2 * d, tok, d);
@@ -183,16 +201,24 @@ impl<A: Float> DitBlock<A> {
             .normalize_modulated_into(h, m, (6 * d, 3 * d, 4 * d), tok, v, Some((xhat2, rstd2)));
         // SAFETY: as `u` above.
         let v = unsafe { assume_init_mut(v) };
-        self.mlp_task(h, v, m, tok, Some((f1, gl, f2)));
+        self.mlp_task(h, v, m, tok, wt, Some((f1, gl, f2)));
     }
 
     /// One task of [`Self::train`] or [`Self::infer`] on the calling thread.
-    fn mlp_task(&self, h: &mut [A], v: &[A], m: &[A], tok: usize, keep: Option<MlpOutputs<'_, A>>) {
+    fn mlp_task(
+        &self,
+        h: &mut [A],
+        v: &[A],
+        m: &[A],
+        tok: usize,
+        wt: &BlockWeightsT<A>,
+        keep: Option<MlpOutputs<'_, A>>,
+    ) {
         let (d, hid) = (self.mlp0.in_features(), self.mlp0.out_features());
         let rows = v.len() / d;
         let vm = MatRef::row_major(v, 0, rows, d);
-        let w1t = MatRef::row_major(self.mlp0.weight.v(), 0, hid, d).t();
-        let w2t = MatRef::row_major(self.mlp2.weight.v(), 0, d, hid).t();
+        let w1t = MatRef::row_major(&wt.fc1, 0, d, hid);
+        let w2t = MatRef::row_major(&wt.fc2, 0, hid, d);
         let (b1, b2) = (self.mlp0.bias_values(), self.mlp2.bias_values());
         match keep {
             Some((f1, gl, f2)) => {

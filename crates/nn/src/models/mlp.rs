@@ -162,6 +162,8 @@ impl<A: Float> MlpDenoiser<A> {
         let last = self.layers.len() - 1;
         let proj = self.project_embeddings(temb);
         let wx_t = self.small_input_weight_t();
+        // Each layer's weights transposed once for all row blocks (see `crate::transpose`).
+        let wts: Vec<Vec<A>> = self.layers[1..].iter().map(Linear::weight_t).collect();
         let blocks: Vec<(Vec<A>, Option<BlockCache<A>>)> = (0..batch.div_ceil(ROW_BLOCK))
             .into_par_iter()
             .map(|bi| {
@@ -176,7 +178,7 @@ impl<A: Float> MlpDenoiser<A> {
                 // Each product is computed without its bias, which the activation pass
                 // that reads it adds (the last layer's is added at the end).
                 let mut bias = None;
-                for layer in &self.layers[1..=last] {
+                for (layer, wt) in self.layers[1..=last].iter().zip(&wts) {
                     let h = if keep {
                         let h = bias_silu_keep_sigmoid_seq(&mut z, bias);
                         sigmoid.push(std::mem::take(&mut z));
@@ -185,7 +187,7 @@ impl<A: Float> MlpDenoiser<A> {
                         bias_silu_in_place_seq(&mut z, bias);
                         std::mem::take(&mut z)
                     };
-                    z = layer.forward_unbiased(&h, rows, true);
+                    z = layer.forward_unbiased(&h, rows, true, Some(wt));
                     bias = layer.bias_values();
                     if keep {
                         inputs.push(h);
