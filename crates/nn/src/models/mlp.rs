@@ -2,6 +2,7 @@
 
 use diffusion_core::Rng;
 use ndarray::ArrayD;
+
 use rayon::prelude::*;
 
 use crate::error::{NnError, Result};
@@ -9,6 +10,7 @@ use crate::layers::activation::{
     bias_silu_in_place_seq, bias_silu_keep_sigmoid_seq, silu_backward_from_sigmoid_seq,
 };
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use crate::gemm::{MatMut, MatRef, matmul, matmul_serial};
 use crate::layers::embed::TimestepRows;
@@ -132,19 +134,18 @@ impl<A: Float> MlpDenoiser<A> {
         let zeros = vec![A::zero(); h];
         let bias = layer.bias.as_ref().map_or(&zeros[..], |b| b.v());
         let mut z = Vec::with_capacity(index.len() * h);
-        for &r in index {
-            let p = proj.get(r * h..(r + 1) * h).unwrap_or(&zeros);
-            z.extend(p.iter().zip(bias).map(|(&p, &b)| b + p));
-        }
+        let out = &mut z.spare_capacity_mut()[..index.len() * h];
+        crate::vmath::wide(
+            #[inline(always)]
+            || bias_plus_rows(out, index, proj, bias),
+        );
+        // SAFETY: `bias_plus_rows` wrote a row of `h` for every index.
+        unsafe { z.set_len(index.len() * h) };
         if let Some(wx_t) = wx_t {
-            // x's part is a K = dim product: a broadcast multiply-add per input column.
-            for (zr, xr) in z.chunks_mut(h).zip(x.chunks(d)) {
-                for (wk, &xv) in wx_t.chunks(h).zip(xr) {
-                    for (z, &wv) in zr.iter_mut().zip(wk) {
-                        *z = *z + xv * wv;
-                    }
-                }
-            }
+            crate::vmath::wide(
+                #[inline(always)]
+                || add_small_product(&mut z, x, wx_t, d),
+            );
         } else {
             matmul_serial(
                 MatMut::row_major(&mut z, 0, index.len(), h),
@@ -313,6 +314,42 @@ impl<A: Float> MlpDenoiser<A> {
             MatRef::row_major(&temb.table, 0, temb.distinct(), e),
             true,
         );
+    }
+}
+
+/// `out` row `i` = `bias + proj[index[i]]` (rows of `bias.len()`; an index past `proj` adds
+/// nothing). A function of its own so that its loop, inlined into the vector dispatch,
+/// sees its slices as arguments (see `vmath::wide`).
+#[inline(always)]
+fn bias_plus_rows<A: Float>(out: &mut [MaybeUninit<A>], index: &[usize], proj: &[A], bias: &[A]) {
+    let h = bias.len();
+    for (zr, &r) in out.chunks_mut(h.max(1)).zip(index) {
+        match proj.get(r * h..(r + 1) * h) {
+            Some(p) => {
+                for ((z, &p), &b) in zr.iter_mut().zip(p).zip(bias) {
+                    z.write(b + p);
+                }
+            }
+            None => {
+                for (z, &b) in zr.iter_mut().zip(bias) {
+                    z.write(b);
+                }
+            }
+        }
+    }
+}
+
+/// `z += x Wx^T` for rows `x` of a short input (`wx_t` = `Wx^T`, `[d, h]`): a broadcast
+/// multiply-add per input column.
+#[inline(always)]
+fn add_small_product<A: Float>(z: &mut [A], x: &[A], wx_t: &[A], d: usize) {
+    let h = (wx_t.len() / d.max(1)).max(1);
+    for (zr, xr) in z.chunks_mut(h).zip(x.chunks(d.max(1))) {
+        for (wk, &xv) in wx_t.chunks(h).zip(xr) {
+            for (z, &wv) in zr.iter_mut().zip(wk) {
+                *z = *z + xv * wv;
+            }
+        }
     }
 }
 
