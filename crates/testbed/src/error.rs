@@ -45,6 +45,9 @@ pub enum TestbedError {
     /// An `.npz` archive has no array of that name.
     #[error("{path}: no array named {name:?}")]
     MissingArray { path: PathBuf, name: String },
+    /// A test fixture the repository should carry is absent.
+    #[error("fixture {path} is missing (the repository carries it under fixtures/)")]
+    MissingFixture { path: PathBuf },
     /// An error from diffusion-core.
     #[error(transparent)]
     Core(#[from] CoreError),

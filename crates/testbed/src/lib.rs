@@ -14,9 +14,11 @@
 //! - [`metrics`]: RMSE, sliced W2 (between sample sets, or exactly to a mixture),
 //!   mixture NLL, RBF-MMD, Frechet distance of fitted Gaussians.
 //! - [`io`]: `.npy` / `.npz` reads with clear errors, atomic writes.
+//! - [`fixtures`]: where tests find the data the repository carries.
 //! - [`reference`]: typed readers for `shared/reference/gmm` (diffusers parity data).
 
 pub mod error;
+pub mod fixtures;
 pub mod gmm;
 pub mod io;
 pub mod linalg;
