@@ -1,35 +1,9 @@
-//! Tiny dense linear algebra for solver coefficients (systems of size <= ~4).
+//! Least-squares polynomial fits for solver coefficients.
 
 use crate::error::{Result, invalid};
 
-/// Solves `a x = b` by Gaussian elimination with partial pivoting.
-pub fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Result<Vec<f64>> {
-    let n = b.len();
-    for col in 0..n {
-        let pivot = (col..n)
-            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
-            .expect("non-empty range");
-        let usable = a[pivot][col].abs() > 1e-300;
-        if !usable {
-            return Err(invalid("coefficient system", "singular (repeated time points?)"));
-        }
-        a.swap(col, pivot);
-        b.swap(col, pivot);
-        for row in col + 1..n {
-            let f = a[row][col] / a[col][col];
-            for k in col..n {
-                a[row][k] -= f * a[col][k];
-            }
-            b[row] -= f * b[col];
-        }
-    }
-    let mut x = vec![0.0; n];
-    for row in (0..n).rev() {
-        let s: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
-        x[row] = (b[row] - s) / a[row][row];
-    }
-    Ok(x)
-}
+/// The one small dense solve, shared with the diffusers-compatible solvers.
+pub use diffusion_core::linalg::solve;
 
 /// Least-squares polynomial fit of degree `deg` (coefficients lowest power first).
 pub fn polyfit(x: &[f64], y: &[f64], deg: usize) -> Result<Vec<f64>> {
@@ -51,7 +25,7 @@ pub fn polyfit(x: &[f64], y: &[f64], deg: usize) -> Result<Vec<f64>> {
             }
         }
     }
-    solve(ata, aty)
+    Ok(solve(ata, aty)?)
 }
 
 /// Evaluates a polynomial (lowest power first).

@@ -2,9 +2,10 @@
 //!
 //! Running diffusion samplers backwards (data to noise) and differentiating through them:
 //!
-//! - [`ddim_inverse`] and [`dpm_inverse`]: diffusers' `DDIMInverseScheduler` and
-//!   `DPMSolverMultistepInverseScheduler` (same configs, same numbers), and plain
-//!   DDIM sampling / inversion on any [`Grid`] ([`grid::ddim_sample`], [`grid::ddim_invert`]).
+//! - [`grid`]: plain DDIM sampling and inversion on any [`Grid`] ([`grid::ddim_sample`],
+//!   [`grid::ddim_invert`]). diffusers' inverse schedulers (`DDIMInverseScheduler`,
+//!   `DPMSolverMultistepInverseScheduler`) live beside their forward classes in
+//!   `diffusion-solvers`, on the same coefficient code.
 //! - [`bdia`]: BDIA-DDIM and BDIA-EDM, exactly invertible; the sampler's state is
 //!   carried in f64 beside a model in any precision, so an f32 round trip is bit-exact.
 //! - [`edict`]: EDICT's coupled sequences, exactly invertible.
@@ -16,8 +17,6 @@
 
 pub mod adjoint;
 pub mod bdia;
-pub mod ddim_inverse;
-pub mod dpm_inverse;
 pub mod edict;
 pub mod editing;
 pub mod error;
@@ -26,18 +25,11 @@ pub mod grid;
 mod mixed;
 
 pub use bdia::{Bdia, BdiaBase, BdiaLatent, BdiaState};
-pub use ddim_inverse::{DdimInverseConfig, DdimInverseScheduler};
-pub use dpm_inverse::{DpmInverseConfig, DpmInverseScheduler, SolverType};
 pub use edict::{Edict, EdictLatent, EdictPair};
 pub use error::{InversionError, Result};
 pub use grid::Grid;
 
 use diffusion_core::{Denoiser, NoiseLevel, Tensor};
-
-/// `c1 * t1 + c2 * t2` in a fresh buffer (one fused pass).
-pub(crate) fn lincomb2<T: Tensor>(a: (f64, &T), b: (f64, &T)) -> Result<T> {
-    Ok(diffusion_core::lincomb_new(&[a, b], None)?)
-}
 
 /// The model's raw output with its shape and finiteness checked, errors naming `step`.
 pub(crate) fn checked_predict<T: Tensor, D: Denoiser<T> + ?Sized>(

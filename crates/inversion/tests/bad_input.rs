@@ -88,16 +88,6 @@ fn nan_model_output_is_a_typed_error_with_the_step() {
         Edict::new(0.93).unwrap().invert(&nan_late, &grid, &x),
         Err(InversionError::NonFiniteModelOutput { .. })
     ));
-    let sched =
-        diffusion_inversion::DdimInverseScheduler::new(diffusion_inversion::DdimInverseConfig::default(), 10)
-            .unwrap();
-    let always_nan = denoiser_fn(Parameterization::Epsilon, |x: &ArrayD<f64>, _| {
-        Ok(x.mapv(|_| f64::NAN))
-    });
-    assert!(matches!(
-        sched.invert(&always_nan, &x),
-        Err(InversionError::NonFiniteModelOutput { step: 0, .. })
-    ));
 }
 
 #[test]
@@ -109,28 +99,5 @@ fn shape_and_config_errors() {
     assert!(matches!(
         adjoint(&model, &grid, &x, &wrong),
         Err(InversionError::Core(_))
-    ));
-    use diffusion_inversion::{
-        DdimInverseConfig, DdimInverseScheduler, DpmInverseConfig, DpmInverseScheduler,
-    };
-    assert!(DdimInverseScheduler::new(DdimInverseConfig::default(), 0).is_err());
-    assert!(DdimInverseScheduler::new(DdimInverseConfig::default(), 1001).is_err());
-    let mut lin = DdimInverseConfig::default();
-    lin.schedule.timestep_spacing = diffusion_schedules::TimestepSpacing::Linspace;
-    assert!(matches!(
-        DdimInverseScheduler::new(lin, 10),
-        Err(InversionError::Unsupported { .. })
-    ));
-    let bad_order = DpmInverseConfig {
-        solver_order: 4,
-        ..Default::default()
-    };
-    assert!(DpmInverseScheduler::<ArrayD<f64>>::new(bad_order, 10).is_err());
-    // Out-of-order timesteps in the multistep scheduler.
-    let mut s = DpmInverseScheduler::<ArrayD<f64>>::new(DpmInverseConfig::default(), 10).unwrap();
-    let out = x.clone();
-    assert!(matches!(
-        s.step(&out, 500, &x),
-        Err(InversionError::GridMismatch { .. })
     ));
 }

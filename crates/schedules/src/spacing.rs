@@ -160,6 +160,41 @@ pub fn multistep_timesteps(
     })
 }
 
+/// The ascending timesteps of diffusers' `DPMSolverMultistepInverseScheduler`: the
+/// mirror of [`multistep_timesteps`] that starts at the cleanest level, with
+/// `last_timestep - 1` the noisiest step left by `lambda_min_clipped`.
+pub fn inverse_multistep_timesteps(
+    spacing: TimestepSpacing,
+    num_train: usize,
+    last_timestep: usize,
+    steps: usize,
+    steps_offset: usize,
+) -> Result<Vec<i64>> {
+    check_steps(num_train, steps)?;
+    if last_timestep == 0 || last_timestep > num_train {
+        return Err(invalid("lambda_min_clipped", "clips away every training step"));
+    }
+    Ok(match spacing {
+        TimestepSpacing::Linspace => np_linspace(0.0, (last_timestep - 1) as f64, steps + 1)[..steps]
+            .iter()
+            .map(|t| t.round_ties_even() as i64)
+            .collect(),
+        TimestepSpacing::Leading => {
+            let ratio = last_timestep / (steps + 1);
+            (0..steps).map(|i| (i * ratio + steps_offset) as i64).collect()
+        }
+        TimestepSpacing::Trailing => {
+            let ratio = num_train as f64 / steps as f64;
+            let mut v: Vec<i64> = np_arange_down(last_timestep as f64, 0.0, -ratio)
+                .into_iter()
+                .map(|t| t.round_ties_even() as i64 - 1)
+                .collect();
+            v.reverse();
+            v
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

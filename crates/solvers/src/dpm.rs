@@ -1,5 +1,6 @@
 //! DPM-Solver / DPM-Solver++ multistep (Lu et al. 2022), orders 1-3, with the SDE
-//! variants: diffusers' `DPMSolverMultistepScheduler`.
+//! variants: diffusers' `DPMSolverMultistepScheduler`, and its inversion
+//! (`DPMSolverMultistepInverseScheduler`) on the same coefficients.
 
 use diffusion_core::{Noise, Parameterization, Rng, Tensor};
 use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, TimestepSpacing};
@@ -11,7 +12,7 @@ use crate::config::{self, prediction};
 use crate::error::{Result, SolverError, invalid};
 use crate::scheduler::{Scheduler, need_rng};
 use crate::vp::{
-    VpCore, VpSchedule, VpSigmaOptions, check_solver_order, multistep_order, vp_core_scheduler_methods,
+    VpCore, VpSchedule, VpSigmaOptions, check_solver_order, multistep_order,
 };
 
 /// The solver keys of `DPMSolverMultistepScheduler`.
@@ -218,30 +219,58 @@ pub(crate) fn coefficients(
     }
 }
 
-/// DPM-Solver(++) multistep.
+/// DPM-Solver(++) multistep, forward (denoising) or inverse (data towards noise).
 #[derive(Clone, Debug)]
 pub struct DpmSolverMultistep<T> {
     config: DpmSolverConfig,
     alg: Algorithm,
     heun: bool,
+    inverse: bool,
     core: VpCore<T>,
 }
 
 impl<T: Tensor> DpmSolverMultistep<T> {
     const NAME: &'static str = "dpm_solver_multistep";
+    const INVERSE_NAME: &'static str = "dpm_solver_multistep_inverse";
 
     pub fn new(schedule: DiscreteScheduleConfig, config: DpmSolverConfig) -> Result<Self> {
+        Self::build(schedule, config, false)
+    }
+
+    /// diffusers' `DPMSolverMultistepInverseScheduler`: ascending timesteps from the
+    /// cleanest level, the same updates. Only the table's own sigmas are supported.
+    pub fn inverse(schedule: DiscreteScheduleConfig, config: DpmSolverConfig) -> Result<Self> {
+        let name = Self::INVERSE_NAME;
+        let grid_keys = [
+            ("use_karras_sigmas", config.use_karras_sigmas),
+            ("use_exponential_sigmas", config.use_exponential_sigmas),
+            ("use_beta_sigmas", config.use_beta_sigmas),
+            ("use_lu_lambdas", config.use_lu_lambdas),
+            ("use_flow_sigmas", config.use_flow_sigmas),
+        ];
+        if let Some((key, _)) = grid_keys.iter().find(|(_, on)| *on) {
+            return Err(SolverError::Unsupported {
+                scheduler: name,
+                what: format!("{key} (the inverse runs on the table sigmas)"),
+            });
+        }
+        Self::build(schedule, config, true)
+    }
+
+    fn build(schedule: DiscreteScheduleConfig, config: DpmSolverConfig, inverse: bool) -> Result<Self> {
         use Parameterization::*;
-        let name = Self::NAME;
+        let name = if inverse { Self::INVERSE_NAME } else { Self::NAME };
         let pred = prediction(name, &config.prediction_type, &[Epsilon, Sample, V, Flow])?;
         let alg = Algorithm::from_name(name, &config.algorithm_type)?;
         check_solver_order(name, config.solver_order)?;
         let final_sigmas = FinalSigmas::from_name(&config.final_sigmas_type)?;
+        // The inverse ends at the noisiest level: its final sigma is never zero.
+        let reached = if inverse { FinalSigmas::SigmaMin } else { final_sigmas };
         let heun = check_dpm_keys(
             name,
             alg,
             &config.solver_type,
-            final_sigmas,
+            reached,
             config.variance_type.as_ref(),
         )?;
         if alg == Algorithm::SdeNoise && config.solver_order == 3 {
@@ -275,6 +304,7 @@ impl<T: Tensor> DpmSolverMultistep<T> {
             config,
             alg,
             heun,
+            inverse,
         })
     }
 
@@ -285,6 +315,11 @@ impl<T: Tensor> DpmSolverMultistep<T> {
     pub fn from_json(json: &Value) -> Result<Self> {
         let (s, c) = config::parse(Self::NAME, json, Some(&Self::schedule_defaults()))?;
         Self::new(s, c)
+    }
+
+    pub fn inverse_from_json(json: &Value) -> Result<Self> {
+        let (s, c) = config::parse(Self::INVERSE_NAME, json, Some(&Self::schedule_defaults()))?;
+        Self::inverse(s, c)
     }
 
     pub fn config(&self) -> &DpmSolverConfig {
@@ -300,16 +335,17 @@ impl<T: Tensor> DpmSolverMultistep<T> {
 impl<T: Tensor> DpmSolverMultistep<T> {
     /// One step, written to `x` (in place or as a new tensor).
     fn advance(&mut self, m: &T, t: f64, x: &mut Target<'_, T>, rng: Option<&mut Rng>) -> Result<()> {
-        let i = self.core.cursor.index_for_step(Self::NAME, t)?;
+        let name = self.name();
+        let i = self.core.cursor.index_for_step(name, t)?;
         let n = self.core.cursor.len();
         let lower_order_final = self.config.lower_order_final;
         let lower_final = i == n - 1
             && (self.config.euler_at_final
                 || (lower_order_final && n < 15)
-                || self.core.opts.final_sigmas == FinalSigmas::Zero);
+                || (!self.inverse && self.core.opts.final_sigmas == FinalSigmas::Zero));
         let lower_second = i + 2 == n && lower_order_final && n < 15;
         let noise_rng = if self.alg.stochastic() {
-            Some(need_rng(Self::NAME, rng)?)
+            Some(need_rng(name, rng)?)
         } else {
             None
         };
@@ -377,13 +413,44 @@ pub(crate) fn multistep_weights(order: usize, cd: [f64; 3], r0: f64, r1: f64) ->
 }
 
 impl<T: Tensor> Scheduler<T> for DpmSolverMultistep<T> {
-    vp_core_scheduler_methods!();
+    fn name(&self) -> &'static str {
+        if self.inverse { Self::INVERSE_NAME } else { Self::NAME }
+    }
+
+    fn timesteps(&self) -> &[f64] {
+        &self.core.cursor.timesteps
+    }
+
+    fn prediction_type(&self) -> Parameterization {
+        self.core.pred
+    }
+
+    fn noise_level(&self, t: f64) -> Result<diffusion_core::NoiseLevel> {
+        self.core.noise_level(self.name(), t)
+    }
+
+    fn add_noise(&self, x0: &T, noise: &T, t: f64) -> Result<T> {
+        self.core.add_noise(self.name(), x0, noise, t)
+    }
 
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
-        self.core.set_timesteps(n)
+        if self.inverse {
+            let core = &mut self.core;
+            let sched = VpSchedule::inverse(&core.table, &core.schedule, n, &core.opts)?;
+            core.reset(sched);
+            Ok(())
+        } else {
+            self.core.set_timesteps(n)
+        }
     }
 
     fn set_custom_timesteps(&mut self, timesteps: &[f64]) -> Result<()> {
+        if self.inverse {
+            return Err(SolverError::Unsupported {
+                scheduler: Self::INVERSE_NAME,
+                what: "custom timesteps".into(),
+            });
+        }
         let core = &mut self.core;
         if core.opts.grid != diffusion_schedules::SigmaGrid::Table || core.opts.flow_shift.is_some() {
             return Err(invalid(

@@ -10,7 +10,8 @@ use crate::common::{Target, Thresholding};
 use crate::config::{self, prediction};
 use crate::error::{Result, SolverError, invalid};
 use crate::scheduler::Scheduler;
-use crate::vp::{VpCore, VpSigmaOptions, check_solver_order, solve, vp_core_scheduler_methods};
+use crate::vp::{VpCore, VpSigmaOptions, check_solver_order, vp_core_scheduler_methods};
+use diffusion_core::linalg::solve;
 
 /// The solver keys of `UniPCMultistepScheduler`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,7 +158,7 @@ impl<T: Tensor> UniPc<T> {
     /// The UniP / UniC coefficients for a step from sigma index `s0` to `t` using the
     /// history sigma indices `past` (newest first): returns `(cx, c_m0, c_past, c_new)`
     /// with `x_t = cx x + c_m0 m0 + sum c_past[k] m_k (+ c_new m_new)`.
-    fn unified(&self, t: usize, s0: usize, past: &[usize], corrector: bool) -> (f64, f64, Vec<f64>, f64) {
+    fn unified(&self, t: usize, s0: usize, past: &[usize], corrector: bool) -> Result<(f64, f64, Vec<f64>, f64)> {
         let s = &self.core.sched;
         let (alpha_t, sigma_t) = s.alpha_sigma(t);
         let (alpha_s0, sigma_s0) = s.alpha_sigma(s0);
@@ -189,7 +190,7 @@ impl<T: Tensor> UniPc<T> {
             if order == 1 {
                 vec![0.5]
             } else {
-                solve(r_rows.clone(), b.clone())
+                solve(r_rows.clone(), b.clone())?
             }
         } else if order == 1 {
             Vec::new()
@@ -198,7 +199,7 @@ impl<T: Tensor> UniPc<T> {
         } else {
             let n = order - 1;
             let a: Vec<Vec<f64>> = r_rows[..n].iter().map(|row| row[..n].to_vec()).collect();
-            solve(a, b[..n].to_vec())
+            solve(a, b[..n].to_vec())?
         };
         // D1_k = (m_k - m0) / r_k.
         let mut c_m0 = c_base;
@@ -215,7 +216,7 @@ impl<T: Tensor> UniPc<T> {
             c_new = w;
             c_m0 -= w;
         }
-        (cx, c_m0, c_past, c_new)
+        Ok((cx, c_m0, c_past, c_new))
     }
 }
 
@@ -274,7 +275,7 @@ impl<T: Tensor> UniPc<T> {
             for (k, p) in past.iter_mut().enumerate().take(order - 1) {
                 *p = i - (k + 2);
             }
-            let (cx, c_m0, c_past, c_new) = self.unified(i, i - 1, &past[..order - 1], true);
+            let (cx, c_m0, c_past, c_new) = self.unified(i, i - 1, &past[..order - 1], true)?;
             let history = &self.core.history;
             let mut terms = [(c_m0, history.get(0)), (c_new, &conv), (0.0, &conv), (0.0, &conv)];
             for (k, c) in c_past.iter().enumerate() {
@@ -296,7 +297,7 @@ impl<T: Tensor> UniPc<T> {
         for (k, p) in past.iter_mut().enumerate().take(self.this_order - 1) {
             *p = i - (k + 1);
         }
-        let (cx, c_m0, c_past, _) = self.unified(i + 1, i, &past[..self.this_order - 1], false);
+        let (cx, c_m0, c_past, _) = self.unified(i + 1, i, &past[..self.this_order - 1], false)?;
         let history = &self.core.history;
         let mut terms = [(cx, &last), (c_m0, history.get(0)), (0.0, &last), (0.0, &last)];
         for (k, c) in c_past.iter().enumerate() {

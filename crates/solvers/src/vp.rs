@@ -3,7 +3,7 @@
 
 use diffusion_core::param::conversion;
 use diffusion_core::{NoiseLevel, Parameterization, Tensor};
-use diffusion_schedules::spacing::multistep_timesteps;
+use diffusion_schedules::spacing::{inverse_multistep_timesteps, multistep_timesteps};
 use diffusion_schedules::{DiscreteScheduleConfig, FinalSigmas, SigmaGrid};
 
 use crate::common::{Cursor, History, Table, Thresholding, f32r, log_snr, threshold, vp_alpha_sigma};
@@ -58,19 +58,10 @@ impl VpSchedule {
         opts: &VpSigmaOptions,
     ) -> Result<Self> {
         let n_train = cfg.num_train_timesteps;
-        // lambda_min_clipped drops the noisiest training steps whose log-SNR is below it.
-        let clipped = (0..n_train)
-            .rev()
-            .take_while(|&t| {
-                let a = table.abar(t);
-                let (alpha, sigma) = (a.sqrt(), (1.0 - a).sqrt());
-                log_snr(f32r(alpha), f32r(sigma)) < opts.lambda_min_clipped
-            })
-            .count();
         let spaced = multistep_timesteps(
             cfg.timestep_spacing,
             n_train,
-            n_train - clipped,
+            unclipped_steps(table, n_train, opts),
             n,
             cfg.steps_offset,
         )?;
@@ -120,6 +111,30 @@ impl VpSchedule {
         })
     }
 
+    /// diffusers' `DPMSolverMultistepInverseScheduler` schedule: ascending timesteps
+    /// from the cleanest level and their table sigmas, ending at the noisiest step
+    /// `lambda_min_clipped` leaves. Like diffusers, a timestep that repeats (when `n`
+    /// nears the training steps) is dropped from the timesteps but not from the sigmas.
+    pub fn inverse(table: &Table, cfg: &DiscreteScheduleConfig, n: usize, opts: &VpSigmaOptions) -> Result<Self> {
+        let n_train = cfg.num_train_timesteps;
+        let last = unclipped_steps(table, n_train, opts);
+        let spaced = inverse_multistep_timesteps(cfg.timestep_spacing, n_train, last, n, cfg.steps_offset)?;
+        let mut timesteps: Vec<f64> = spaced.iter().map(|&t| t as f64).collect();
+        let mut sigmas = table.interp_sigmas(&timesteps);
+        sigmas.extend(table.interp_sigmas(&[(last - 1) as f64]));
+        let mut seen = Vec::with_capacity(timesteps.len());
+        timesteps.retain(|t| {
+            let fresh = !seen.contains(t);
+            seen.push(*t);
+            fresh
+        });
+        Ok(Self {
+            timesteps,
+            sigmas: sigmas.into_iter().map(f32r).collect(),
+            flow: false,
+        })
+    }
+
     /// From user timesteps (integers in the table), interpolating the table sigmas.
     pub fn custom(table: &Table, timesteps: &[f64], final_sigmas: FinalSigmas) -> Self {
         let mut sigmas = table.interp_sigmas(timesteps);
@@ -151,29 +166,18 @@ impl VpSchedule {
     }
 }
 
-/// Solves the small dense system `a x = b` (Gaussian elimination, partial pivoting).
-pub(crate) fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
-    let n = b.len();
-    for col in 0..n {
-        let pivot = (col..n)
-            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
-            .unwrap_or(col);
-        a.swap(col, pivot);
-        b.swap(col, pivot);
-        for row in col + 1..n {
-            let f = a[row][col] / a[col][col];
-            for k in col..n {
-                a[row][k] -= f * a[col][k];
-            }
-            b[row] -= f * b[col];
-        }
-    }
-    let mut x = vec![0.0; n];
-    for row in (0..n).rev() {
-        let s: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
-        x[row] = (b[row] - s) / a[row][row];
-    }
-    x
+/// The training steps left after `lambda_min_clipped` drops the noisiest ones whose
+/// log-SNR is below it.
+fn unclipped_steps(table: &Table, n_train: usize, opts: &VpSigmaOptions) -> usize {
+    let clipped = (0..n_train)
+        .rev()
+        .take_while(|&t| {
+            let a = table.abar(t);
+            let (alpha, sigma) = (a.sqrt(), (1.0 - a).sqrt());
+            log_snr(f32r(alpha), f32r(sigma)) < opts.lambda_min_clipped
+        })
+        .count();
+    n_train - clipped
 }
 
 /// Fails unless `order` is 1, 2 or 3 (the orders the VP multistep solvers implement).

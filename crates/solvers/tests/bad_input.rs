@@ -43,6 +43,14 @@ fn configuration_errors() {
         .err()
         .unwrap();
     assert!(matches!(e, SolverError::Schedule(_)), "{e}");
+    let e = by_name::<T>("DPMSolverMultistepInverseScheduler", &json!({"use_karras_sigmas": true}))
+        .err()
+        .unwrap();
+    assert!(matches!(e, SolverError::Unsupported { .. }), "{e}");
+    let e = by_name::<T>("DDIMInverseScheduler", &json!({"timestep_spacing": "linspace"}))
+        .err()
+        .unwrap();
+    assert!(matches!(e, SolverError::InvalidConfig { .. }), "{e}");
 }
 
 #[test]
@@ -73,6 +81,14 @@ fn protocol_errors() {
     assert!(matches!(
         k.set_custom_timesteps(&[10.0, 500.0]),
         Err(SolverError::InvalidSchedule { .. })
+    ));
+    let mut inv = by_name::<T>("dpm_solver_multistep_inverse", &json!({})).unwrap();
+    inv.set_timesteps(10).unwrap();
+    assert_eq!(inv.timesteps()[0], 0.0);
+    inv.step(&m, 0.0, &x(), None).unwrap();
+    assert!(matches!(
+        inv.step(&m, 500.0, &x(), None),
+        Err(SolverError::OutOfOrder { .. })
     ));
     let mut a = by_name::<T>("euler_ancestral", &json!({})).unwrap();
     a.set_timesteps(5).unwrap();

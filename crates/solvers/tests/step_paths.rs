@@ -49,6 +49,7 @@ fn step_equals_step_in_place_for_every_scheduler() {
         "ddim_inverse",
         "deis",
         "dpm_solver_multistep",
+        "dpm_solver_multistep_inverse",
         "dpm_solver_singlestep",
         "edm_euler",
         "euler",
