@@ -1,5 +1,7 @@
 //! Project workflows: `cargo xtask <command>` (see `cargo xtask help`).
 
+mod fixtures;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -14,6 +16,8 @@ commands:
   bench          time solver steps and the reference networks, write docs/benchmarks.md
                  (--torch: also time PyTorch on the same networks in this run; installs
                  torch into .venv-torch on first use, ~3 GB; --no-networks, --no-solvers)
+  fixtures       rebuild the PyTorch parity fixtures in fixtures/pytorch (installs torch
+                 into .venv-torch like bench --torch)
 ";
 
 fn main() -> ExitCode {
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
         ])),
         Some("kernels-check") => kernels_check(),
         Some("bench") => bench(&args[1..]),
+        Some("fixtures") => fixtures::fixtures(),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())
