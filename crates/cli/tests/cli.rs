@@ -1,6 +1,6 @@
 //! Runs the `diffuse` binary as a user would.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use diffusion_core::{Rng, Tensor};
@@ -8,7 +8,7 @@ use diffusion_testbed::{GaussianMixture, GmmDenoiser, GmmSpec};
 use ndarray::{ArrayD, IxDyn};
 
 fn spec_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testbed/tests/data/gmm2d_spec.json")
+    diffusion_testbed::fixtures::path("gmm/gmm2d_spec.json").unwrap()
 }
 
 fn diffuse(args: &[&str]) -> Output {

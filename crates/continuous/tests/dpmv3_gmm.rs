@@ -2,6 +2,7 @@
 
 mod common;
 
+use approx::assert_relative_eq;
 use diffusion_continuous::{
     DpmSolverV3, DpmV3Options, EmsOptions, Evaluator, GridKind, ModelStatistics, ModelTime, TimeGrid,
 };
@@ -30,18 +31,16 @@ fn rmse_of(solver: &DpmSolverV3, kind: GridKind, nfe: usize) -> f64 {
 /// v3 predictor-corrector); our port must reproduce its numbers.
 #[test]
 fn degenerate_statistics_reproduce_official_numbers() {
-    if common::shared().is_none() {
-        return;
-    }
     let solver = DpmSolverV3::new(ModelStatistics::degenerate(lambda_grid(250), 2).unwrap()).unwrap();
-    for (kind, rows) in [
-        (GridKind::TimeUniform, [(5, 0.148), (10, 0.0866), (20, 0.0408)]),
-        (GridKind::LogSnrUniform, [(5, 0.275), (10, 0.0726), (20, 0.00955)]),
+    for (kind, config) in [
+        (GridKind::TimeUniform, "dpmv3_degenerated_o3_pc_time_uniform"),
+        (GridKind::LogSnrUniform, "dpmv3_degenerated_o3_pc_logSNR"),
     ] {
-        for (nfe, official) in rows {
+        for nfe in [5, 10, 20] {
+            let official = common::official_rmse(config, nfe);
             let got = rmse_of(&solver, kind, nfe);
-            println!("degenerate v3 {kind:?} NFE {nfe}: {got:.4} (official {official})");
-            assert!((got / official - 1.0).abs() < 0.02, "{got} vs {official}");
+            println!("degenerate v3 {kind:?} NFE {nfe}: {got:.4} (official {official:.4})");
+            assert_relative_eq!(got, official, epsilon = 0.0, max_relative = 0.02);
         }
     }
 }

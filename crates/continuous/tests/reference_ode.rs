@@ -1,4 +1,5 @@
-//! The adaptive Dormand-Prince solver against closed forms and the shared DOP853 reference.
+//! The adaptive Dormand-Prince solver against closed forms and the DOP853 reference in
+//! `fixtures/gmm`.
 
 mod common;
 
@@ -57,10 +58,10 @@ fn single_gaussian_matches_closed_form() {
     }
 }
 
-/// The shared reference: DOP853 at rtol = atol = 1e-10 from t = 999 to s = 0.
+/// The fixture's reference (scipy's DOP853 at rtol = atol = 1e-10 from t = 999 to s = 0).
 #[test]
-fn matches_shared_dop853_reference() {
-    let Some(reference) = common::shared() else { return };
+fn matches_scipy_dop853_reference() {
+    let reference = common::reference();
     let gmm = common::mixture();
     let x_t = common::to_dyn(&reference.x_t().unwrap());
     for name in ["scaled_linear", "linear"] {

@@ -1,25 +1,17 @@
 //! Our float32 tables against the `alphas_cumprod` tables diffusers itself produced
-//! (stored in the shared GMM reference problem).
+//! (stored in the GMM reference problem, `fixtures/gmm/gmm2d_spec.json`).
 
+use approx::assert_relative_eq;
 use diffusion_schedules::{BetaSchedule, DiscreteSchedule, DiscreteScheduleConfig};
 
-fn shared_spec() -> Option<serde_json::Value> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/reference/gmm/gmm2d_spec.json"
-    );
-    match std::fs::read_to_string(path) {
-        Ok(text) => Some(serde_json::from_str(&text).expect("valid reference JSON")),
-        Err(_) => {
-            eprintln!("skipping: {path} not found (the shared reference folder is absent)");
-            None
-        }
-    }
+fn reference_spec() -> serde_json::Value {
+    let path = diffusion_testbed::fixtures::path("gmm/gmm2d_spec.json").unwrap();
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("valid reference JSON")
 }
 
 #[test]
 fn alphas_cumprod_equal_diffusers_to_float32_rounding() {
-    let Some(spec) = shared_spec() else { return };
+    let spec = reference_spec();
     for (name, schedule, start, end) in [
         ("linear", BetaSchedule::Linear, 1e-4, 0.02),
         ("scaled_linear", BetaSchedule::ScaledLinear, 0.00085, 0.012),
@@ -38,16 +30,15 @@ fn alphas_cumprod_equal_diffusers_to_float32_rounding() {
         };
         let got = DiscreteSchedule::from_config(&cfg).unwrap().alphas_cumprod;
         assert_eq!(got.len(), want.len());
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(g, w)| ((f64::from(*g) - w) / w).abs())
-            .fold(0.0, f64::max);
         // torch's vectorised float32 linspace rounds a few betas differently; the
         // tables agree to a few float32 ulps (2^-23 = 1.2e-7 relative).
-        assert!(
-            worst < 4.0 * f64::from(f32::EPSILON),
-            "{name}: worst relative error {worst:e}"
-        );
+        for (g, w) in got.iter().zip(&want) {
+            assert_relative_eq!(
+                f64::from(*g),
+                *w,
+                epsilon = 0.0,
+                max_relative = 4.0 * f64::from(f32::EPSILON)
+            );
+        }
     }
 }

@@ -1,37 +1,27 @@
 //! Parity with HuggingFace diffusers 0.42.1 on the exact Gaussian-mixture problem in
-//! /work/shared/reference/gmm (see its README): for every deterministic run whose
-//! scheduler exists here, our final samples equal diffusers' stored ones to RMS
-//! relative difference < 1e-4, and our error against the exact ODE solution equals
-//! theirs. Runs in f64. Skips (with a message) when the shared folder is absent.
+//! `fixtures/gmm` (see its README): for every deterministic run whose scheduler exists
+//! here, our final samples equal diffusers' stored ones to RMS relative difference
+//! < 1e-4, and our error against the exact ODE solution equals theirs. Runs in f64.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
+use approx::assert_relative_eq;
 use diffusion_core::{Denoiser, Parameterization};
 use diffusion_solvers::{by_name, sample_all};
-use diffusion_testbed::{GaussianMixture, GmmDenoiser, GmmSpec, TimestepModel};
+use diffusion_testbed::{GaussianMixture, GmmDenoiser, GmmSpec, TimestepModel, fixtures};
 use ndarray::{Array2, ArrayD, Ix2};
 use ndarray_npy::{NpzReader, ReadNpyExt};
 use serde_json::{Value, json};
 
-fn gmm_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/reference/gmm"
-    ));
-    if dir.join("diffusers_gmm2d_results.json").exists() {
-        Some(dir)
-    } else {
-        println!("SKIP: {} is absent", dir.display());
-        None
-    }
+fn open(name: &str) -> std::fs::File {
+    std::fs::File::open(fixtures::path(&format!("gmm/{name}")).unwrap()).unwrap()
 }
 
 fn rms(a: &Array2<f64>) -> f64 {
     (a.iter().map(|v| v * v).sum::<f64>() / a.len() as f64).sqrt()
 }
 
-/// The configs this crate implements (the rest are reported as skipped).
+/// The configs this crate implements (the runs of the others are listed, not compared).
 const SUPPORTED: &[&str] = &[
     "ddim",
     "dpmpp_2m",
@@ -57,20 +47,15 @@ const SUPPORTED: &[&str] = &[
 
 #[test]
 fn final_samples_match_diffusers() {
-    let Some(dir) = gmm_dir() else { return };
-    let results: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("diffusers_gmm2d_results.json")).unwrap())
-            .unwrap();
-    let spec = GmmSpec::from_file(dir.join("gmm2d_spec.json")).unwrap();
+    let results: Value = serde_json::from_reader(open("diffusers_gmm2d_results.json")).unwrap();
+    let spec = GmmSpec::from_file(fixtures::path("gmm/gmm2d_spec.json").unwrap()).unwrap();
     let gmm = GaussianMixture::from_spec(&spec).unwrap();
-    let x_t: Array2<f64> = Array2::read_npy(std::fs::File::open(dir.join("gmm2d_xT.npy")).unwrap()).unwrap();
+    let x_t: Array2<f64> = Array2::read_npy(open("gmm2d_xT.npy")).unwrap();
     let x_t: ArrayD<f64> = x_t.into_dyn();
-    let mut npz =
-        NpzReader::new(std::fs::File::open(dir.join("diffusers_gmm2d_final_samples.npz")).unwrap()).unwrap();
+    let mut npz = NpzReader::new(open("diffusers_gmm2d_final_samples.npz")).unwrap();
     let mut full_refs = BTreeMap::new();
     for schedule in ["scaled_linear", "linear"] {
-        let path = dir.join(format!("gmm2d_{schedule}_ode_ref_x0.npy"));
-        let r: Array2<f64> = Array2::read_npy(std::fs::File::open(path).unwrap()).unwrap();
+        let r: Array2<f64> = Array2::read_npy(open(&format!("gmm2d_{schedule}_ode_ref_x0.npy"))).unwrap();
         let key = results["problems"]["gmm2d"]["schedules"][schedule]["canonical_start"]["key"]
             .as_str()
             .unwrap()
@@ -79,7 +64,7 @@ fn final_samples_match_diffusers() {
     }
 
     let mut worst: f64 = 0.0;
-    let (mut compared, mut skipped) = (0, Vec::new());
+    let (mut compared, mut not_here) = (0, Vec::new());
     println!(
         "{:58} {:>10} {:>10} {:>10} {:>10}",
         "run", "rel diff", "rmse128", "theirs128", "json512"
@@ -88,7 +73,7 @@ fn final_samples_match_diffusers() {
         let id = run["id"].as_str().unwrap();
         let config_name = run["config"].as_str().unwrap();
         if !SUPPORTED.contains(&config_name) {
-            skipped.push(id.to_string());
+            not_here.push(id.to_string());
             continue;
         }
         let cfg = &results["configs"][config_name];
@@ -122,8 +107,8 @@ fn final_samples_match_diffusers() {
         let ours128 = ours.slice(ndarray::s![..128, ..]).to_owned();
         let theirs: Array2<f64> = npz.by_name(run["run_npz_key"].as_str().unwrap()).unwrap();
         if !run["finite"].as_bool().unwrap_or(true) || theirs.iter().any(|v| !v.is_finite()) {
-            // diffusers' UniPC bh1 with final sigma 0 computes -inf * 0 = NaN; ours skips
-            // the empty correction term and stays finite.
+            // diffusers' UniPC bh1 with final sigma 0 computes -inf * 0 = NaN; ours leaves
+            // out the empty correction term and stays finite.
             assert!(
                 ours.iter().all(|v| v.is_finite()),
                 "{id}: ours is not finite either"
@@ -145,19 +130,12 @@ fn final_samples_match_diffusers() {
         // samples still agree to < 4e-5 relative, but the small RMSE moves by up to 1%
         // either way); ours are f64.
         let rmse_tol = if config_name == "deis_3" { 1e-2 } else { 1e-3 };
-        let close = |ours: f64, theirs: f64| (ours - theirs).abs() <= rmse_tol * theirs + 1e-6;
-        assert!(
-            close(rmse_ours, rmse_theirs),
-            "{id}: RMSE vs reference {rmse_ours} vs diffusers' {rmse_theirs}"
-        );
+        assert_relative_eq!(rmse_ours, rmse_theirs, epsilon = 1e-6, max_relative = rmse_tol);
         // Runs from the canonical start to 0 have the full 512-sample reference.
         let (key, full) = &full_refs[schedule_name];
         if run["ref_key"].as_str() == Some(key.as_str()) && run["s_end"].as_f64() == Some(0.0) {
             let rmse512 = rms(&(&ours - full));
-            assert!(
-                close(rmse512, json_rmse),
-                "{id}: 512-sample RMSE {rmse512} vs json {json_rmse}"
-            );
+            assert_relative_eq!(rmse512, json_rmse, epsilon = 1e-6, max_relative = rmse_tol);
         }
         worst = worst.max(rel);
         compared += 1;
@@ -165,8 +143,8 @@ fn final_samples_match_diffusers() {
     println!("compared {compared} runs, worst relative difference {worst:.2e}");
     println!(
         "not implemented here ({}): {:?}",
-        skipped.len(),
-        skipped
+        not_here.len(),
+        not_here
             .iter()
             .map(|s| s.split('.').nth(2).unwrap())
             .collect::<std::collections::BTreeSet<_>>()

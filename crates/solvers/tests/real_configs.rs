@@ -1,7 +1,7 @@
 //! Every effective `scheduler_config` that diffusers 0.42.1 wrote for the GMM study
-//! (/work/shared/reference/gmm/diffusers_gmm2d_results.json, `configs[*].effective`)
-//! builds here: keys diffusers accepts are accepted even when they do not change the
-//! algorithm. Truly unknown keys are still rejected. Skips when the file is absent.
+//! (`fixtures/gmm/diffusers_gmm2d_results.json`, `configs[*].effective`) builds here:
+//! keys diffusers accepts are accepted even when they do not change the algorithm. Truly
+//! unknown keys are still rejected.
 
 use diffusion_solvers::{SolverError, by_name, from_config_json};
 use ndarray::ArrayD;
@@ -11,14 +11,8 @@ type T = ArrayD<f64>;
 
 #[test]
 fn every_effective_config_builds() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/reference/gmm/diffusers_gmm2d_results.json"
-    );
-    let Ok(text) = std::fs::read_to_string(path) else {
-        println!("SKIP: {path} is absent");
-        return;
-    };
+    let path = diffusion_testbed::fixtures::path("gmm/diffusers_gmm2d_results.json").unwrap();
+    let text = std::fs::read_to_string(path).unwrap();
     let results: Value = serde_json::from_str(&text).unwrap();
     let mut built = 0;
     for (name, cfg) in results["configs"].as_object().unwrap() {

@@ -15,7 +15,8 @@
 //!   mixture NLL, RBF-MMD, Frechet distance of fitted Gaussians.
 //! - [`io`]: `.npy` / `.npz` reads with clear errors, atomic writes.
 //! - [`fixtures`]: where tests find the data the repository carries.
-//! - [`reference`]: typed readers for `shared/reference/gmm` (diffusers parity data).
+//! - [`reference`]: typed readers for the repository's `fixtures/gmm/` (the exact ODE
+//!   solutions and diffusers' runs on the mixture problem): [`GmmReference::fixture`].
 
 pub mod error;
 pub mod fixtures;

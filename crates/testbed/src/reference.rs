@@ -1,6 +1,7 @@
-//! Readers for the Gaussian-mixture reference data (`shared/reference/gmm/`): the spec,
-//! the initial noise, the exact ODE solutions, and diffusers' runs on the problem, so
-//! a parity test is one call per file.
+//! Readers for the Gaussian-mixture reference data the repository carries in
+//! `fixtures/gmm/` (see its README): the spec, the initial noise, the exact ODE
+//! solutions, and diffusers' runs on the problem, so a parity test is one call per file.
+//! [`GmmReference::fixture`] opens that folder; a missing folder or file is an error.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,18 +14,6 @@ use crate::gmm::GaussianMixture;
 use crate::io::{NpzFile, read_npy_2d};
 use crate::metrics::Projections;
 use crate::spec::GmmSpec;
-
-/// Environment variable that overrides where the shared folder is.
-pub const SHARED_DIR_ENV: &str = "DIFFUSION_SHARED_DIR";
-
-/// The project's shared folder: `$DIFFUSION_SHARED_DIR`, else the `shared/` beside the
-/// workspace checkout. `None` if it does not exist (tests then skip).
-pub fn shared_dir() -> Option<PathBuf> {
-    let candidate = std::env::var_os(SHARED_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    candidate.is_dir().then_some(candidate)
-}
 
 /// One run of a diffusers scheduler on the problem (`runs` / `convergence_runs`).
 /// Metrics are `None` where the run produced NaN.
@@ -158,28 +147,45 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
-/// The `reference/gmm` folder and typed access to each of its files.
+/// A folder laid out as `fixtures/gmm/` and typed access to each of its files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GmmReference {
     dir: PathBuf,
 }
 
 impl GmmReference {
-    /// Uses `dir` (which must exist).
-    pub fn new(dir: impl Into<PathBuf>) -> Result<Self> {
-        let dir = dir.into();
-        if !dir.is_dir() {
-            return Err(TestbedError::Io {
-                path: dir,
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "reference folder not found"),
-            });
-        }
-        Ok(Self { dir })
+    /// The fixture folder the repository carries, `fixtures/gmm/`
+    /// ([`crate::fixtures::path`]`("gmm")`); an error if it is missing.
+    ///
+    /// ```
+    /// use diffusion_core::{Denoiser, NoiseLevel};
+    /// use diffusion_testbed::{GmmDenoiser, GmmReference, metrics};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let r = GmmReference::fixture()?;
+    /// let model = GmmDenoiser::epsilon(r.mixture()?);
+    /// let x_t = r.x_t()?.into_dyn(); // [512, 2]
+    /// // One DDIM jump from t = 999 straight to 0 with the exact model (a 1-step solver):
+    /// let abar = r.spec()?.schedules["scaled_linear"].alphas_cumprod[999];
+    /// let (a, s) = (abar.sqrt(), (1.0 - abar).sqrt());
+    /// let eps = model.predict(&x_t, NoiseLevel::new(999.0, a, s))?;
+    /// let x0 = ((&x_t - &(eps * s)) / a).into_dimensionality()?;
+    /// let err = metrics::rmse(x0.view(), r.ode_ref_x0("scaled_linear")?.view())?;
+    /// assert!(err > 0.1, "one step is far from the exact ODE map: {err}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn fixture() -> Result<Self> {
+        Self::open(crate::fixtures::path("gmm")?)
     }
 
-    /// `shared/reference/gmm`, or `None` when the shared folder is absent.
-    pub fn locate() -> Option<Self> {
-        Self::new(shared_dir()?.join("reference/gmm")).ok()
+    /// A folder with the same layout as `fixtures/gmm/` (which must exist; its files are
+    /// read, and checked, only when asked for).
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        if !dir.is_dir() {
+            return Err(TestbedError::MissingFixture { path: dir });
+        }
+        Ok(Self { dir })
     }
 
     pub fn dir(&self) -> &Path {

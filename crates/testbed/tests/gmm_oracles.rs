@@ -1,16 +1,19 @@
 //! The exact mixture model against independent oracles: finite differences of the
 //! log-density, closed forms for single Gaussians, numerical normalisation, moments.
 
+use approx::assert_abs_diff_eq;
 use diffusion_core::{
     ConditionalDenoiser, Denoiser, NoiseLevel, Parameterization, Rng, param::conversion, predict_as,
 };
-use diffusion_testbed::{GaussianMixture, GmmDenoiser, GmmSpec, TestbedError, TimestepModel};
+use diffusion_testbed::{GaussianMixture, GmmDenoiser, GmmSpec, TestbedError, TimestepModel, fixtures};
 use ndarray::{Array2, ArrayD, IxDyn, array};
 
-const SPEC: &str = include_str!("data/gmm2d_spec.json");
+fn spec() -> GmmSpec {
+    GmmSpec::from_file(fixtures::path("gmm/gmm2d_spec.json").unwrap()).unwrap()
+}
 
 fn gmm2d() -> GaussianMixture {
-    GaussianMixture::from_spec(&GmmSpec::from_json_str(SPEC, "gmm2d_spec.json").unwrap()).unwrap()
+    GaussianMixture::from_spec(&spec()).unwrap()
 }
 
 /// A random full-covariance mixture in `d` dimensions (SPD by construction: B B^T + c I).
@@ -132,12 +135,7 @@ fn full_covariance_gaussian_matches_explicit_2x2_inverse() {
             sigma * (-cb * r0 + ca * r1) / det,
         ];
         for j in 0..2 {
-            assert!(
-                (eps[[i, j]] - want[j]).abs() < 1e-13,
-                "{} vs {}",
-                eps[[i, j]],
-                want[j]
-            );
+            assert_abs_diff_eq!(eps[[i, j]], want[j], epsilon = 1e-13);
         }
     }
 }
@@ -232,7 +230,7 @@ fn density_integrates_to_one() {
             .sum::<f64>()
             * h
             * h;
-        assert!((total - 1.0).abs() < 1e-6, "alpha {alpha}: integral {total}");
+        assert_abs_diff_eq!(total, 1.0, epsilon = 1e-6);
     }
 }
 
@@ -318,7 +316,7 @@ fn responsibilities_follow_bayes_rule() {
             .collect();
         let total: f64 = terms.iter().sum();
         for k in 0..g.n_components() {
-            assert!((r[[i, k]] - terms[k] / total).abs() < 1e-12);
+            assert_abs_diff_eq!(r[[i, k]], terms[k] / total, epsilon = 1e-12);
         }
         let lp = m.log_density(x.row(i).insert_axis(ndarray::Axis(0))).unwrap()[0];
         assert!((lp - total.ln()).abs() < 1e-12 * (1.0 + lp.abs()));
@@ -341,12 +339,9 @@ fn denoiser_f32_and_f64_agree_and_convert_through_core() {
     let x0_model = GmmDenoiser::new(g.clone(), Parameterization::Sample).unwrap();
     let direct: ArrayD<f64> = x0_model.predict(&x64, level).unwrap();
     let via_core = predict_as(&model, &x64, level, Parameterization::Sample).unwrap();
-    assert!(
-        direct
-            .iter()
-            .zip(via_core.iter())
-            .all(|(a, b)| (a - b).abs() < 1e-12)
-    );
+    for (a, b) in direct.iter().zip(via_core.iter()) {
+        assert_abs_diff_eq!(a, b, epsilon = 1e-12);
+    }
     // A bare mixture is the epsilon model.
     let bare: ArrayD<f64> = g.predict(&x64, level).unwrap();
     assert_eq!(bare, e64);
@@ -374,8 +369,8 @@ fn class_conditional_model_is_the_component_model() {
     let det = a * d - b * b;
     for i in 0..2 {
         let (r0, r1) = (x[[i, 0]] - 0.8 * mu[0], x[[i, 1]] - 0.8 * mu[1]);
-        assert!((got[[i, 0]] - 0.6 * (d * r0 - b * r1) / det).abs() < 1e-12);
-        assert!((got[[i, 1]] - 0.6 * (-b * r0 + a * r1) / det).abs() < 1e-12);
+        assert_abs_diff_eq!(got[[i, 0]], 0.6 * (d * r0 - b * r1) / det, epsilon = 1e-12);
+        assert_abs_diff_eq!(got[[i, 1]], 0.6 * (-b * r0 + a * r1) / det, epsilon = 1e-12);
     }
     let uncond: ArrayD<f64> = model.with_cond(None).predict(&x, level).unwrap();
     assert_eq!(uncond, model.predict(&x, level).unwrap());
@@ -384,7 +379,7 @@ fn class_conditional_model_is_the_component_model() {
 
 #[test]
 fn timestep_model_reads_the_table() {
-    let spec = GmmSpec::from_json_str(SPEC, "spec").unwrap();
+    let spec = spec();
     let sched = spec.schedule("scaled_linear").unwrap();
     let abar = spec.schedules["scaled_linear"].alphas_cumprod[700];
     let model = TimestepModel::new(GmmDenoiser::epsilon(gmm2d()), sched);
@@ -479,7 +474,7 @@ fn bad_specs_and_inputs_are_typed_errors() {
     assert!(GaussianMixture::new(vec![0.7], vec![vec![0.0, 0.0]], vec![eye()]).is_err());
     assert!(GaussianMixture::new(vec![-1.0, 2.0], vec![vec![0.0, 0.0]; 2], vec![eye(), eye()]).is_err());
     // Declared dim disagrees.
-    let mut spec = GmmSpec::from_json_str(SPEC, "spec").unwrap();
+    let mut spec = spec();
     spec.dim = Some(3);
     assert!(GaussianMixture::from_spec(&spec).is_err());
     // Noise levels and input shapes.

@@ -1,13 +1,14 @@
-//! Shared test fixtures: the gmm2d problem, its schedules and the shared reference files.
+//! Shared test fixtures: the gmm2d problem, its schedules and the reference files the
+//! repository carries in `fixtures/gmm` (a missing file fails the test).
 #![allow(dead_code)]
 
 use diffusion_schedules::InterpolatedVp;
-use diffusion_testbed::{GaussianMixture, GmmSpec, reference::GmmReference};
+use diffusion_testbed::{GaussianMixture, GmmSpec, fixtures, reference::GmmReference};
 use ndarray::{Array2, ArrayD, IxDyn};
 
-/// The 2-D, 8-component mixture of /work/shared/reference/gmm (a copy lives in tests/data).
+/// The 2-D, 8-component mixture of `fixtures/gmm/gmm2d_spec.json`.
 pub fn spec() -> GmmSpec {
-    GmmSpec::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/gmm2d_spec.json")).unwrap()
+    GmmSpec::from_file(fixtures::path("gmm/gmm2d_spec.json").unwrap()).unwrap()
 }
 
 pub fn mixture() -> GaussianMixture {
@@ -24,13 +25,22 @@ pub fn schedule(name: &str) -> InterpolatedVp {
     InterpolatedVp::new(&table)
 }
 
-/// The shared reference folder, or `None` with a printed reason.
-pub fn shared() -> Option<GmmReference> {
-    let found = GmmReference::locate();
-    if found.is_none() {
-        eprintln!("SKIP: /work/shared/reference/gmm not found; shared-reference checks skipped");
-    }
-    found
+/// The reference folder `fixtures/gmm`.
+pub fn reference() -> GmmReference {
+    GmmReference::fixture().unwrap()
+}
+
+/// The official research codes' runs on gmm2d (`official_research_solvers_gmm2d.json`):
+/// the RMSE of `config` at `nfe`.
+pub fn official_rmse(config: &str, nfe: usize) -> f64 {
+    let path = fixtures::path("gmm/official_research_solvers_gmm2d.json").unwrap();
+    let json: serde_json::Value = serde_json::from_reader(std::fs::File::open(path).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    let run = runs
+        .iter()
+        .find(|r| r["problem"] == "gmm2d" && r["config"] == config && r["nfe"] == nfe)
+        .unwrap_or_else(|| panic!("no official gmm2d run {config} at NFE {nfe}"));
+    run["rmse"].as_f64().unwrap()
 }
 
 pub fn to_dyn(a: &Array2<f64>) -> ArrayD<f64> {
@@ -65,12 +75,10 @@ use diffusion_continuous::{Dopri5Options, Evaluator, ModelTime, ProbabilityFlow}
 pub const T_START: f64 = 1.0;
 pub const T_END: f64 = 1e-3;
 
-/// The gmm2d initial noise (shared x_T when present, else a seeded draw of the same size).
+/// The gmm2d initial noise `fixtures/gmm/gmm2d_xT.npy` [512, 2], on which the official
+/// codes and diffusers were run.
 pub fn x_t() -> ArrayD<f64> {
-    match GmmReference::locate() {
-        Some(r) => to_dyn(&r.x_t().unwrap()),
-        None => normals(512, 2, 2024),
-    }
+    to_dyn(&reference().x_t().unwrap())
 }
 
 /// The exact ODE solution of `x` from T_START to `t_end` on `sched` (DoPri5, 1e-10).

@@ -1,26 +1,33 @@
-//! Parity with the shared Gaussian-mixture reference (`shared/reference/gmm`): the
-//! recorded metrics are recomputed from the reference files with this crate's readers,
-//! model and metrics. Every test skips, with a message, when the shared folder is absent.
+//! Parity with the Gaussian-mixture reference the repository carries (`fixtures/gmm`):
+//! the recorded metrics are recomputed from the reference files with this crate's
+//! readers, model and metrics. A missing fixture fails the test.
 
+use approx::assert_abs_diff_eq;
 use diffusion_core::{Denoiser, NoiseLevel};
 use diffusion_testbed::metrics::{gmm_nll, rmse, sliced_w2_to_gmm};
 use diffusion_testbed::reference::GmmReference;
-use diffusion_testbed::{GaussianMixture, GmmDenoiser, GmmSpec};
+use diffusion_testbed::{GaussianMixture, GmmDenoiser, GmmSpec, TestbedError, fixtures};
 use ndarray::{Array2, ArrayD, s};
 
-fn reference() -> Option<GmmReference> {
-    let r = GmmReference::locate();
-    if r.is_none() {
-        eprintln!("SKIPPED: shared/reference/gmm not found (set DIFFUSION_SHARED_DIR to run these tests)");
-    }
-    r
+fn reference() -> GmmReference {
+    GmmReference::fixture().unwrap()
 }
 
 #[test]
-fn embedded_spec_copy_matches_the_shared_one() {
-    let Some(r) = reference() else { return };
-    let embedded = GmmSpec::from_json_str(include_str!("data/gmm2d_spec.json"), "tests/data").unwrap();
-    assert_eq!(r.spec().unwrap(), embedded);
+fn reference_opens_the_repository_fixture_and_nothing_else() {
+    let r = reference();
+    assert_eq!(r.dir(), fixtures::path("gmm").unwrap());
+    let spec = GmmSpec::from_file(fixtures::path("gmm/gmm2d_spec.json").unwrap()).unwrap();
+    assert_eq!(r.spec().unwrap(), spec);
+    let missing = GmmReference::open(fixtures::dir().join("no-such-folder")).unwrap_err();
+    assert!(
+        matches!(missing, TestbedError::MissingFixture { .. }),
+        "{missing}"
+    );
+    assert!(matches!(
+        fixtures::path("gmm/no-such-file.npy").unwrap_err(),
+        TestbedError::MissingFixture { .. }
+    ));
 }
 
 #[test]
@@ -28,7 +35,7 @@ fn canonical_reference_nll_and_sw2_match_the_recorded_values() {
     // The recorded floors were computed by the reference's own Python metrics on the
     // exact ODE map of x_T: recomputing them checks the npy reader, the mixture
     // log-density and the exact sliced W2 at once.
-    let Some(r) = reference() else { return };
+    let r = reference();
     let gmm = r.mixture().unwrap();
     let proj = r.sw_projections().unwrap();
     let results = r.results().unwrap();
@@ -38,20 +45,14 @@ fn canonical_reference_nll_and_sw2_match_the_recorded_values() {
         let sw2 = sliced_w2_to_gmm(x0.view(), &gmm, &proj).unwrap();
         let want_nll = results.canonical_ref_metric("gmm2d", schedule, "nll").unwrap();
         let want_sw2 = results.canonical_ref_metric("gmm2d", schedule, "sw2").unwrap();
-        assert!(
-            (nll - want_nll).abs() < 1e-9,
-            "{schedule}: nll {nll} vs {want_nll}"
-        );
-        assert!(
-            (sw2 - want_sw2).abs() < 1e-9,
-            "{schedule}: sw2 {sw2} vs {want_sw2}"
-        );
+        assert_abs_diff_eq!(nll, want_nll, epsilon = 1e-9);
+        assert_abs_diff_eq!(sw2, want_sw2, epsilon = 1e-9);
     }
 }
 
 #[test]
 fn npz_reference_samples_agree_with_the_full_reference_file() {
-    let Some(r) = reference() else { return };
+    let r = reference();
     let results = r.results().unwrap();
     let full = r.ode_ref_x0("scaled_linear").unwrap();
     let run = results.run("gmm2d.scaled_linear.ddim.trailing.N50").unwrap();
@@ -109,7 +110,7 @@ fn exact_model_reproduces_diffusers_ddim_runs() {
     // A float64 DDIM on our exact model must land on diffusers' numbers: the recorded
     // full-batch (512) RMSE, SW2 and NLL, and the stored first 128 samples (the README's
     // tolerance for float64 ports is 1e-4; we observe < 1e-7 and assert 1e-6).
-    let Some(r) = reference() else { return };
+    let r = reference();
     let gmm = r.mixture().unwrap();
     let spec = r.spec().unwrap();
     let proj = r.sw_projections().unwrap();
@@ -125,21 +126,11 @@ fn exact_model_reproduces_diffusers_ddim_runs() {
             let ours = ddim_trailing(&gmm, abar, &x_t, steps);
             let e = rmse(ours.view(), reference.view()).unwrap();
             let want = run.rmse.unwrap();
-            assert!((e - want).abs() < 1e-6, "{}: rmse {e} vs {want}", run.id);
+            assert_abs_diff_eq!(e, want, epsilon = 1e-6);
             let sw2 = sliced_w2_to_gmm(ours.view(), &gmm, &proj).unwrap();
-            assert!(
-                (sw2 - run.sw2.unwrap()).abs() < 1e-6,
-                "{}: sw2 {sw2} vs {:?}",
-                run.id,
-                run.sw2
-            );
+            assert_abs_diff_eq!(sw2, run.sw2.unwrap(), epsilon = 1e-6);
             let nll = gmm_nll(ours.view(), &gmm).unwrap();
-            assert!(
-                (nll - run.nll.unwrap()).abs() < 1e-5,
-                "{}: nll {nll} vs {:?}",
-                run.id,
-                run.nll
-            );
+            assert_abs_diff_eq!(nll, run.nll.unwrap(), epsilon = 1e-5);
             let (stored, _) = r.run_and_ref_samples(run).unwrap();
             let diff = ours
                 .slice(s![..128, ..])
