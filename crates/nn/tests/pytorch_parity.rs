@@ -32,14 +32,20 @@ fn wide<A: Float>(a: &ArrayD<A>) -> Vec<f64> {
     a.iter().map(|v| v.as_f64()).collect()
 }
 
-fn check<A: Float, N: Network<A>>(name: &str, mut model: N, expected_params: usize, tol: f64) {
-    let io = Io::open(name);
-    assert_eq!(model.num_params(), expected_params, "{name} parameter count");
-    let all = entries(&model);
+/// The seeded weights of `model`'s state dict, once it is checked to be PyTorch's.
+fn weights<A: Float>(io: &Io, model: &dyn Parameters<A>) -> Vec<u8> {
+    let all = entries(model);
     io.assert_state_dict(&all);
-    checkpoint::load_bytes(&mut model, &parity::weights_safetensors(&all)).unwrap();
+    parity::weights_safetensors(&all)
+}
 
-    let x = to_array::<A>(&io, "x");
+fn check<A: Float, N: Network<A>>(io: &Io, weights: &[u8], mut model: N, expected_params: usize, tol: f64) {
+    let name = io.model.as_str();
+    assert_eq!(model.num_params(), expected_params, "{name} parameter count");
+    io.assert_state_dict(&entries(&model));
+    checkpoint::load_bytes(&mut model, weights).unwrap();
+
+    let x = to_array::<A>(io, "x");
     let t: Vec<A> = io.get("t").1.iter().map(|&v| A::of_f64(v)).collect();
     let (out, cache) = model.forward(&x, &t, None).unwrap();
     assert_eq!(out.shape(), &io.get("out").0[..], "{name}: output shape");
@@ -49,7 +55,7 @@ fn check<A: Float, N: Network<A>>(name: &str, mut model: N, expected_params: usi
     let infer = model.infer(&x, &t, None).unwrap();
     assert_eq!(infer, out, "{name}: infer differs from forward");
 
-    let dx = model.backward(&cache, &to_array::<A>(&io, "r")).unwrap();
+    let dx = model.backward(&cache, &to_array::<A>(io, "r")).unwrap();
     let e = assert_close(&format!("{name}: grad_x"), &wide(&dx), &io.get("grad_x").1, tol);
     println!("{name}: grad_x rel err {e:.3e}");
     let mut checked = Vec::new();
@@ -72,51 +78,35 @@ fn check<A: Float, N: Network<A>>(name: &str, mut model: N, expected_params: usi
 
 #[test]
 fn mlp_matches_pytorch_f64_and_f32() {
+    let io = Io::open("mlp");
     let mut rng = Rng::new(0);
-    let config = MlpConfig::default;
-    check::<f64, _>(
-        "mlp",
-        MlpDenoiser::new(config(), &mut rng).unwrap(),
-        231_426,
-        1e-10,
-    );
-    check::<f32, _>(
-        "mlp",
-        MlpDenoiser::new(config(), &mut rng).unwrap(),
-        231_426,
-        1e-5,
-    );
+    let m64 = MlpDenoiser::<f64>::new(MlpConfig::default(), &mut rng).unwrap();
+    let w = weights(&io, &m64);
+    check(&io, &w, m64, 231_426, 1e-10);
+    let m32 = MlpDenoiser::<f32>::new(MlpConfig::default(), &mut rng).unwrap();
+    check(&io, &w, m32, 231_426, 1e-5);
 }
 
 #[test]
 fn dit_tiny_matches_pytorch_f64_and_f32() {
+    let io = Io::open("dit-tiny");
     let mut rng = Rng::new(0);
-    let config = DitConfig::default;
-    check::<f64, _>(
-        "dit-tiny",
-        Dit::new(config(), &mut rng).unwrap(),
-        4_165_456,
-        1e-10,
-    );
-    check::<f32, _>("dit-tiny", Dit::new(config(), &mut rng).unwrap(), 4_165_456, 1e-5);
+    let m64 = Dit::<f64>::new(DitConfig::default(), &mut rng).unwrap();
+    let w = weights(&io, &m64);
+    check(&io, &w, m64, 4_165_456, 1e-10);
+    let m32 = Dit::<f32>::new(DitConfig::default(), &mut rng).unwrap();
+    check(&io, &w, m32, 4_165_456, 1e-5);
 }
 
 #[test]
 fn unet_small_matches_pytorch_f64_and_f32() {
+    let io = Io::open("unet-small");
     let mut rng = Rng::new(0);
-    let config = UNetConfig::default;
-    check::<f64, _>(
-        "unet-small",
-        UNet::new(config(), &mut rng).unwrap(),
-        6_472_195,
-        1e-10,
-    );
-    check::<f32, _>(
-        "unet-small",
-        UNet::new(config(), &mut rng).unwrap(),
-        6_472_195,
-        1e-5,
-    );
+    let m64 = UNet::<f64>::new(UNetConfig::default(), &mut rng).unwrap();
+    let w = weights(&io, &m64);
+    check(&io, &w, m64, 6_472_195, 1e-10);
+    let m32 = UNet::<f32>::new(UNetConfig::default(), &mut rng).unwrap();
+    check(&io, &w, m32, 6_472_195, 1e-5);
 }
 
 /// Writes `NAME.weights.safetensors` for `make_fixtures.py` into the folder named by
