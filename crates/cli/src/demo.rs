@@ -81,7 +81,7 @@ pub fn run(args: Args) -> Result<()> {
         "    done in {:.1} s, final loss {loss:.4}",
         start.elapsed().as_secs_f64()
     );
-    let (spec, trained) = crate::trained::load(&checkpoint)?;
+    let (spec, trained) = diffusion_train::trained::load(&checkpoint)?;
     let data = crate::data::load(&args.dataset, 2000, args.seed)?;
     let gmm: GaussianMixture = data
         .exact

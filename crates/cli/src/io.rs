@@ -38,19 +38,7 @@ impl NpyArray {
     }
 }
 
-/// Writes `bytes` atomically: a temporary file beside `path`, synced, then renamed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
+pub use diffusion_core::fs::write_atomic;
 
 /// Writes an array as `.npy` in the given width.
 pub fn write_npy(path: &Path, data: &ArrayD<f64>, f32_out: bool) -> Result<()> {

@@ -13,7 +13,6 @@ mod reference;
 mod sample;
 mod shapes;
 mod train;
-mod trained;
 
 use std::process::ExitCode;
 

@@ -146,8 +146,8 @@ fn standard_normal(shape: &[usize], seed: u64) -> ArrayD<f64> {
 enum Source {
     Gmm(GmmProblem),
     Trained(
-        crate::trained::ModelSpec,
-        diffusion_nn::NetworkDenoiser<crate::trained::AnyNet>,
+        diffusion_train::trained::ModelSpec,
+        diffusion_nn::NetworkDenoiser<diffusion_train::trained::AnyNet>,
     ),
 }
 
@@ -155,7 +155,7 @@ pub fn run(args: Args) -> Result<()> {
     let source = match (&args.gmm, &args.checkpoint) {
         (Some(spec), _) => Source::Gmm(GmmProblem::load(spec, args.schedule.as_deref())?),
         (None, Some(dir)) => {
-            let (spec, model) = crate::trained::load(dir)?;
+            let (spec, model) = diffusion_train::trained::load(dir)?;
             Source::Trained(spec, model)
         }
         (None, None) => bail!("give --gmm SPEC.json or --checkpoint DIR"),

@@ -11,7 +11,7 @@ use diffusion_train::{
 };
 use serde_json::json;
 
-use crate::trained::{AnyNet, Architecture, ModelSpec, TrainingData};
+use diffusion_train::trained::{AnyNet, Architecture, ModelSpec, TrainingData};
 
 /// The network to train.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -116,7 +116,7 @@ pub fn train(args: &Args, progress: bool) -> Result<(ModelSpec, f64)> {
     };
     let sampler = LevelSampler::discrete(spec.alphas_cumprod()?)?;
     let mut trainer: Trainer<f64, AnyNet> = if args.resume {
-        let saved = crate::trained::read_spec(&args.out)?;
+        let saved = diffusion_train::trained::read_spec(&args.out)?;
         let model_options = |s: &ModelSpec| ModelSpec {
             data: None,
             ..s.clone()
@@ -327,7 +327,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("dit");
         train(&tiny_dit(out.clone(), 2, false), false).unwrap();
-        let recorded = crate::trained::read_spec(&out).unwrap().data.unwrap();
+        let recorded = diffusion_train::trained::read_spec(&out).unwrap().data.unwrap();
         assert_eq!(recorded.dataset, "shapes_rgb:8");
         assert_eq!(recorded.shape, [32, 3, 8, 8]);
         for change in [(|a: &mut Args| a.num_data = 64) as fn(&mut Args), |a| a.seed = 4] {
@@ -352,7 +352,7 @@ mod tests {
         other_seed.seed = 4;
         train(&other_seed, false).unwrap();
         assert_eq!(read_json(out.join(TRAINER_FILE))["step"], 6);
-        assert!(crate::trained::read_spec(&out).unwrap().data.is_some());
+        assert!(diffusion_train::trained::read_spec(&out).unwrap().data.is_some());
     }
 
     /// The sampler's model is the EMA file verbatim: averaged parameters and the buffers
@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(ema.names(), raw.names());
         assert!(ema.names().iter().any(|n| n == "pos"));
 
-        let (_, model) = crate::trained::load(&out).unwrap();
+        let (_, model) = diffusion_train::trained::load(&out).unwrap();
         let (mut params, mut buffers, mut differs_from_raw) = (0, 0, false);
         model.net.visit(&mut |name, p| {
             let want = ema.get::<f64>(name, p.value.shape()).unwrap();

@@ -9,11 +9,13 @@
 //!   [`param::conversion`] converts between parameterizations; [`denoiser_fn`] makes a
 //!   closure a model.
 //! - [`NoiseSchedule`]: continuous-time `alpha(t)`, `sigma(t)`, `lambda(t)` and its inverse.
+//! - [`fs::write_atomic`]: the one atomic file write.
 //! - [`linalg::solve`]: the small dense solve behind solver coefficients.
 //! - [`Rng`]: an explicit, counter-based (Philox4x32-10) random stream whose output does
 //!   not depend on the number of threads.
 
 pub mod error;
+pub mod fs;
 pub mod linalg;
 pub mod model;
 pub mod param;

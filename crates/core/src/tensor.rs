@@ -132,28 +132,30 @@ pub trait Element:
     + std::ops::Mul<Output = Self>
     + 'static
 {
-    fn from_f64(v: f64) -> Self;
-    fn to_f64(self) -> f64;
+    /// `v` rounded to this type.
+    fn of_f64(v: f64) -> Self;
+    /// `self` as f64 (exact).
+    fn as_f64(self) -> f64;
 }
 
 impl Element for f32 {
     #[inline]
-    fn from_f64(v: f64) -> Self {
+    fn of_f64(v: f64) -> Self {
         v as f32
     }
     #[inline]
-    fn to_f64(self) -> f64 {
+    fn as_f64(self) -> f64 {
         f64::from(self)
     }
 }
 
 impl Element for f64 {
     #[inline]
-    fn from_f64(v: f64) -> Self {
+    fn of_f64(v: f64) -> Self {
         v
     }
     #[inline]
-    fn to_f64(self) -> f64 {
+    fn as_f64(self) -> f64 {
         self
     }
 }
@@ -231,17 +233,17 @@ fn fused_chunk_from<A: Element, const N: usize, const READ: bool>(
 macro_rules! sweep_group {
     ($kernel:ident, ($($pre:expr),*), $start:expr, $keep:expr, $group:expr) => {{
         let (group, start): (&[(f64, &[A])], usize) = ($group, $start);
-        let c = |j: usize| A::from_f64(group[j].0);
+        let c = |j: usize| A::of_f64(group[j].0);
         let t = |j: usize| &group[j].1[start..];
         match ($keep, group.len()) {
-            (Some(k), 1) => $kernel::<A, 1, true>($($pre,)* A::from_f64(k), [c(0)], [t(0)]),
-            (Some(k), 2) => $kernel::<A, 2, true>($($pre,)* A::from_f64(k), [c(0), c(1)], [t(0), t(1)]),
+            (Some(k), 1) => $kernel::<A, 1, true>($($pre,)* A::of_f64(k), [c(0)], [t(0)]),
+            (Some(k), 2) => $kernel::<A, 2, true>($($pre,)* A::of_f64(k), [c(0), c(1)], [t(0), t(1)]),
             (Some(k), 3) => {
-                $kernel::<A, 3, true>($($pre,)* A::from_f64(k), [c(0), c(1), c(2)], [t(0), t(1), t(2)])
+                $kernel::<A, 3, true>($($pre,)* A::of_f64(k), [c(0), c(1), c(2)], [t(0), t(1), t(2)])
             }
             (Some(k), _) => $kernel::<A, 4, true>(
                 $($pre,)*
-                A::from_f64(k),
+                A::of_f64(k),
                 [c(0), c(1), c(2), c(3)],
                 [t(0), t(1), t(2), t(3)],
             ),
@@ -273,7 +275,7 @@ fn combine_chunk<A: Element>(
     // exact, so this equals adding term by term).
     if terms.is_empty() {
         if keep != 0.0 {
-            let k = A::from_f64(keep);
+            let k = A::of_f64(keep);
             out.iter_mut().for_each(|o| *o = k * *o);
         } else {
             out.fill(A::default());
@@ -293,7 +295,7 @@ fn combine_chunk<A: Element>(
         block.fill(start as u64, z);
         out.iter_mut()
             .zip(z.iter())
-            .for_each(|(o, &v)| *o = *o + A::from_f64(scale * v));
+            .for_each(|(o, &v)| *o = *o + A::of_f64(scale * v));
     }
 }
 
@@ -404,7 +406,7 @@ impl<A: Element> Tensor for ArrayD<A> {
                 let chunk = &mut out.spare_capacity_mut()[..xc.len()];
                 match (read, first.is_empty()) {
                     (Some(k), true) => {
-                        let k = A::from_f64(k);
+                        let k = A::of_f64(k);
                         chunk.iter_mut().zip(xc).for_each(|(o, &v)| {
                             o.write(k * v);
                         });
@@ -427,7 +429,7 @@ impl<A: Element> Tensor for ArrayD<A> {
     }
 
     fn to_f64_vec(&self) -> Vec<f64> {
-        self.iter().map(|v| v.to_f64()).collect()
+        self.iter().map(|v| v.as_f64()).collect()
     }
 
     fn from_f64_like(&self, data: &[f64]) -> Result<Self> {
@@ -438,7 +440,7 @@ impl<A: Element> Tensor for ArrayD<A> {
                 got: vec![data.len()],
             });
         }
-        let v: Vec<A> = data.iter().map(|&x| A::from_f64(x)).collect();
+        let v: Vec<A> = data.iter().map(|&x| A::of_f64(x)).collect();
         Ok(ArrayD::from_shape_vec(IxDyn(ndarray::ArrayBase::shape(self)), v).expect("length checked"))
     }
 
@@ -448,14 +450,14 @@ impl<A: Element> Tensor for ArrayD<A> {
         match self.as_slice_memory_order() {
             Some(s) if s.len() >= PARALLEL_MIN => s
                 .par_chunks(CHUNK)
-                .map(|c| c.iter().filter(|v| !v.to_f64().is_finite()).count())
+                .map(|c| c.iter().filter(|v| !v.as_f64().is_finite()).count())
                 .sum(),
-            _ => self.iter().filter(|v| !v.to_f64().is_finite()).count(),
+            _ => self.iter().filter(|v| !v.as_f64().is_finite()).count(),
         }
     }
 
     fn sum_squares(&self) -> f64 {
-        self.iter().map(|v| v.to_f64() * v.to_f64()).sum()
+        self.iter().map(|v| v.as_f64() * v.as_f64()).sum()
     }
 }
 

@@ -23,11 +23,11 @@ fn edm_grid(steps: usize) -> Grid {
 }
 
 fn cast<A: Element>(x: &ArrayD<f64>) -> ArrayD<A> {
-    x.mapv(A::from_f64)
+    x.mapv(A::of_f64)
 }
 
 fn widen<A: Element>(x: &ArrayD<A>) -> ArrayD<f64> {
-    x.mapv(|v| v.to_f64())
+    x.mapv(|v| v.as_f64())
 }
 
 /// The probability-flow ODE of a Gaussian `N(mu, diag(s^2))` under `x = x0 + sigma z`

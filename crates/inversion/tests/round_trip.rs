@@ -18,7 +18,7 @@ fn data<A: Element>() -> ArrayD<A> {
     for k in 0..3 {
         v.extend(g.sample_class(k, [30, 20, 14][k], &mut rng).unwrap());
     }
-    ArrayD::from_shape_vec(IxDyn(&[64, 2]), v.into_iter().map(A::from_f64).collect()).unwrap()
+    ArrayD::from_shape_vec(IxDyn(&[64, 2]), v.into_iter().map(A::of_f64).collect()).unwrap()
 }
 
 /// EDM's Karras grid, sigma 80 -> 0.002, then 0.

@@ -7,7 +7,7 @@ use ndarray::ArrayD;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::{NnError, Result};
-use crate::param::{Float, Parameters, cast};
+use crate::param::{Float, Parameters};
 
 /// A tensor read from a file, converted to f64: `(shape, data)`.
 pub type HostTensor = (Vec<usize>, Vec<f64>);
@@ -88,7 +88,7 @@ pub fn load_bytes<A: Float>(model: &mut dyn Parameters<A>, bytes: &[u8]) -> Resu
             }
             let data = to_f64(name, &view)?;
             for (v, d) in value.iter_mut().zip(data) {
-                *v = cast(d);
+                *v = A::of_f64(d);
             }
             Ok(())
         })();
@@ -122,9 +122,9 @@ pub fn save_bytes<A: Float>(model: &dyn Parameters<A>) -> Result<Vec<u8>> {
         let mut bytes = Vec::with_capacity(v.len() * std::mem::size_of::<A>());
         for &x in v.iter() {
             if std::mem::size_of::<A>() == 4 {
-                bytes.extend_from_slice(&(crate::param::wide(x) as f32).to_le_bytes());
+                bytes.extend_from_slice(&(x.as_f64() as f32).to_le_bytes());
             } else {
-                bytes.extend_from_slice(&crate::param::wide(x).to_le_bytes());
+                bytes.extend_from_slice(&x.as_f64().to_le_bytes());
             }
         }
         raw.push((name.to_string(), v.shape().to_vec(), bytes));
@@ -151,9 +151,5 @@ pub fn save<A: Float>(model: &dyn Parameters<A>, path: impl AsRef<Path>) -> Resu
         path: path.display().to_string(),
         source,
     };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, &bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    diffusion_core::fs::write_atomic(path, &bytes).map_err(io)
 }

@@ -78,7 +78,7 @@ impl<A: Float, N: Network<A>> Denoiser<ArrayD<A>> for NetworkDenoiser<N> {
 
     fn predict(&self, x: &ArrayD<A>, level: NoiseLevel) -> diffusion_core::Result<ArrayD<A>> {
         let batch = x.shape().first().copied().unwrap_or(0);
-        let t = vec![crate::param::cast::<A>(level.timestep); batch];
+        let t = vec![A::of_f64(level.timestep); batch];
         Ok(self.net.infer(x, &t, self.cond.as_deref())?)
     }
 }

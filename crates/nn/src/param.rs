@@ -24,19 +24,6 @@ pub trait Float:
     + Sync
     + 'static
 {
-    /// `v` rounded to `Self`. (Plain `A::from_f64` is ambiguous between
-    /// `diffusion_core::Element` and num-traits; this name is not.)
-    #[inline]
-    fn of_f64(v: f64) -> Self {
-        <Self as Element>::from_f64(v)
-    }
-
-    /// `self` as f64 (unambiguous, see [`Float::of_f64`]).
-    #[inline]
-    fn as_f64(self) -> f64 {
-        <Self as Element>::to_f64(self)
-    }
-
     /// `x[i] = exp(x[i])` over a slice: the hot loop of every activation and softmax.
     /// f64 keeps the correctly rounded scalar `exp` (it is the reference precision); f32
     /// uses the vectorised version in `vmath` (clamped to finite normal results).
@@ -69,18 +56,6 @@ impl Float for f32 {
     }
 }
 impl Float for f64 {}
-
-/// `v` rounded to `A` (named to avoid the `from_f64` clash between `Element` and num-traits).
-#[inline]
-pub(crate) fn cast<A: Float>(v: f64) -> A {
-    <A as Element>::from_f64(v)
-}
-
-/// `a` as f64.
-#[inline]
-pub(crate) fn wide<A: Float>(a: A) -> f64 {
-    <A as Element>::to_f64(a)
-}
 
 /// A trainable tensor and its accumulated gradient (same shape).
 #[derive(Clone, Debug, PartialEq)]

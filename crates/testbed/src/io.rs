@@ -97,26 +97,11 @@ fn check_shape_2d(a: ArrayD<f64>, expected: [Option<usize>; 2], context: &str) -
     Ok(a.into_dimensionality::<Ix2>().expect("ndim checked"))
 }
 
-/// Writes `bytes` produced by `write` to `path` atomically: a temporary file in the same
-/// directory, flushed and synced, then renamed over `path`.
 fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<&File>) -> Result<()>) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err(&dir))?;
-    {
-        let mut w = BufWriter::new(tmp.as_file());
-        write(&mut w)?;
-        w.flush().map_err(io_err(path))?;
-    }
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    // On error the temporary file is removed when `tmp` drops.
-    tmp.persist(path).map_err(|e| TestbedError::Io {
+    diffusion_core::fs::write_atomic_with(path, write, |source| TestbedError::Io {
         path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+        source,
+    })
 }
 
 /// Writes `array` as `.npy` atomically (f64 as `<f8`, f32 as `<f4`).

@@ -71,12 +71,12 @@ impl GmmDenoiser {
                 shape,
             ));
         }
-        let rows: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
+        let rows: Vec<f64> = x.iter().map(|v| v.as_f64()).collect();
         let view = ArrayView2::from_shape((shape[0], d), &rows).expect("length checked above");
         let out = gmm
             .at_noise(level.alpha, level.sigma)?
             .predict(view, self.parameterization)?;
-        let data: Vec<A> = out.iter().map(|&v| A::from_f64(v)).collect();
+        let data: Vec<A> = out.iter().map(|&v| A::of_f64(v)).collect();
         Ok(ArrayD::from_shape_vec(IxDyn(shape), data).expect("same shape as the input"))
     }
 }

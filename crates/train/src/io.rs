@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -95,7 +94,7 @@ impl TensorFile {
             path: self.path.clone(),
             dtype: format!("{:?}", view.dtype()),
         })?;
-        let values: Vec<A> = values.into_iter().map(A::narrow).collect();
+        let values: Vec<A> = values.into_iter().map(A::of_f64).collect();
         Ok(ArrayD::from_shape_vec(IxDyn(expected), values).expect("size validated by safetensors"))
     }
 
@@ -230,35 +229,10 @@ pub(crate) fn temp_sibling(path: &Path) -> Result<PathBuf> {
 
 /// Flushes a directory entry so a rename inside it survives a crash (no-op off Unix).
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        fs::File::open(dir)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| TrainError::io(dir, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    diffusion_core::fs::sync_dir(dir).map_err(|e| TrainError::io(dir, e))
 }
 
-/// Writes `bytes` to a temporary sibling, syncs it, and renames it over `path`: readers see
-/// the old file or the new one, never a partial one.
+/// [`diffusion_core::fs::write_atomic`] with this crate's error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_sibling(path)?;
-    let result = (|| {
-        let mut f = fs::File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| TrainError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    diffusion_core::fs::write_atomic(path, bytes).map_err(|e| TrainError::io(path, e))
 }

@@ -14,6 +14,9 @@
 //!   that resume bit-identically; [`Trainer::set_total_steps`] extends a resumed run's
 //!   learning-rate schedule. The EMA file is a complete state dict (parameters and buffers):
 //!   [`checkpoint::load_ema_weights`], [`checkpoint::load_inference_weights`].
+//! - [`trained`]: the networks `diffuse train` trains behind one type ([`AnyNet`]), the
+//!   [`ModelSpec`] a checkpoint records, and [`trained::load`], which turns a checkpoint
+//!   directory into a model any sampler can call (no binary needed).
 //! - [`load_weights`] / [`save_weights`]: safetensors by dotted names (PyTorch compatible).
 
 pub mod checkpoint;
@@ -24,6 +27,7 @@ pub mod objective;
 pub mod optim;
 pub mod sampler;
 pub mod scalar;
+pub mod trained;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
@@ -33,4 +37,5 @@ pub use objective::{EdmPrecond, Objective, PreparedBatch, SampleCoefficients, We
 pub use optim::{AdamW, AdamWConfig, Ema, LrSchedule, Moments, clip_grad_norm, grad_norm};
 pub use sampler::{LevelSampler, TimeDistribution};
 pub use scalar::Scalar;
+pub use trained::{AnyNet, Architecture, ModelSpec, TrainingData};
 pub use trainer::{Dataset, EmaConfig, StepStats, TrainConfig, Trainer, parameter_count};

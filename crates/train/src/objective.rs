@@ -168,15 +168,15 @@ impl Objective {
                 .iter()
                 .zip(&epss[i * per..(i + 1) * per]);
             for (&a, &e) in rows {
-                let (a, e) = (a.wide(), e.wide());
-                input.push(A::narrow(c.input.0 * a + c.input.1 * e));
-                target.push(A::narrow(c.target.0 * a + c.target.1 * e));
+                let (a, e) = (a.as_f64(), e.as_f64());
+                input.push(A::of_f64(c.input.0 * a + c.input.1 * e));
+                target.push(A::of_f64(c.target.0 * a + c.target.1 * e));
             }
         }
         let shape = x0.raw_dim();
         Ok(PreparedBatch {
             input: ArrayD::from_shape_vec(shape.clone(), input).expect("sized"),
-            time: coeffs.iter().map(|c| A::narrow(c.time)).collect(),
+            time: coeffs.iter().map(|c| A::of_f64(c.time)).collect(),
             target: ArrayD::from_shape_vec(shape, target).expect("sized"),
             weights: coeffs.iter().map(|c| c.weight).collect(),
         })
@@ -245,9 +245,9 @@ pub fn weighted_mse<A: Scalar>(
             .iter()
             .zip(&tgt[i * per..(i + 1) * per])
         {
-            let d = f.wide() - y.wide();
+            let d = f.as_f64() - y.as_f64();
             row += d * d;
-            grad.push(A::narrow(2.0 * w * d * norm));
+            grad.push(A::of_f64(2.0 * w * d * norm));
         }
         loss += w * row * norm;
     }

@@ -175,13 +175,13 @@ impl<A: Scalar> AdamW<A> {
         let mut index = 0;
         let update = |w: &mut [A], g: &[A], ea: &mut [A], eas: &mut [A]| {
             for (((w, &g), ea), eas) in w.iter_mut().zip(g).zip(ea).zip(eas) {
-                let g = g.wide();
-                let mean = beta1 * ea.wide() + (1.0 - beta1) * g;
-                let var = beta2 * eas.wide() + (1.0 - beta2) * g * g;
+                let g = g.as_f64();
+                let mean = beta1 * ea.as_f64() + (1.0 - beta1) * g;
+                let var = beta2 * eas.as_f64() + (1.0 - beta2) * g * g;
                 let denom = var.sqrt() / bias2_sqrt + eps;
-                *w = A::narrow(w.wide() * decay - step_size * mean / denom);
-                *ea = A::narrow(mean);
-                *eas = A::narrow(var);
+                *w = A::of_f64(w.as_f64() * decay - step_size * mean / denom);
+                *ea = A::of_f64(mean);
+                *eas = A::of_f64(var);
             }
         };
         model.visit_mut(&mut |_, p: &mut Param<A>| {
@@ -264,7 +264,7 @@ impl LrSchedule {
 pub fn grad_norm<A: Scalar, M: Parameters<A> + ?Sized>(model: &M) -> f64 {
     let mut sum = 0.0;
     model.visit(&mut |_, p| {
-        sum += p.grad.iter().map(|g| g.wide() * g.wide()).sum::<f64>();
+        sum += p.grad.iter().map(|g| g.as_f64() * g.as_f64()).sum::<f64>();
     });
     sum.sqrt()
 }
@@ -280,7 +280,7 @@ pub fn clip_grad_norm<A: Scalar, M: Parameters<A> + ?Sized>(model: &mut M, max_n
     }
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
-        model.visit_mut(&mut |_, p| p.grad.mapv_inplace(|g| A::narrow(g.wide() * coef)));
+        model.visit_mut(&mut |_, p| p.grad.mapv_inplace(|g| A::of_f64(g.as_f64() * coef)));
     }
     Ok(norm)
 }
@@ -387,7 +387,7 @@ impl<A: Scalar> Ema<A> {
             let (_, s) = shadow.next().expect("checked");
             ndarray::Zip::from(s)
                 .and(&p.value)
-                .for_each(|s, &w| *s = A::narrow(d * s.wide() + (1.0 - d) * w.wide()));
+                .for_each(|s, &w| *s = A::of_f64(d * s.as_f64() + (1.0 - d) * w.as_f64()));
         });
         self.updates += 1;
         Ok(())

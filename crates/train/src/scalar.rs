@@ -9,18 +9,6 @@ pub trait Scalar: Float {
     const DTYPE: Dtype;
     /// Appends the little-endian bytes of `self`.
     fn put_le(self, out: &mut Vec<u8>);
-
-    /// `self` as f64 (exact).
-    #[inline]
-    fn wide(self) -> f64 {
-        diffusion_core::Element::to_f64(self)
-    }
-
-    /// `v` rounded to this type.
-    #[inline]
-    fn narrow(v: f64) -> Self {
-        diffusion_core::Element::from_f64(v)
-    }
 }
 
 impl Scalar for f32 {

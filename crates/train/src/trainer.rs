@@ -79,7 +79,7 @@ impl<'a, A: Scalar> Dataset<'a, A> {
                 format!("need shape [N >= 1, ...sample shape], got {:?}", samples.shape()),
             ));
         }
-        let bad = samples.iter().filter(|v| !v.wide().is_finite()).count();
+        let bad = samples.iter().filter(|v| !v.as_f64().is_finite()).count();
         if bad > 0 {
             return Err(TrainError::invalid("dataset", format!("{bad} non-finite values")));
         }
@@ -245,7 +245,7 @@ impl<A: Scalar, N: Network<A>> Trainer<A, N> {
         let mut z = vec![0.0; x0.len()];
         self.rng.fill_normal(&mut z);
         let eps =
-            ArrayD::from_shape_vec(IxDyn(x0.shape()), z.into_iter().map(A::narrow).collect()).expect("sized");
+            ArrayD::from_shape_vec(IxDyn(x0.shape()), z.into_iter().map(A::of_f64).collect()).expect("sized");
         let batch = self.config.objective.prepare(&x0, &eps, &levels)?;
 
         self.model.visit_mut(&mut |_, p| p.grad.fill(A::default()));

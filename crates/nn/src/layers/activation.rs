@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::{array, std_slice};
 use crate::error::{NnError, Result, check_shape};
-use crate::param::{Float, cast};
+use crate::param::Float;
 
 /// Elements per parallel chunk of an elementwise pass.
 const CHUNK: usize = 1 << 14;
@@ -252,7 +252,7 @@ const GELU_K: f64 = 0.044715;
 /// slice reloads them every element and does not vectorise.
 #[inline(always)]
 fn gelu_arg<A: Float>(v: A) -> A {
-    let (c2, k): (A, A) = (cast(2.0 * GELU_C), cast(GELU_K));
+    let (c2, k): (A, A) = (A::of_f64(2.0 * GELU_C), A::of_f64(GELU_K));
     -(c2 * (v + k * v * v * v))
 }
 
@@ -264,7 +264,7 @@ fn gelu_of_exp<A: Float>(v: A, e: A) -> A {
 /// tanh-GELU's gradient `g (s + 2 v s (1 - s) c (1 + 3 k v^2))` with `s = sigmoid(2u)`.
 #[inline(always)]
 fn gelu_grad<A: Float>(v: A, e: A, g: A) -> A {
-    let (c2, k3): (A, A) = (cast(2.0 * GELU_C), cast(3.0 * GELU_K));
+    let (c2, k3): (A, A) = (A::of_f64(2.0 * GELU_C), A::of_f64(3.0 * GELU_K));
     let s = sigmoid_of_exp(e);
     g * (s + c2 * v * s * (A::one() - s) * (A::one() + k3 * v * v))
 }
@@ -399,7 +399,7 @@ impl Dropout {
     /// Training-mode forward; the cache is the scaled mask (0 or `1/(1-p)`). Element `n`
     /// (row-major) is kept iff uniform variate `n` of `rng` is at least `p`.
     pub fn forward<A: Float>(&self, x: &ArrayD<A>, rng: &mut Rng) -> (ArrayD<A>, ArrayD<A>) {
-        let keep: A = cast(1.0 / (1.0 - self.p));
+        let keep: A = A::of_f64(1.0 / (1.0 - self.p));
         let mask: Vec<A> = (0..x.len())
             .map(|_| if rng.uniform() >= self.p { keep } else { A::zero() })
             .collect();

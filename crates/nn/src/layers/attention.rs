@@ -14,7 +14,7 @@ use super::{
 };
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial};
-use crate::param::{Float, Param, Parameters, cast, visit_child, visit_child_mut};
+use crate::param::{Float, Param, Parameters, visit_child, visit_child_mut};
 use crate::transpose::transposed;
 
 #[derive(Clone, Debug)]
@@ -380,7 +380,7 @@ impl<A: Float> MultiheadAttention<A> {
             || self.add_biases(l, kv, q.as_deref_mut()),
         );
         let (kv, qs) = (&*kv, q.as_deref().unwrap_or(kv));
-        let scale: A = cast(1.0 / (d as f64).sqrt());
+        let scale: A = A::of_f64(1.0 / (d as f64).sqrt());
         // AVX-512 for the softmax loops between the products.
         crate::vmath::wide(
             #[inline(always)]
@@ -532,7 +532,7 @@ impl<A: Float> MultiheadAttention<A> {
         let (e, h) = (self.embed, self.heads);
         let d = e / h;
         let (lq, lk) = (c.len_q, c.len_kv);
-        let scale: A = cast(1.0 / (d as f64).sqrt());
+        let scale: A = A::of_f64(1.0 / (d as f64).sqrt());
         let mut dp = vec![A::zero(); lq * lk];
         // AVX-512 for the softmax-gradient loop between the products.
         crate::vmath::wide(

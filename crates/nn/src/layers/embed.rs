@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::{array, std_slice};
 use crate::error::{NnError, Result};
-use crate::param::{Float, Param, Parameters, cast, wide};
+use crate::param::{Float, Param, Parameters};
 
 /// Sinusoidal timestep embedding `[cos(t f_0..f_{h-1}), sin(t f_0..f_{h-1})]`,
 /// `f_i = exp(-ln(max_period) i / h)`, `h = dim / 2`: `[batch, 2h]`.
@@ -51,7 +51,7 @@ impl<A: Float> TimestepRows<A> {
         let index = t
             .iter()
             .map(|&tv| {
-                let tv = wide(tv);
+                let tv = tv.as_f64();
                 *rows.entry(tv.to_bits()).or_insert_with(|| {
                     distinct.push(tv);
                     distinct.len() - 1
@@ -70,7 +70,7 @@ impl<A: Float> TimestepRows<A> {
                     || {
                         for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&freqs) {
                             let (sv, cv) = crate::vmath::sin_cos(tv * f);
-                            (*c, *s) = (cast::<A>(cv), cast::<A>(sv));
+                            (*c, *s) = (A::of_f64(cv), A::of_f64(sv));
                         }
                     },
                 )
@@ -107,18 +107,18 @@ impl<A: Float> FourierFeatures<A> {
         let mut z = vec![0.0; dim / 2];
         rng.fill_normal(&mut z);
         Self {
-            w: array(&[dim / 2], z.iter().map(|v| cast(v * scale)).collect()),
+            w: array(&[dim / 2], z.iter().map(|v| A::of_f64(v * scale)).collect()),
         }
     }
 
     /// `[batch, dim]` features of `t` (computed in f64).
     pub fn forward(&self, t: &[A]) -> ArrayD<A> {
-        let w: Vec<f64> = self.w.iter().map(|&v| wide(v)).collect();
+        let w: Vec<f64> = self.w.iter().map(|&v| v.as_f64()).collect();
         let mut out = Vec::with_capacity(t.len() * 2 * w.len());
         for &tv in t {
-            let args: Vec<f64> = w.iter().map(|&f| std::f64::consts::TAU * wide(tv) * f).collect();
-            out.extend(args.iter().map(|a| cast::<A>(a.sin())));
-            out.extend(args.iter().map(|a| cast::<A>(a.cos())));
+            let args: Vec<f64> = w.iter().map(|&f| std::f64::consts::TAU * tv.as_f64() * f).collect();
+            out.extend(args.iter().map(|a| A::of_f64(a.sin())));
+            out.extend(args.iter().map(|a| A::of_f64(a.cos())));
         }
         array(&[t.len(), 2 * w.len()], out)
     }

@@ -22,13 +22,13 @@ use diffusion_core::Rng;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
-use crate::param::{Float, cast};
+use crate::param::Float;
 
 /// Uniform `U(-bound, bound)` values (PyTorch's default Linear/Conv initialisation).
 pub(crate) fn uniform_array<A: Float>(shape: &[usize], bound: f64, rng: &mut Rng) -> ArrayD<A> {
     let n: usize = shape.iter().product();
     let v: Vec<A> = (0..n)
-        .map(|_| cast((2.0 * rng.uniform() - 1.0) * bound))
+        .map(|_| A::of_f64((2.0 * rng.uniform() - 1.0) * bound))
         .collect();
     ArrayD::from_shape_vec(IxDyn(shape), v).expect("length matches shape")
 }

@@ -11,7 +11,7 @@ use super::linear::Linear;
 use super::{add_into, array, std_slice, uniform_array};
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, matmul};
-use crate::param::{Float, Param, Parameters, cast, visit_child, visit_child_mut};
+use crate::param::{Float, Param, Parameters, visit_child, visit_child_mut};
 
 fn token_dims(shape: &[usize], dim: usize, what: &str) -> Result<(usize, usize)> {
     if shape.len() != 3 || shape[2] != dim {
@@ -73,7 +73,7 @@ impl<A: Float> SubspaceAttention<A> {
         let w = h * d;
         let xs = std_slice(x).into_owned();
         let p = self.qkv.forward_slice(&xs, batch * n);
-        let scale: A = cast(1.0 / (d as f64).sqrt());
+        let scale: A = A::of_f64(1.0 / (d as f64).sqrt());
         let mut probs = vec![A::zero(); batch * h * n * n];
         let mut o = vec![A::zero(); batch * n * w];
         if n > 0 {
@@ -115,7 +115,7 @@ impl<A: Float> SubspaceAttention<A> {
         check_shape("SubspaceAttention backward dy", &[batch, n, self.dim], dy.shape())?;
         let (h, d) = (self.heads, self.head_dim);
         let w = h * d;
-        let scale: A = cast(1.0 / (d as f64).sqrt());
+        let scale: A = A::of_f64(1.0 / (d as f64).sqrt());
         let d_o = self.out.backward_slice(&c.o, &std_slice(dy), batch * n, true);
         let mut dp = vec![A::zero(); batch * n * w];
         if n > 0 {
@@ -217,7 +217,7 @@ impl<A: Float> IstaBlock<A> {
             wm,
             false,
         );
-        let (eta, shift): (A, A) = (cast(self.step_size), cast(self.step_size * self.lambda));
+        let (eta, shift): (A, A) = (A::of_f64(self.step_size), A::of_f64(self.step_size * self.lambda));
         let u: Vec<A> = xs.iter().zip(&rd).map(|(&a, &b)| a + eta * b - shift).collect();
         let y: Vec<A> = u.iter().map(|&v| v.max(A::zero())).collect();
         Ok((
@@ -235,7 +235,7 @@ impl<A: Float> IstaBlock<A> {
         check_shape("IstaBlock backward dy", &c.shape, dy.shape())?;
         let d = self.dim();
         let rows = c.x.len() / d;
-        let eta: A = cast(self.step_size);
+        let eta: A = A::of_f64(self.step_size);
         let g: Vec<A> = std_slice(dy)
             .iter()
             .zip(&c.u)

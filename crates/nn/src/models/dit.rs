@@ -321,8 +321,8 @@ fn sincos_pos<A: Float>(grid: usize, dim: usize) -> ArrayD<A> {
             for (axis, coord) in [(0, j as f64), (1, i as f64)] {
                 for k in 0..quarter {
                     let w = 1.0 / 10000f64.powf(k as f64 / quarter.max(1) as f64);
-                    row[axis * 2 * quarter + k] = crate::param::cast((coord * w).sin());
-                    row[axis * 2 * quarter + quarter + k] = crate::param::cast((coord * w).cos());
+                    row[axis * 2 * quarter + k] = A::of_f64((coord * w).sin());
+                    row[axis * 2 * quarter + quarter + k] = A::of_f64((coord * w).cos());
                 }
             }
         }

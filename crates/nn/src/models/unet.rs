@@ -16,7 +16,7 @@ use crate::layers::{
     timestep_embedding,
 };
 use crate::network::{Network, check_input};
-use crate::param::{Float, Param, Parameters, cast, visit_child, visit_child_mut};
+use crate::param::{Float, Param, Parameters, visit_child, visit_child_mut};
 
 /// How long skip connections are scaled before concatenation.
 #[derive(Clone, Debug, PartialEq)]
@@ -463,7 +463,7 @@ impl<A: Float> UNet<A> {
         let skip_scales = match cfg.skip_scaling {
             SkipScaling::Learnable(k) => Some(Param::new(array(
                 &[n_skips],
-                (0..n_skips).map(|j| cast(k.powi(j as i32 + 1))).collect(),
+                (0..n_skips).map(|j| A::of_f64(k.powi(j as i32 + 1))).collect(),
             ))),
             _ => None,
         };
@@ -499,7 +499,7 @@ impl<A: Float> UNet<A> {
     pub fn skip_factor(&self, j: usize, inference: bool) -> A {
         let factor = self.skip_scale(j);
         match (&self.inference_skip_scales, inference) {
-            (Some(extra), true) => factor * cast(extra.get(j).copied().unwrap_or(1.0)),
+            (Some(extra), true) => factor * A::of_f64(extra.get(j).copied().unwrap_or(1.0)),
             _ => factor,
         }
     }
@@ -508,7 +508,7 @@ impl<A: Float> UNet<A> {
     fn skip_scale(&self, j: usize) -> A {
         match (&self.cfg.skip_scaling, &self.skip_scales) {
             (_, Some(p)) => p.v()[j],
-            (SkipScaling::Constant(k), _) => cast(k.powi(j as i32 + 1)),
+            (SkipScaling::Constant(k), _) => A::of_f64(k.powi(j as i32 + 1)),
             _ => A::one(),
         }
     }

@@ -26,7 +26,7 @@ pub struct MlpCache {
 }
 
 fn to_f64<A: Scalar>(a: &ArrayD<A>) -> ArrayD<f64> {
-    a.mapv(|v| v.wide())
+    a.mapv(|v| v.as_f64())
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -58,7 +58,7 @@ impl<A: Scalar> Mlp<A> {
             let bound = 1.0 / (width as f64).sqrt();
             let mut u = |n: usize| -> Vec<A> {
                 (0..n)
-                    .map(|_| A::narrow((2.0 * rng.uniform() - 1.0) * bound))
+                    .map(|_| A::of_f64((2.0 * rng.uniform() - 1.0) * bound))
                     .collect()
             };
             let w = ArrayD::from_shape_vec(IxDyn(&[out, width]), u(out * width)).unwrap();
@@ -77,7 +77,7 @@ impl<A: Scalar> Mlp<A> {
     /// All parameter values as one f64 vector (visit order).
     pub fn flat_values(&self) -> Vec<f64> {
         let mut v = Vec::new();
-        self.visit(&mut |_, p| v.extend(p.value.iter().map(|x| x.wide())));
+        self.visit(&mut |_, p| v.extend(p.value.iter().map(|x| x.as_f64())));
         v
     }
 }
@@ -113,7 +113,7 @@ impl<A: Scalar> Network<A> for Mlp<A> {
             });
         }
         let batch = x.shape()[0];
-        let t: Vec<f64> = t.iter().map(|v| v.wide()).collect();
+        let t: Vec<f64> = t.iter().map(|v| v.as_f64()).collect();
         let x = to_f64(x).into_dimensionality::<ndarray::Ix2>().unwrap();
         let mut h =
             ndarray::concatenate(Axis(1), &[x.view(), timestep_embedding(&t, self.temb).view()]).unwrap();
@@ -132,7 +132,7 @@ impl<A: Scalar> Network<A> for Mlp<A> {
                 h = z;
             }
         }
-        let out = h.mapv(A::narrow).into_dyn();
+        let out = h.mapv(A::of_f64).into_dyn();
         debug_assert_eq!(out.shape()[0], batch);
         Ok((out, MlpCache { inputs, pre }))
     }
@@ -152,10 +152,10 @@ impl<A: Scalar> Network<A> for Mlp<A> {
             let gb = d.sum_axis(Axis(0));
             ndarray::Zip::from(&mut w.grad)
                 .and(&gw.view().into_dyn())
-                .for_each(|g, &v| *g = A::narrow(g.wide() + v));
+                .for_each(|g, &v| *g = A::of_f64(g.as_f64() + v));
             ndarray::Zip::from(&mut b.grad)
                 .and(&gb.view().into_dyn())
-                .for_each(|g, &v| *g = A::narrow(g.wide() + v));
+                .for_each(|g, &v| *g = A::of_f64(g.as_f64() + v));
             let wv = to_f64(&w.value).into_dimensionality::<ndarray::Ix2>().unwrap();
             let dx = d.dot(&wv);
             if i > 0 {
@@ -168,7 +168,7 @@ impl<A: Scalar> Network<A> for Mlp<A> {
                 d = dx;
             }
         }
-        Ok(d.slice(s![.., ..self.dim]).mapv(A::narrow).into_dyn())
+        Ok(d.slice(s![.., ..self.dim]).mapv(A::of_f64).into_dyn())
     }
 
     fn input_shape(&self) -> Vec<usize> {

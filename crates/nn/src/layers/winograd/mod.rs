@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use tiles::Lanes;
 
 use crate::gemm::{MatMut, MatRef, matmul_uncounted};
-use crate::param::{Float, cast};
+use crate::param::Float;
 use crate::transpose::transpose;
 
 /// Transform points per tile (4x4).
@@ -145,7 +145,7 @@ fn g_adjoint<A: Float>(u: [A; 4], half: A) -> [A; 3] {
 /// The transformed kernels `U = G g G^T` of weights `[cout, cin, 3, 3]`, as `[point][cout][cin]`
 /// (in parallel over output channels: it runs once per call, before the per-item work).
 pub(super) fn transform_weights<A: Float>(weight: &[A], cout: usize, cin: usize) -> Vec<A> {
-    let half = cast::<A>(0.5);
+    let half = A::of_f64(0.5);
     let len = POINTS * cout * cin;
     // Written once below, element by element, so not zeroed first.
     let mut u: Vec<A> = Vec::with_capacity(len);
@@ -192,7 +192,7 @@ pub(super) fn transform_weights<A: Float>(weight: &[A], cout: usize, cin: usize)
 /// `dW[o, c] += G^T dU[.., o, c] G` for the accumulated transformed gradient `du`
 /// (`[point][cout][cin]`) into weights `[cout, cin, 3, 3]`.
 pub(super) fn weight_grad_from_transformed<A: Float>(du: &[A], cout: usize, cin: usize, dw: &mut [A]) {
-    let half = cast::<A>(0.5);
+    let half = A::of_f64(0.5);
     let plane = cout * cin;
     // Blocks of 16 kernels, each point's 16 values read whole (the points' rows lie a
     // multiple of 4 KiB apart, see `transform_weights`).

@@ -1,12 +1,16 @@
-//! Trained models: the networks of `diffuse train` (MLP, UNet, DiT), their schedule, checkpoints.
+//! Trained models as a program loads them: the networks `diffuse train` trains (MLP,
+//! UNet, DiT) behind one type ([`AnyNet`]), the model spec a checkpoint's config holds
+//! ([`ModelSpec`]), and [`load`], which rebuilds the network and its weights from a
+//! checkpoint directory as a model any sampler can call.
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
 use diffusion_core::{Parameterization, Rng};
 use diffusion_nn::models::{Dit, DitConfig, MlpConfig, MlpDenoiser, SkipScaling, UNet, UNetConfig};
 use diffusion_nn::{Network, NetworkDenoiser, NnError, Param, Parameters};
 use diffusion_schedules::{BetaSchedule, DiscreteSchedule, DiscreteScheduleConfig};
+
+use crate::error::{Result, TrainError};
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -277,7 +281,7 @@ impl ModelSpec {
                     schedule: old.schedule,
                     data: None,
                 }),
-                _ => Err(anyhow::Error::new(e).context("the checkpoint's model config")),
+                _ => Err(TrainError::invalid("model config", format!("the checkpoint's model config: {e}"))),
             },
         }
     }
@@ -413,9 +417,7 @@ impl Parameters<f64> for AnyNet {
 
 /// Reads the model spec of the checkpoint in `dir`.
 pub fn read_spec(dir: &Path) -> Result<ModelSpec> {
-    let config = diffusion_train::checkpoint::read_model_config(dir)
-        .with_context(|| format!("cannot read the checkpoint in {}", dir.display()))?;
-    ModelSpec::from_json(config)
+    ModelSpec::from_json(crate::checkpoint::read_model_config(dir)?)
 }
 
 /// A trained model loaded from a checkpoint directory (EMA weights when present).
@@ -425,16 +427,18 @@ pub fn load(dir: &Path) -> Result<(ModelSpec, NetworkDenoiser<AnyNet>)> {
         spec.prediction_type,
         Parameterization::Epsilon | Parameterization::V | Parameterization::Sample
     ) {
-        bail!(
-            "the checkpoint predicts {:?}; sampling supports epsilon, v and sample",
-            spec.prediction_type
-        );
+        return Err(TrainError::invalid(
+            "prediction_type",
+            format!(
+                "the checkpoint predicts {:?}; sampling supports epsilon, v and sample",
+                spec.prediction_type
+            ),
+        ));
     }
     let mut net = spec.build(0)?;
     // The EMA weights when the run kept an average (a complete state dict, buffers included),
     // the raw weights otherwise.
-    diffusion_train::checkpoint::load_inference_weights(dir, &mut net)
-        .with_context(|| format!("cannot load weights from the checkpoint in {}", dir.display()))?;
+    crate::checkpoint::load_inference_weights(dir, &mut net)?;
     // Declares the training target to the samplers, which convert it to what they need.
     let model = NetworkDenoiser::new(net, spec.prediction_type);
     Ok((spec, model))
