@@ -31,3 +31,8 @@ pub use param::Parameterization;
 pub use rng::Rng;
 pub use schedule::{Convention, NoiseSchedule};
 pub use tensor::{Element, Noise, Tensor, lincomb_new};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
