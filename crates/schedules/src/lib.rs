@@ -28,3 +28,8 @@ pub use discrete::{DiscreteSchedule, InterpolatedVp};
 pub use error::{Result, ScheduleError};
 pub use sigmas::{FinalSigmas, SigmaGrid};
 pub use spacing::TimestepSpacing;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
