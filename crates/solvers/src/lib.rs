@@ -39,3 +39,8 @@ pub mod edm;
 pub use edm::{EdmConfig, EdmEuler};
 pub mod guidance;
 pub use guidance::ClassifierFreeGuidance;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
