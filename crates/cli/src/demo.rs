@@ -95,7 +95,7 @@ pub fn run(args: Args) -> Result<()> {
     Rng::with_stream(args.seed, 7).fill_normal(&mut z);
     let x_t = ArrayD::from_shape_vec(IxDyn(&[args.samples, 2]), z)?;
     let reference = as_2d(
-        &crate::reference::ode_solution(&exact, &acp, &x_t, 1e-8)?,
+        &crate::exact::ode_solution(&exact, &acp, &x_t, 1e-8)?,
         "reference",
     )?;
     let proj = Projections::random(128, 2, &mut Rng::with_stream(args.seed, 8))?;

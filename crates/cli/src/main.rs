@@ -9,7 +9,7 @@ mod io;
 mod model;
 mod plot;
 mod presets;
-mod reference;
+mod exact;
 mod sample;
 mod shapes;
 mod train;

@@ -28,3 +28,8 @@ pub use likelihood::{LikelihoodOptions, log_likelihood};
 pub use multistep::{Method, MultistepOptions, UniPcVariant};
 pub use pfgm::{EdmChurn, edm_heun, edm_heun_churn, sample_pfgm};
 pub use sde::{LangevinOptions, SdeOptions, sample_sde};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -10,7 +10,7 @@ use crate::device::{driver_err, grid_1d, grid_rows};
 use crate::error::{CudaError, Result};
 use crate::kernels::GRAD;
 use crate::ops::{col2im, expect_len, gemm_batched, gemm_shared_a, im2col, softmax_bwd, to_i32};
-use crate::reference::ConvGeometry;
+use crate::oracle::ConvGeometry;
 use crate::tensor::CudaTensor;
 
 type T32 = CudaTensor<f32>;

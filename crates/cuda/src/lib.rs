@@ -14,12 +14,12 @@
 //!   are loaded at run time, and each missing piece is a typed [`CudaError`], never a panic.
 //!
 //! Without the feature the crate still offers the f64 CPU reference implementations in
-//! [`reference`] (the oracles of the GPU tests) and [`compile_all_kernels`] reports
+//! [`oracle`] (the oracles of the GPU tests) and [`compile_all_kernels`] reports
 //! [`CudaError::FeatureDisabled`].
 
 pub mod error;
 pub mod kernels;
-pub mod reference;
+pub mod oracle;
 
 #[cfg(feature = "cuda")]
 mod device;

@@ -14,7 +14,7 @@ use diffusion_core::Tensor;
 use crate::device::{driver_err, grid_1d, grid_rows};
 use crate::error::{CudaError, Result};
 use crate::kernels::{ACTIVATIONS, ADALN, IM2COL, KernelFile, NORM, SOFTMAX};
-use crate::reference::{ConvGeometry, GroupNormShape};
+use crate::oracle::{ConvGeometry, GroupNormShape};
 use crate::tensor::CudaTensor;
 
 type T32 = CudaTensor<f32>;

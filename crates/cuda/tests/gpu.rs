@@ -10,7 +10,7 @@ use common::gpu_or_skip;
 use std::sync::Arc;
 
 use diffusion_core::{Noise, Rng, Tensor};
-use diffusion_cuda::reference::{self as cpu, ConvGeometry, GroupNormShape};
+use diffusion_cuda::oracle::{self as cpu, ConvGeometry, GroupNormShape};
 use diffusion_cuda::{CudaError, CudaTensor, Gpu, ops};
 use ndarray::{ArrayD, IxDyn};
 

@@ -17,7 +17,7 @@ use diffusion_core::{Rng, Tensor};
 use diffusion_cuda::grad::{batch_sums, channel_sums, conv2d_bwd};
 use diffusion_cuda::layout::{split_channels, upsample2_bwd};
 use diffusion_cuda::models::GpuUNet;
-use diffusion_cuda::reference::{self as cpu, ConvGeometry};
+use diffusion_cuda::oracle::{self as cpu, ConvGeometry};
 use diffusion_cuda::{CudaError, CudaTensor, Gpu};
 use diffusion_nn::models::{SkipScaling, UNet, UNetConfig};
 

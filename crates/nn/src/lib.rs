@@ -16,6 +16,7 @@
 pub mod checkpoint;
 pub mod error;
 mod gemm;
+mod kernels;
 pub mod layers;
 pub mod models;
 pub mod network;

@@ -15,7 +15,7 @@
 //!   mixture NLL, RBF-MMD, Frechet distance of fitted Gaussians.
 //! - [`io`]: `.npy` / `.npz` reads with clear errors, atomic writes.
 //! - [`fixtures`]: where tests find the data the repository carries.
-//! - [`reference`]: typed readers for the repository's `fixtures/gmm/` (the exact ODE
+//! - [`gmm_reference`]: typed readers for the repository's `fixtures/gmm/` (the exact ODE
 //!   solutions and diffusers' runs on the mixture problem): [`GmmReference::fixture`].
 
 pub mod error;
@@ -25,7 +25,7 @@ pub mod io;
 pub mod linalg;
 pub mod metrics;
 pub mod model;
-pub mod reference;
+pub mod gmm_reference;
 pub mod spec;
 pub mod toy;
 
@@ -33,6 +33,6 @@ pub use error::{Result, TestbedError};
 pub use gmm::{GaussianMixture, NoisedMixture};
 pub use metrics::{Bandwidth, Projections};
 pub use model::{GmmDenoiser, TimestepModel};
-pub use reference::GmmReference;
+pub use gmm_reference::GmmReference;
 pub use spec::{DiscreteVpSchedule, GmmSpec, ScheduleSpec};
 pub use toy::ToyDataset;

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use diffusion_schedules::InterpolatedVp;
-use diffusion_testbed::{GaussianMixture, GmmSpec, fixtures, reference::GmmReference};
+use diffusion_testbed::{GaussianMixture, GmmSpec, fixtures, gmm_reference::GmmReference};
 use ndarray::{Array2, ArrayD, IxDyn};
 
 /// The 2-D, 8-component mixture of `fixtures/gmm/gmm2d_spec.json`.

@@ -18,7 +18,7 @@ use crate::Gpu;
 use crate::error::{CudaError, Result};
 use crate::layout::{add_per_block, concat_channels, merge_heads, split_heads, transpose, upsample2};
 use crate::ops::{NormStats, attention_with_probs, gemm_shared_a, group_norm, im2col, silu};
-use crate::reference::{ConvGeometry, GroupNormShape};
+use crate::oracle::{ConvGeometry, GroupNormShape};
 
 use super::{GpuLinear, T32};
 

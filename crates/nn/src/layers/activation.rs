@@ -6,7 +6,7 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::{array, std_slice};
+use crate::kernels::{array, std_slice};
 use crate::error::{NnError, Result, check_shape};
 use crate::param::Float;
 
@@ -339,10 +339,10 @@ pub(crate) fn gelu_backward_in_place_column_sums<A: Float>(x: &[A], g: &mut [A],
         .zip(x.par_chunks(row_chunk(n)))
         .map(|(g, x)| {
             exp_map2_in_place(x, g, gelu_arg, gelu_grad);
-            super::column_sums_seq(g, n)
+            crate::kernels::column_sums_seq(g, n)
         })
         .collect();
-    super::sum_in_order(&partials, n)
+    crate::kernels::sum_in_order(&partials, n)
 }
 
 macro_rules! activation {

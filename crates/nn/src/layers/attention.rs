@@ -9,9 +9,7 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::linear::Linear;
-use super::{
-    add_into, add_row_bias, array, column_sums_seq, std_slice, sum_in_order, task_items, uniform_array,
-};
+use crate::kernels::{add_into, add_row_bias, array, column_sums_seq, std_slice, sum_in_order, task_items, uniform_array};
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial};
 use crate::param::{Float, Param, Parameters, visit_child, visit_child_mut};
@@ -321,7 +319,7 @@ impl<A: Float> MultiheadAttention<A> {
             false,
         );
         // SAFETY: the product wrote all `rows x 3E` elements.
-        let kv = unsafe { super::assume_init_mut(kv) };
+        let kv = unsafe { crate::kernels::assume_init_mut(kv) };
         let layout = Layout {
             q_rs: 3 * e,
             kv_rs: 3 * e,
@@ -335,7 +333,7 @@ impl<A: Float> MultiheadAttention<A> {
             self.image_forward(layout, pb, ob, kvb, None);
         }
         // SAFETY: every item's heads wrote all of its probabilities and output rows.
-        let o = unsafe { super::assume_init_mut(o) };
+        let o = unsafe { crate::kernels::assume_init_mut(o) };
         matmul_serial(
             MatMut::uninit(y, 0, rows, e, e),
             MatRef::row_major(o, 0, rows, e),
@@ -343,7 +341,7 @@ impl<A: Float> MultiheadAttention<A> {
             false,
         );
         // SAFETY: the product wrote all `rows x E` elements.
-        add_row_bias(unsafe { super::assume_init_mut(y) }, self.out_proj.bias_values());
+        add_row_bias(unsafe { crate::kernels::assume_init_mut(y) }, self.out_proj.bias_values());
     }
 
     /// Adds the projection biases to rows of keys/values `kv` and of queries `q` (`None`:
@@ -395,7 +393,7 @@ impl<A: Float> MultiheadAttention<A> {
                         false,
                     );
                     // SAFETY: the product above wrote all of `p`.
-                    let p = unsafe { super::assume_init_mut(p) };
+                    let p = unsafe { crate::kernels::assume_init_mut(p) };
                     softmax_rows(p, len_kv, scale);
                     matmul(
                         MatMut::uninit(ob, hh * d, len_q, d, e),
@@ -443,8 +441,8 @@ impl<A: Float> MultiheadAttention<A> {
                 // SAFETY: `image_backward` wrote every element of its chunks (see below).
                 let (dqb, dkvb) = unsafe {
                     (
-                        super::assume_init_mut(dqb),
-                        dkvb.map(|d| super::assume_init_mut(d)),
+                        crate::kernels::assume_init_mut(dqb),
+                        dkvb.map(|d| crate::kernels::assume_init_mut(d)),
                     )
                 };
                 (
@@ -627,7 +625,7 @@ impl<A: Float> MultiheadAttention<A> {
 #[inline(always)]
 pub(crate) fn softmax_rows<A: Float>(s: &mut [A], n: usize, scale: A) {
     for row in s.chunks_mut(n) {
-        let m = super::lane_max(row);
+        let m = crate::kernels::lane_max(row);
         for v in row.iter_mut() {
             *v = (*v - m) * scale;
         }
@@ -636,7 +634,7 @@ pub(crate) fn softmax_rows<A: Float>(s: &mut [A], n: usize, scale: A) {
     // cost more than its exponentials.
     A::exp_in_place(s);
     for row in s.chunks_mut(n) {
-        let sum = super::lane_dot(row, row, |v, _| v);
+        let sum = crate::kernels::lane_dot(row, row, |v, _| v);
         let inv = A::one() / sum;
         for v in row.iter_mut() {
             *v = *v * inv;
@@ -649,7 +647,7 @@ pub(crate) fn softmax_rows<A: Float>(s: &mut [A], n: usize, scale: A) {
 #[inline(always)]
 pub(crate) fn softmax_backward_rows<A: Float>(dp: &mut [A], p: &[A], n: usize, scale: A) {
     for (dr, pr) in dp.chunks_mut(n).zip(p.chunks(n)) {
-        let s = super::lane_dot(dr, pr, |a, b| a * b);
+        let s = crate::kernels::lane_dot(dr, pr, |a, b| a * b);
         for (dv, &pv) in dr.iter_mut().zip(pr) {
             *dv = scale * pv * (*dv - s);
         }

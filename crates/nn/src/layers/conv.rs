@@ -8,7 +8,8 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::{array, par_items_with_grads, std_slice, uniform_array, winograd, with_scratch};
+use super::winograd;
+use crate::kernels::{array, par_items_with_grads, std_slice, uniform_array, with_scratch};
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, add_macs, matmul_serial_if};
 use crate::param::{Float, Param, Parameters};
@@ -538,7 +539,7 @@ impl<A: Float> Conv<A> {
                     winograd::weight_grad_items(xk, dyk, task, (cin, cout), p, du, bufs, serial);
                     if has_bias {
                         for (o, row) in dyk.chunks(g.out_len()).enumerate() {
-                            gb[o % cout] = gb[o % cout] + super::lane_dot(row, row, |v, _| v);
+                            gb[o % cout] = gb[o % cout] + crate::kernels::lane_dot(row, row, |v, _| v);
                         }
                     }
                     match &u_adj {
@@ -570,7 +571,7 @@ impl<A: Float> Conv<A> {
         unsafe { dx.set_len(dx_len) };
         winograd::weight_grad_from_transformed(&grads[..ulen], cout, cin, self.weight.g());
         if let Some(bias) = &mut self.bias {
-            super::add_into(bias.g(), &grads[ulen..]);
+            crate::kernels::add_into(bias.g(), &grads[ulen..]);
         }
         if need_dx { dx } else { Vec::new() }
     }
@@ -666,7 +667,7 @@ impl<A: Float> Conv<A> {
                 }
                 if has_bias {
                     for (o, row) in dyb.chunks(l).enumerate() {
-                        gb[o] = gb[o] + super::lane_dot(row, row, |v, _| v);
+                        gb[o] = gb[o] + crate::kernels::lane_dot(row, row, |v, _| v);
                     }
                 }
                 if !need_dx {
@@ -707,9 +708,9 @@ impl<A: Float> Conv<A> {
                 }
             })
         });
-        super::add_into(self.weight.g(), &grads[..wlen]);
+        crate::kernels::add_into(self.weight.g(), &grads[..wlen]);
         if let Some(bias) = &mut self.bias {
-            super::add_into(bias.g(), &grads[wlen..]);
+            crate::kernels::add_into(bias.g(), &grads[wlen..]);
         }
         Ok(if need_dx { dx } else { Vec::new() })
     }

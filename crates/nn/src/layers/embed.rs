@@ -4,7 +4,7 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::{array, std_slice};
+use crate::kernels::{array, std_slice};
 use crate::error::{NnError, Result};
 use crate::param::{Float, Param, Parameters};
 
@@ -346,7 +346,7 @@ pub(crate) fn gate_backward<A: Float>(
         .collect();
     // SAFETY: as in `modulate`.
     unsafe { df.set_len(dy.len()) };
-    (df, super::sum_in_order(&sums, dim))
+    (df, crate::kernels::sum_in_order(&sums, dim))
 }
 
 fn patch_dims(shape: &[usize], p: usize) -> Result<(usize, usize, usize, usize)> {

@@ -5,9 +5,7 @@ use ndarray::ArrayD;
 
 use rayon::prelude::*;
 
-use super::{
-    add_column_sums, add_into, add_row_bias, array, column_sums_seq, repeat_rows, std_slice, uniform_array,
-};
+use crate::kernels::{add_column_sums, add_into, add_row_bias, array, column_sums_seq, repeat_rows, std_slice, uniform_array};
 use crate::error::{NnError, Result};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial, matmul_serial_if};
 use crate::param::{Float, Param, Parameters};

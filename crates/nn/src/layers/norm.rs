@@ -9,7 +9,7 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::activation::{silu_backward_in_place_seq, silu_in_place_seq};
-use super::{Sink, array, assume_init_mut, std_slice};
+use crate::kernels::{Sink, array, assume_init_mut, std_slice};
 use crate::error::{NnError, Result, check_shape};
 use crate::param::{Float, Param, Parameters};
 
@@ -371,7 +371,7 @@ impl<A: Float> LayerNorm<A> {
             }
             let gb = a.bias.g();
             for row in dy.chunks(d) {
-                super::add_into(gb, row);
+                crate::kernels::add_into(gb, row);
             }
             for row in g.chunks_mut(d) {
                 for (v, &w) in row.iter_mut().zip(&w) {
@@ -491,7 +491,7 @@ impl<A: Float> LayerNorm<A> {
         }
         // SAFETY: with a gate, every item wrote all of its rows of `df`.
         unsafe { df.set_len(len) };
-        (df, super::sum_in_order(&sums, d))
+        (df, crate::kernels::sum_in_order(&sums, d))
     }
 
     fn check(&self, shape: &[usize]) -> Result<()> {
@@ -841,7 +841,7 @@ mod tests {
                 dim,
             );
             let mut want = acc.to_vec();
-            super::super::add_into(&mut want, &norm.backward_slice(&cache, &dn));
+            crate::kernels::add_into(&mut want, &norm.backward_slice(&cache, &dn));
             let want_df = gated.then(|| gate_backward(&want, f, m, &mut want_dm, ms, 2 * dim, tokens, dim));
 
             let mut dm: Vec<f32> = (0..items * ms).map(|i| i as f32 * 1e-3).collect();

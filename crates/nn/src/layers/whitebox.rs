@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::attention::{softmax_backward_rows, softmax_rows};
 use super::linear::Linear;
-use super::{add_into, array, std_slice, uniform_array};
+use crate::kernels::{add_into, array, std_slice, uniform_array};
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, matmul};
 use crate::param::{Float, Param, Parameters, visit_child, visit_child_mut};

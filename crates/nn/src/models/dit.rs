@@ -16,10 +16,9 @@ use crate::layers::embed::{
 };
 use crate::layers::linear::{backward_each, forward_each};
 use crate::layers::norm::NormCache;
-use crate::layers::{
-    Conv, LayerNorm, Linear, MultiheadAttention, add_into, array, std_slice, timestep_embedding,
-};
-use crate::layers::{add_column_sums, add_row_bias, assume_init_mut, task_items};
+use crate::layers::{Conv, LayerNorm, Linear, MultiheadAttention, timestep_embedding};
+use crate::kernels::{add_into, array, std_slice};
+use crate::kernels::{add_column_sums, add_row_bias, assume_init_mut, task_items};
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, join_name};
 use rayon::prelude::*;
@@ -366,7 +365,7 @@ impl<A: Float> Dit<A> {
         let mut out = Linear::new(d, cfg.patch * cfg.patch * cfg.in_ch, true, rng);
         zero(&mut out);
         let y_embed = (cfg.num_classes > 0).then(|| {
-            Param::new(crate::layers::uniform_array(
+            Param::new(crate::kernels::uniform_array(
                 &[cfg.num_classes, d],
                 0.02 * 3f64.sqrt(),
                 rng,
