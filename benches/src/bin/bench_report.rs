@@ -17,23 +17,7 @@ use diffusion_train::{AdamW, AdamWConfig};
 use ndarray::ArrayD;
 use serde_json::{Value, json};
 
-/// The networks allocate their activations per call; mimalloc keeps freed pages for reuse
-/// where glibc returns large blocks to the kernel (page faults, TLB shootdowns): measured
-/// 20-35% less CPU time on dit-tiny and unet-small. The `diffuse` binary uses it too.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2 and v3). At -1 freed memory stays
-/// committed for reuse instead of going back to the kernel 10 ms later: the networks free and
-/// reallocate the same activation sizes every step, and each return cost a page fault and a
-/// zeroed page on the next step (unet-small: 43 000 page faults in 8 steps, 10-15% of the CPU
-/// time; with this setting 600). The process keeps its peak footprint.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-fn keep_freed_memory() {
-    // SAFETY: sets a mimalloc option; valid at any time from any thread.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-}
+diffusion_nn::use_mimalloc!();
 
 /// Median seconds of `reps` calls after one warm-up call.
 fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -421,7 +405,7 @@ fn sgemm_1024_gflops() -> f64 {
 }
 
 fn main() {
-    keep_freed_memory();
+    diffusion_nn::alloc::keep_freed_memory();
     let start = Instant::now();
     let threads = rayon::current_num_threads();
     let mut out = String::from("# Benchmarks\n\n");

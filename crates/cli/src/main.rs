@@ -18,23 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Networks allocate their activations per call; mimalloc reuses freed pages where glibc
-/// hands large blocks back to the kernel (20-35% less CPU time training the DiT and UNet;
-/// see docs/architecture.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2 and v3). At -1 freed memory stays
-/// committed for reuse instead of going back to the kernel 10 ms later: the networks free and
-/// reallocate the same activation sizes every step, and each return cost a page fault and a
-/// zeroed page on the next step (unet-small: 43 000 page faults in 8 steps, 10-15% of the CPU
-/// time; with this setting 600). The process keeps its peak footprint.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-fn keep_freed_memory() {
-    // SAFETY: sets a mimalloc option; valid at any time from any thread.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-}
+diffusion_nn::use_mimalloc!();
 
 /// Diffusion models from the shell: sample with any scheduler, evaluate sample sets,
 /// compare solvers on problems with exact answers.
@@ -64,7 +48,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
+    diffusion_nn::alloc::keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version

@@ -8,11 +8,10 @@ use diffusion_core::Rng;
 use diffusion_nn::layers::Conv;
 use ndarray::{ArrayD, IxDyn};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+diffusion_nn::use_mimalloc!();
 
 fn main() {
-    common::keep_freed_memory();
+    diffusion_nn::alloc::keep_freed_memory();
     let mut rng = Rng::new(0);
     for (cin, cout, hw) in [
         (64, 64, 32),

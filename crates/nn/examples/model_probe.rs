@@ -7,9 +7,7 @@ mod common;
 use std::hint::black_box;
 use std::time::Instant;
 
-/// As in the `diffuse` binary and `cargo xtask bench` (see the crate README).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+diffusion_nn::use_mimalloc!();
 
 use diffusion_core::Rng;
 use diffusion_nn::Network;
@@ -84,7 +82,7 @@ fn run<N: Network<f32>>(name: &str, mut model: N, batch: usize, reps: usize, tor
 }
 
 fn main() {
-    common::keep_freed_memory();
+    diffusion_nn::alloc::keep_freed_memory();
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     let reps: usize = std::env::args().nth(2).and_then(|v| v.parse().ok()).unwrap_or(5);
     let mut rng = Rng::new(1);

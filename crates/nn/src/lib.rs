@@ -13,6 +13,8 @@
 //! Every parallel reduction uses a partition that depends only on the problem size, so
 //! results are bit-identical for any number of rayon threads.
 
+#[cfg(feature = "mimalloc")]
+pub mod alloc;
 pub mod checkpoint;
 pub mod error;
 mod gemm;
@@ -98,3 +100,8 @@ pub fn probe_matmul_split<A: Float>(
     );
     gemm::matmul_split(gemm::MatMut::row_major(c, 0, m, n), av, bv, false, split);
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
