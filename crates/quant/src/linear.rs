@@ -1,0 +1,453 @@
+//! A quantized Linear layer (`y = x W^T + b`, PyTorch layout), built from a
+//! `diffusion_nn::layers::Linear`: optional SmoothQuant migration, an optional low-rank
+//! branch (SVDQuant or LoRC), quantized weights and activations, run either as fake-quant
+//! (dequantized values, f32 product) or at the quantized width (integer kernel).
+
+use diffusion_nn::layers::Linear;
+use ndarray::{ArrayD, ArrayView2};
+
+use crate::error::{QuantError, Result, invalid};
+use crate::kernel::{self, Backend, PackedWeights};
+use crate::lowrank::LowRank;
+use crate::quantizer::{Granularity, Quantizer, Scales, Scheme, check_matrix};
+
+/// Which low-rank branch a layer gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LowRankKind {
+    #[default]
+    None,
+    /// SVDQuant: the top-`r` SVD of the (smoothed) weight runs in f32, the residual is
+    /// quantized.
+    Svd(usize),
+    /// LoRC (ZeroQuant-V2): the top-`r` SVD of the weight's quantization error, added back.
+    Lorc(usize),
+}
+
+/// When activation scales are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActMode {
+    /// Fixed per-tensor scale from calibration data (PTQ4DM / Q-Diffusion).
+    Static,
+    /// Recomputed on every call with the quantizer's granularity (per token or per tensor).
+    Dynamic,
+}
+
+/// How activations are quantized.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActRecipe {
+    pub quantizer: Quantizer,
+    pub mode: ActMode,
+}
+
+/// Everything that decides how one Linear is quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Recipe {
+    /// `None`: f32 weights.
+    pub weight: Option<Quantizer>,
+    /// `None`: f32 activations.
+    pub act: Option<ActRecipe>,
+    /// SmoothQuant's migration strength alpha (0.5 in the paper); needs calibration data.
+    pub smooth_alpha: Option<f32>,
+    pub low_rank: LowRankKind,
+}
+
+/// How a quantized layer runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exec {
+    /// Quantize and dequantize, multiply in f32 (the reference semantics).
+    Fake,
+    /// Integer codes through [`kernel::gemm_u8i8`]; needs symmetric integer weights of at
+    /// most 8 bits (per row or per group of a multiple of 64) and integer activations per
+    /// tensor or per token.
+    Int(Backend),
+}
+
+/// Activation quantization state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActQuant {
+    pub quantizer: Quantizer,
+    /// Per-tensor `(scale, zero)` of a static quantizer.
+    pub fixed: Option<(f32, i32)>,
+}
+
+/// A Linear with quantized weights and activations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantLinear {
+    pub in_features: usize,
+    pub out_features: usize,
+    /// Weight scales (`None`: weights stay f32).
+    pub weight_scales: Option<Scales>,
+    /// The weight codes (`[out, in]`; minifloat codes as their byte value).
+    pub weight_codes: Vec<i32>,
+    /// The dequantized weights used by the fake-quant path (`[out, in]`).
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+    pub act: Option<ActQuant>,
+    /// SmoothQuant divisors `s` (`[in]`): the layer computes `(x / s) (W s)^T`.
+    pub smooth: Option<Vec<f32>>,
+    pub low_rank: Option<LowRank>,
+    /// Codes packed for the integer kernel, when the weights allow it.
+    pub packed: Option<PackedWeights>,
+}
+
+impl QuantLinear {
+    /// Quantizes `linear` with `recipe`. `calib` holds rows of the layer's full-precision
+    /// input (`[n, in]`), needed by smoothing and static activation scales.
+    pub fn build(name: &str, linear: &Linear<f32>, recipe: &Recipe, calib: Option<&[f32]>) -> Result<Self> {
+        let w = linear.weight.value.clone();
+        let b = linear.bias.as_ref().map(|b| b.value.iter().copied().collect());
+        Self::from_weight(name, &w, b, recipe, calib)
+    }
+
+    /// As [`QuantLinear::build`] from a weight tensor, which must be a matrix `[out, in]`
+    /// (a convolution kernel is an [`QuantError::UnsupportedLayer`]).
+    pub fn from_weight(
+        name: &str,
+        weight: &ArrayD<f32>,
+        bias: Option<Vec<f32>>,
+        recipe: &Recipe,
+        calib: Option<&[f32]>,
+    ) -> Result<Self> {
+        if weight.ndim() != 2 {
+            return Err(QuantError::UnsupportedLayer {
+                name: name.into(),
+                reason: format!("weight of shape {:?}: only Linear ([out, in]) layers are supported", weight.shape()),
+            });
+        }
+        let (out, inp) = (weight.shape()[0], weight.shape()[1]);
+        if let Some(b) = &bias
+            && b.len() != out
+        {
+            return Err(QuantError::Shape {
+                context: format!("{name} bias"),
+                expected: vec![out],
+                got: vec![b.len()],
+            });
+        }
+        let mut w: Vec<f32> = weight.iter().copied().collect();
+        if w.iter().any(|v| !v.is_finite()) {
+            return Err(QuantError::NonFinite(format!("{name} weight")));
+        }
+        let calib = match calib {
+            Some(c) => {
+                if c.is_empty() {
+                    return Err(QuantError::EmptyCalibration(format!("{name}: no input rows")));
+                }
+                if !c.len().is_multiple_of(inp) {
+                    return Err(QuantError::Shape {
+                        context: format!("{name} calibration rows"),
+                        expected: vec![inp],
+                        got: vec![c.len()],
+                    });
+                }
+                Some(c.to_vec())
+            }
+            None => None,
+        };
+        let needs_calib = recipe.smooth_alpha.is_some()
+            || matches!(recipe.act, Some(ActRecipe { mode: ActMode::Static, .. }));
+        let mut calib = match (calib, needs_calib) {
+            (None, true) => {
+                return Err(QuantError::EmptyCalibration(format!(
+                    "{name}: smoothing and static activation scales need calibration data"
+                )));
+            }
+            (c, _) => c,
+        };
+
+        let smooth = match recipe.smooth_alpha {
+            Some(alpha) => {
+                let x = calib.as_mut().expect("checked above");
+                let s = smooth_factors(x, &w, inp, alpha)?;
+                for row in w.chunks_mut(inp) {
+                    for (v, &sj) in row.iter_mut().zip(&s) {
+                        *v *= sj;
+                    }
+                }
+                for row in x.chunks_mut(inp) {
+                    for (v, &sj) in row.iter_mut().zip(&s) {
+                        *v /= sj;
+                    }
+                }
+                Some(s)
+            }
+            None => None,
+        };
+
+        let mut low_rank = None;
+        if let LowRankKind::Svd(r) = recipe.low_rank {
+            let lr = LowRank::of(&w, out, inp, r)?;
+            for (v, p) in w.iter_mut().zip(lr.product()) {
+                *v -= p;
+            }
+            low_rank = Some(lr);
+        }
+
+        let (weight_scales, weight_codes, deq) = match &recipe.weight {
+            Some(q) => {
+                let scales = q.fit(&w, out, inp)?;
+                let mut deq = w.clone();
+                scales.fake_quantize(&mut deq)?;
+                let codes = weight_codes(&scales, &w)?;
+                (Some(scales), codes, deq)
+            }
+            None => (None, Vec::new(), w.clone()),
+        };
+        if let LowRankKind::Lorc(r) = recipe.low_rank {
+            let err: Vec<f32> = w.iter().zip(&deq).map(|(a, b)| a - b).collect();
+            low_rank = Some(LowRank::of(&err, out, inp, r)?);
+        }
+
+        let act = match &recipe.act {
+            None => None,
+            Some(ActRecipe { quantizer, mode }) => {
+                let fixed = match mode {
+                    ActMode::Dynamic => None,
+                    ActMode::Static => {
+                        if quantizer.granularity != Granularity::PerTensor {
+                            return Err(invalid("static activation quantizer", "must be per tensor"));
+                        }
+                        let x = calib.as_ref().expect("checked above");
+                        let s = quantizer.fit(x, x.len() / inp, inp)?;
+                        Some((s.scale[0], s.zero[0]))
+                    }
+                };
+                Some(ActQuant {
+                    quantizer: *quantizer,
+                    fixed,
+                })
+            }
+        };
+
+        let mut layer = Self {
+            in_features: inp,
+            out_features: out,
+            weight_scales,
+            weight_codes,
+            weight: deq,
+            bias,
+            act,
+            smooth,
+            low_rank,
+            packed: None,
+        };
+        layer.packed = layer.pack()?;
+        Ok(layer)
+    }
+
+    /// Kernel-packed codes when the weights are symmetric integers the kernel can group.
+    fn pack(&self) -> Result<Option<PackedWeights>> {
+        let Some(s) = &self.weight_scales else { return Ok(None) };
+        let Scheme::Int(f) = s.scheme else { return Ok(None) };
+        let groups_ok = match s.granularity {
+            Granularity::PerRow | Granularity::PerTensor => true,
+            Granularity::PerGroup(g) => g.is_multiple_of(kernel::BLOCK),
+        };
+        if !f.symmetric || !groups_ok {
+            return Ok(None);
+        }
+        let bits = if f.bits() <= 4 { 4 } else { 8 };
+        Ok(Some(PackedWeights::pack(
+            &self.weight_codes,
+            self.out_features,
+            self.in_features,
+            bits,
+        )?))
+    }
+
+    /// `y = x W^T + b` on `rows` rows of `x` (`[rows, in]`).
+    pub fn forward(&self, x: &[f32], rows: usize, exec: Exec) -> Result<Vec<f32>> {
+        check_matrix(x, rows, self.in_features, "QuantLinear input")?;
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(QuantError::NonFinite("QuantLinear input".into()));
+        }
+        let (inp, out) = (self.in_features, self.out_features);
+        let xs: Vec<f32> = match &self.smooth {
+            Some(s) => x
+                .chunks(inp)
+                .flat_map(|r| r.iter().zip(s).map(|(v, sj)| v / sj))
+                .collect(),
+            None => x.to_vec(),
+        };
+        let mut y = match exec {
+            Exec::Int(backend) if self.act.is_some() && self.packed.is_some() => self.int_product(&xs, rows, backend)?,
+            Exec::Int(_) => {
+                return Err(invalid(
+                    "execution",
+                    "integer execution needs symmetric integer weights (per row or per group of 64k) and quantized activations",
+                ));
+            }
+            Exec::Fake => {
+                let xa = self.fake_activations(&xs, rows)?;
+                product(&xa, rows, inp, &self.weight, out)?
+            }
+        };
+        if let Some(lr) = &self.low_rank {
+            let t = product(&xs, rows, inp, &lr.a, lr.rank)?;
+            let u = product(&t, rows, lr.rank, &lr.b, out)?;
+            for (v, d) in y.iter_mut().zip(u) {
+                *v += d;
+            }
+        }
+        if let Some(b) = &self.bias {
+            for row in y.chunks_mut(out) {
+                for (v, bj) in row.iter_mut().zip(b) {
+                    *v += bj;
+                }
+            }
+        }
+        Ok(y)
+    }
+
+    /// The activation scales of this call (`[rows]` or one per tensor, as `Scales`).
+    fn act_scales(&self, xs: &[f32], rows: usize) -> Result<Option<Scales>> {
+        let Some(a) = &self.act else { return Ok(None) };
+        Ok(Some(match a.fixed {
+            Some((s, z)) => Scales {
+                scheme: a.quantizer.scheme,
+                granularity: Granularity::PerTensor,
+                rows,
+                cols: self.in_features,
+                scale: vec![s],
+                zero: vec![z],
+            },
+            None => a.quantizer.fit(xs, rows, self.in_features)?,
+        }))
+    }
+
+    fn fake_activations(&self, xs: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut xa = xs.to_vec();
+        if let Some(s) = self.act_scales(xs, rows)? {
+            s.fake_quantize(&mut xa)?;
+        }
+        Ok(xa)
+    }
+
+    fn int_product(&self, xs: &[f32], rows: usize, backend: Backend) -> Result<Vec<f32>> {
+        let w = self.packed.as_ref().expect("checked by the caller");
+        let ws = self.weight_scales.as_ref().expect("packed weights have scales");
+        let sa = self.act_scales(xs, rows)?.expect("checked by the caller");
+        let Scheme::Int(af) = sa.scheme else {
+            return Err(invalid("execution", "integer execution needs integer activations"));
+        };
+        if matches!(sa.granularity, Granularity::PerGroup(_)) {
+            return Err(invalid("execution", "integer execution needs per-tensor or per-token activations"));
+        }
+        let codes = sa.quantize_int(xs)?;
+        // Shift symmetric codes into u8; the zero point moves with them.
+        let off = if af.symmetric { 128 } else { 0 };
+        let (inp, out, kp) = (self.in_features, self.out_features, w.kp);
+        let mut a = vec![0u8; rows * kp];
+        for (dst, src) in a.chunks_mut(kp).zip(codes.chunks(inp)) {
+            for (d, &q) in dst.iter_mut().zip(src) {
+                *d = (q + off) as u8;
+            }
+        }
+        let group = match ws.granularity {
+            Granularity::PerGroup(g) => g,
+            _ => kp,
+        };
+        let groups = kp / group;
+        let dots = kernel::gemm_u8i8(&a, rows, w, group, backend)?;
+        // Per (row, group) sums of the weight codes, for the zero-point correction.
+        let mut wsum = vec![0i32; out * groups];
+        for j in 0..out {
+            for (c, &q) in self.weight_codes[j * inp..(j + 1) * inp].iter().enumerate() {
+                wsum[j * groups + c / group] += q;
+            }
+        }
+        let mut y = vec![0f32; rows * out];
+        for i in 0..rows {
+            let (s_a, z_a) = if sa.scale.len() == 1 { (sa.scale[0], sa.zero[0]) } else { (sa.scale[i], sa.zero[i]) };
+            let za = z_a + off;
+            for j in 0..out {
+                let mut acc = 0f32;
+                for g in 0..groups {
+                    let d = dots[(i * out + j) * groups + g] - za * wsum[j * groups + g];
+                    let s_w = match ws.granularity {
+                        Granularity::PerTensor => ws.scale[0],
+                        Granularity::PerRow => ws.scale[j],
+                        Granularity::PerGroup(_) => ws.scale[j * groups + g],
+                    };
+                    acc += d as f32 * s_w;
+                }
+                y[i * out + j] = acc * s_a;
+            }
+        }
+        Ok(y)
+    }
+
+    /// Bytes the layer's weights take in the integer kernel's form (codes, scales,
+    /// smoothing and low-rank factors, bias), or in f32 when not quantized.
+    pub fn weight_bytes(&self) -> usize {
+        let main = match (&self.packed, &self.weight_scales) {
+            (Some(p), Some(s)) => p.data.len() + 8 * s.scale.len(),
+            (None, Some(s)) => self.weight.len() * s.scheme.bits() as usize / 8 + 8 * s.scale.len(),
+            _ => 4 * self.weight.len(),
+        };
+        main + 4 * (self.smooth.as_ref().map_or(0, Vec::len)
+            + self.low_rank.as_ref().map_or(0, |l| l.a.len() + l.b.len())
+            + self.bias.as_ref().map_or(0, Vec::len))
+    }
+}
+
+/// Codes of `w` under `scales` (minifloat codes as their byte value).
+fn weight_codes(scales: &Scales, w: &[f32]) -> Result<Vec<i32>> {
+    match scales.scheme {
+        Scheme::Int(_) => scales.quantize_int(w),
+        Scheme::Float(f) => {
+            let (rows, cols) = (scales.rows, scales.cols);
+            let mut codes = Vec::with_capacity(w.len());
+            let per = |r: usize, c: usize| match scales.granularity {
+                Granularity::PerTensor => 0,
+                Granularity::PerRow => r,
+                Granularity::PerGroup(g) => r * (cols / g) + c / g,
+            };
+            for r in 0..rows {
+                for c in 0..cols {
+                    codes.push(f.encode(w[r * cols + c] / scales.scale[per(r, c)])? as i32);
+                }
+            }
+            Ok(codes)
+        }
+    }
+}
+
+/// SmoothQuant's per-input-channel factors `s_j = max|X_j|^alpha / max|W_j|^(1 - alpha)`.
+pub fn smooth_factors(x: &[f32], w: &[f32], inp: usize, alpha: f32) -> Result<Vec<f32>> {
+    if !(0.0..=1.0).contains(&alpha) {
+        return Err(invalid("smoothing alpha", format!("{alpha} outside [0, 1]")));
+    }
+    if x.is_empty() {
+        return Err(QuantError::EmptyCalibration("smoothing needs activation rows".into()));
+    }
+    let absmax = |m: &[f32]| {
+        let mut a = vec![0f32; inp];
+        for row in m.chunks(inp) {
+            for (a, v) in a.iter_mut().zip(row) {
+                *a = a.max(v.abs());
+            }
+        }
+        a
+    };
+    let (ax, aw) = (absmax(x), absmax(w));
+    Ok(ax
+        .iter()
+        .zip(&aw)
+        .map(|(&a, &b)| {
+            if a > 0.0 && b > 0.0 {
+                (a.powf(alpha) / b.powf(1.0 - alpha)).clamp(1e-5, 1e5)
+            } else {
+                1.0
+            }
+        })
+        .collect())
+}
+
+/// `x W^T` for `x: [rows, inp]`, `w: [out, inp]` through `diffusion-nn`'s GEMM.
+fn product(x: &[f32], rows: usize, inp: usize, w: &[f32], out: usize) -> Result<Vec<f32>> {
+    let xv = ArrayView2::from_shape((rows, inp), x).map_err(|e| invalid("product", e.to_string()))?;
+    let wv = ArrayView2::from_shape((out, inp), w).map_err(|e| invalid("product", e.to_string()))?;
+    let y = diffusion_nn::matmul_view(xv, wv.t())?;
+    Ok(y.into_raw_vec_and_offset().0)
+}
