@@ -49,6 +49,8 @@ pub enum QuantError {
     #[error(transparent)]
     Solver(#[from] diffusion_solvers::SolverError),
     #[error(transparent)]
+    Train(#[from] diffusion_train::TrainError),
+    #[error(transparent)]
     Core(#[from] diffusion_core::CoreError),
 }
 

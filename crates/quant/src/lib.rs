@@ -18,3 +18,9 @@ pub mod lowrank;
 
 pub use linear::{ActMode, ActRecipe, Exec, LowRankKind, QuantLinear, Recipe};
 pub use lowrank::LowRank;
+pub mod calib;
+pub mod model;
+
+pub use calib::{Calibration, StepSelection};
+pub use model::QuantMlp;
+pub mod io;

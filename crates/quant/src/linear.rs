@@ -219,12 +219,59 @@ impl QuantLinear {
             }
         };
 
+        Self::assemble(inp, out, weight_scales, weight_codes, deq, bias, act, smooth, low_rank)
+    }
+
+    /// A layer from its parts (as loaded from a file), every part checked against the
+    /// weight's shape.
+    pub fn assemble(
+        in_features: usize,
+        out_features: usize,
+        weight_scales: Option<Scales>,
+        weight_codes: Vec<i32>,
+        weight: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        act: Option<ActQuant>,
+        smooth: Option<Vec<f32>>,
+        low_rank: Option<LowRank>,
+    ) -> Result<Self> {
+        let (inp, out) = (in_features, out_features);
+        let count = |tensor: &str, expected: usize, found: usize| {
+            if expected == found {
+                Ok(())
+            } else {
+                Err(QuantError::ScaleMismatch {
+                    tensor: tensor.into(),
+                    expected,
+                    found,
+                })
+            }
+        };
+        count("weight", out * inp, weight.len())?;
+        if let Some(s) = &weight_scales {
+            s.check_fits(out, inp, "weight")?;
+            count("weight codes", out * inp, weight_codes.len())?;
+        }
+        if let Some(b) = &bias {
+            count("bias", out, b.len())?;
+        }
+        if let Some(s) = &smooth {
+            count("smooth", inp, s.len())?;
+            if s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(invalid("smoothing factors", "must be positive and finite"));
+            }
+        }
+        if let Some(lr) = &low_rank {
+            count("lowrank rows", out, lr.rows)?;
+            count("lowrank cols", inp, lr.cols)?;
+            lr.check("lowrank")?;
+        }
         let mut layer = Self {
             in_features: inp,
             out_features: out,
             weight_scales,
             weight_codes,
-            weight: deq,
+            weight,
             bias,
             act,
             smooth,

@@ -339,6 +339,36 @@ impl Scales {
         Ok(())
     }
 
+    /// Values of `codes` (integer codes, or minifloat codes as their byte value), checked
+    /// against the format's code range.
+    pub fn dequantize(&self, codes: &[i32]) -> Result<Vec<f32>> {
+        check_matrix_i32(codes, self.rows, self.cols, "dequantize")?;
+        let mut out = Vec::with_capacity(codes.len());
+        for r in 0..self.rows {
+            for c in 0..self.cols {
+                let b = self.block_of(r, c);
+                let q = codes[r * self.cols + c];
+                let v = match self.scheme {
+                    Scheme::Int(f) => {
+                        let (lo, hi) = f.code_range();
+                        if q < lo || q > hi {
+                            return Err(invalid("code", format!("{q} outside [{lo}, {hi}]")));
+                        }
+                        (q - self.zero[b]) as f32 * self.scale[b]
+                    }
+                    Scheme::Float(f) => {
+                        if q < 0 || q >= 1 << f.bits() {
+                            return Err(invalid("code", format!("{q} is not a {} code", f.name)));
+                        }
+                        f.decode(q as u8) * self.scale[b]
+                    }
+                };
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
     /// Integer codes of `x` (integer schemes only).
     pub fn quantize_int(&self, x: &[f32]) -> Result<Vec<i32>> {
         check_matrix(x, self.rows, self.cols, "quantize_int")?;
