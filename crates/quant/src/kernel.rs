@@ -227,27 +227,37 @@ mod vnni {
     pub(super) unsafe fn gemm(a: &[u8], w: &PackedWeights, group: usize, out: &mut [i32]) {
         let groups = w.kp / group;
         let bpg = group / BLOCK;
-        for (i, ar) in a.chunks(w.kp).enumerate() {
-            let mut j = 0;
-            while j < w.n {
-                let nr = NR.min(w.n - j);
+        let blocks = w.kp / BLOCK;
+        let rows = a.len() / w.kp;
+        // A panel of up to NR weight rows, unpacked once per task (4-bit) and then reused
+        // from L1 by every activation row of the task.
+        let mut panel = vec![_mm512_setzero_si512(); NR * blocks];
+        let mut j = 0;
+        while j < w.n {
+            let nr = NR.min(w.n - j);
+            for r in 0..nr {
+                for b in 0..blocks {
+                    // SAFETY: row `j + r < n`, block `b < kp / 64`.
+                    panel[r * blocks + b] = unsafe { load_w(w, j + r, b) };
+                }
+            }
+            for i in 0..rows {
+                let ar = &a[i * w.kp..(i + 1) * w.kp];
                 for g in 0..groups {
                     let mut acc = [_mm512_setzero_si512(); NR];
                     for b in g * bpg..(g + 1) * bpg {
                         // SAFETY: `ar` has `kp` bytes and `b * 64 + 64 <= kp`.
                         let x = unsafe { _mm512_loadu_si512(ar.as_ptr().add(b * BLOCK).cast()) };
                         for (r, acc) in acc.iter_mut().enumerate().take(nr) {
-                            // SAFETY: row `j + r < n`, block `b < kp / 64`.
-                            let wv = unsafe { load_w(w, j + r, b) };
-                            *acc = _mm512_dpbusd_epi32(*acc, x, wv);
+                            *acc = _mm512_dpbusd_epi32(*acc, x, panel[r * blocks + b]);
                         }
                     }
                     for (r, acc) in acc.iter().enumerate().take(nr) {
                         out[(i * w.n + j + r) * groups + g] = _mm512_reduce_add_epi32(*acc);
                     }
                 }
-                j += nr;
             }
+            j += nr;
         }
     }
 }

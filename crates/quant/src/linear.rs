@@ -9,7 +9,7 @@ use ndarray::{ArrayD, ArrayView2};
 use crate::error::{QuantError, Result, invalid};
 use crate::kernel::{self, Backend, PackedWeights};
 use crate::lowrank::LowRank;
-use crate::quantizer::{Granularity, Quantizer, Scales, Scheme, check_matrix};
+use crate::quantizer::{Estimator, Granularity, Quantizer, Scales, Scheme, check_matrix};
 
 /// Which low-rank branch a layer gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -88,6 +88,9 @@ pub struct QuantLinear {
     pub low_rank: Option<LowRank>,
     /// Codes packed for the integer kernel, when the weights allow it.
     pub packed: Option<PackedWeights>,
+    /// Sums of the weight codes per row and kernel group (`[out, groups]`), for the
+    /// activations' zero-point correction; empty when not packed.
+    pub code_sums: Vec<i32>,
 }
 
 impl QuantLinear {
@@ -277,8 +280,20 @@ impl QuantLinear {
             smooth,
             low_rank,
             packed: None,
+            code_sums: Vec::new(),
         };
         layer.packed = layer.pack()?;
+        if let Some(p) = &layer.packed {
+            let group = layer.kernel_group(p.kp);
+            let groups = p.kp / group;
+            let mut sums = vec![0i32; layer.out_features * groups];
+            for (j, row) in layer.weight_codes.chunks(inp).enumerate() {
+                for (c, &q) in row.iter().enumerate() {
+                    sums[j * groups + c / group] += q;
+                }
+            }
+            layer.code_sums = sums;
+        }
         Ok(layer)
     }
 
@@ -370,47 +385,69 @@ impl QuantLinear {
         Ok(xa)
     }
 
-    fn int_product(&self, xs: &[f32], rows: usize, backend: Backend) -> Result<Vec<f32>> {
-        let w = self.packed.as_ref().expect("checked by the caller");
-        let ws = self.weight_scales.as_ref().expect("packed weights have scales");
-        let sa = self.act_scales(xs, rows)?.expect("checked by the caller");
-        let Scheme::Int(af) = sa.scheme else {
+    /// Columns per kernel group: the weight quantizer's group, or the whole padded row.
+    fn kernel_group(&self, kp: usize) -> usize {
+        match self.weight_scales.as_ref().map(|s| s.granularity) {
+            Some(Granularity::PerGroup(g)) => g,
+            _ => kp,
+        }
+    }
+
+    /// Per-row `(scale, zero)` of the activations and their codes as bytes (`[rows, kp]`,
+    /// symmetric codes shifted by 128), with the shift folded into the zero points.
+    fn act_codes(&self, xs: &[f32], rows: usize, kp: usize) -> Result<(Vec<(f32, i32)>, Vec<u8>)> {
+        let a = self.act.as_ref().expect("checked by the caller");
+        let Scheme::Int(f) = a.quantizer.scheme else {
             return Err(invalid("execution", "integer execution needs integer activations"));
         };
-        if matches!(sa.granularity, Granularity::PerGroup(_)) {
-            return Err(invalid("execution", "integer execution needs per-tensor or per-token activations"));
-        }
-        let codes = sa.quantize_int(xs)?;
-        // Shift symmetric codes into u8; the zero point moves with them.
-        let off = if af.symmetric { 128 } else { 0 };
-        let (inp, out, kp) = (self.in_features, self.out_features, w.kp);
-        let mut a = vec![0u8; rows * kp];
-        for (dst, src) in a.chunks_mut(kp).zip(codes.chunks(inp)) {
-            for (d, &q) in dst.iter_mut().zip(src) {
+        let inp = self.in_features;
+        let params: Vec<(f32, i32)> = match (a.fixed, a.quantizer.granularity, a.quantizer.estimator) {
+            (Some(p), _, _) => vec![p; rows],
+            // The common dynamic case without the generic block machinery.
+            (None, Granularity::PerRow, Estimator::MinMax) => xs
+                .chunks(inp)
+                .map(|r| {
+                    let (lo, hi) = r.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+                    a.quantizer.params_from_range(lo, hi)
+                })
+                .collect(),
+            (None, Granularity::PerGroup(_), _) => {
+                return Err(invalid("execution", "integer execution needs per-tensor or per-token activations"));
+            }
+            (None, g, _) => {
+                let s = a.quantizer.fit(xs, rows, inp)?;
+                (0..rows)
+                    .map(|i| if g == Granularity::PerTensor { (s.scale[0], s.zero[0]) } else { (s.scale[i], s.zero[i]) })
+                    .collect()
+            }
+        };
+        let off = if f.symmetric { 128 } else { 0 };
+        let (qmin, qmax) = f.code_range();
+        let mut codes = vec![0u8; rows * kp];
+        for ((dst, src), &(s, z)) in codes.chunks_mut(kp).zip(xs.chunks(inp)).zip(&params) {
+            // Divides (not multiplies by 1 / s) to get the fake-quant path's codes exactly.
+            for (d, &v) in dst.iter_mut().zip(src) {
+                let q = ((v / s).round_ties_even() as i32).saturating_add(z).clamp(qmin, qmax);
                 *d = (q + off) as u8;
             }
         }
-        let group = match ws.granularity {
-            Granularity::PerGroup(g) => g,
-            _ => kp,
-        };
-        let groups = kp / group;
+        Ok((params.into_iter().map(|(s, z)| (s, z + off)).collect(), codes))
+    }
+
+    fn int_product(&self, xs: &[f32], rows: usize, backend: Backend) -> Result<Vec<f32>> {
+        let w = self.packed.as_ref().expect("checked by the caller");
+        let ws = self.weight_scales.as_ref().expect("packed weights have scales");
+        let (params, a) = self.act_codes(xs, rows, w.kp)?;
+        let out = self.out_features;
+        let group = self.kernel_group(w.kp);
+        let groups = w.kp / group;
         let dots = kernel::gemm_u8i8(&a, rows, w, group, backend)?;
-        // Per (row, group) sums of the weight codes, for the zero-point correction.
-        let mut wsum = vec![0i32; out * groups];
-        for j in 0..out {
-            for (c, &q) in self.weight_codes[j * inp..(j + 1) * inp].iter().enumerate() {
-                wsum[j * groups + c / group] += q;
-            }
-        }
         let mut y = vec![0f32; rows * out];
-        for i in 0..rows {
-            let (s_a, z_a) = if sa.scale.len() == 1 { (sa.scale[0], sa.zero[0]) } else { (sa.scale[i], sa.zero[i]) };
-            let za = z_a + off;
-            for j in 0..out {
+        for (i, (yr, &(s_a, za))) in y.chunks_mut(out).zip(&params).enumerate() {
+            for (j, yv) in yr.iter_mut().enumerate() {
                 let mut acc = 0f32;
                 for g in 0..groups {
-                    let d = dots[(i * out + j) * groups + g] - za * wsum[j * groups + g];
+                    let d = dots[(i * out + j) * groups + g] - za * self.code_sums[j * groups + g];
                     let s_w = match ws.granularity {
                         Granularity::PerTensor => ws.scale[0],
                         Granularity::PerRow => ws.scale[j],
@@ -418,7 +455,7 @@ impl QuantLinear {
                     };
                     acc += d as f32 * s_w;
                 }
-                y[i * out + j] = acc * s_a;
+                *yv = acc * s_a;
             }
         }
         Ok(y)
