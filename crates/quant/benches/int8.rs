@@ -33,6 +33,9 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| gemm_u8i8(black_box(&a), m, &p8, k, backend).unwrap())
             });
             g.bench_function(format!("u8 x i4 {backend:?}"), |b| {
+                b.iter(|| gemm_u8i8(black_box(&a), m, &p4, k, backend).unwrap())
+            });
+            g.bench_function(format!("u8 x i4 groups of 64 {backend:?}"), |b| {
                 b.iter(|| gemm_u8i8(black_box(&a), m, &p4, 64, backend).unwrap())
             });
         }

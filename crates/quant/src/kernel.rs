@@ -223,6 +223,23 @@ mod vnni {
         }
     }
 
+    /// The lane sums of four accumulators at once (an add tree over interleaved lanes, so
+    /// a group of one block does not pay four full horizontal reductions).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn reduce4(acc: &[__m512i; NR]) -> [i32; NR] {
+        let t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(acc[0], acc[1]), _mm512_unpackhi_epi32(acc[0], acc[1]));
+        let t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(acc[2], acc[3]), _mm512_unpackhi_epi32(acc[2], acc[3]));
+        // Per 128-bit lane: [sum0, sum1, sum2, sum3] of that lane's part.
+        let t = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+        let h = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64::<1>(t));
+        let q = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+        let mut out = [0i32; NR];
+        // SAFETY: `out` holds four i32.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), q) };
+        out
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn gemm(a: &[u8], w: &PackedWeights, group: usize, out: &mut [i32]) {
         let groups = w.kp / group;
@@ -252,8 +269,9 @@ mod vnni {
                             *acc = _mm512_dpbusd_epi32(*acc, x, panel[r * blocks + b]);
                         }
                     }
-                    for (r, acc) in acc.iter().enumerate().take(nr) {
-                        out[(i * w.n + j + r) * groups + g] = _mm512_reduce_add_epi32(*acc);
+                    let sums = reduce4(&acc);
+                    for r in 0..nr {
+                        out[(i * w.n + j + r) * groups + g] = sums[r];
                     }
                 }
             }

@@ -5,6 +5,7 @@
 
 use diffusion_nn::layers::Linear;
 use ndarray::{ArrayD, ArrayView2};
+use rayon::prelude::*;
 
 use crate::error::{QuantError, Result, invalid};
 use crate::kernel::{self, Backend, PackedWeights};
@@ -424,13 +425,13 @@ impl QuantLinear {
         let off = if f.symmetric { 128 } else { 0 };
         let (qmin, qmax) = f.code_range();
         let mut codes = vec![0u8; rows * kp];
-        for ((dst, src), &(s, z)) in codes.chunks_mut(kp).zip(xs.chunks(inp)).zip(&params) {
+        codes.par_chunks_mut(kp).zip(xs.par_chunks(inp)).zip(&params).for_each(|((dst, src), &(s, z))| {
             // Divides (not multiplies by 1 / s) to get the fake-quant path's codes exactly.
             for (d, &v) in dst.iter_mut().zip(src) {
                 let q = ((v / s).round_ties_even() as i32).saturating_add(z).clamp(qmin, qmax);
                 *d = (q + off) as u8;
             }
-        }
+        });
         Ok((params.into_iter().map(|(s, z)| (s, z + off)).collect(), codes))
     }
 
@@ -443,7 +444,7 @@ impl QuantLinear {
         let groups = w.kp / group;
         let dots = kernel::gemm_u8i8(&a, rows, w, group, backend)?;
         let mut y = vec![0f32; rows * out];
-        for (i, (yr, &(s_a, za))) in y.chunks_mut(out).zip(&params).enumerate() {
+        y.par_chunks_mut(out).zip(&params).enumerate().for_each(|(i, (yr, &(s_a, za)))| {
             for (j, yv) in yr.iter_mut().enumerate() {
                 let mut acc = 0f32;
                 for g in 0..groups {
@@ -457,7 +458,7 @@ impl QuantLinear {
                 }
                 *yv = acc * s_a;
             }
-        }
+        });
         Ok(y)
     }
 
