@@ -22,7 +22,9 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("{m}x{k}x{n}"));
         let x = Array2::from_shape_fn((m, k), |_| rng.normal() as f32);
         let w = Array2::from_shape_fn((n, k), |_| rng.normal() as f32 * 0.05);
-        g.bench_function("f32 gemm", |b| b.iter(|| diffusion_nn::matmul_view(black_box(x.view()), w.t()).unwrap()));
+        g.bench_function("f32 gemm", |b| {
+            b.iter(|| diffusion_nn::matmul_view(black_box(x.view()), w.t()).unwrap())
+        });
         let a: Vec<u8> = (0..m * k).map(|i| (i * 7 % 251) as u8).collect();
         let codes8: Vec<i32> = (0..n * k).map(|i| (i * 13 % 255) as i32 - 127).collect();
         let codes4: Vec<i32> = codes8.iter().map(|c| c.rem_euclid(16) - 8).collect();
@@ -44,7 +46,10 @@ fn bench(c: &mut Criterion) {
         let xd = ArrayD::from_shape_vec(IxDyn(&[m, k]), x.iter().copied().collect()).unwrap();
         g.bench_function("Linear f32", |b| b.iter(|| lin.apply(black_box(&xd)).unwrap()));
         let xs: Vec<f32> = x.iter().copied().collect();
-        for (name, wq) in [("W8A8", int_q(8, Granularity::PerRow)), ("W4A8", int_q(4, Granularity::PerGroup(64)))] {
+        for (name, wq) in [
+            ("W8A8", int_q(8, Granularity::PerRow)),
+            ("W4A8", int_q(4, Granularity::PerGroup(64))),
+        ] {
             let recipe = Recipe {
                 weight: Some(wq),
                 act: Some(ActRecipe {
@@ -55,7 +60,10 @@ fn bench(c: &mut Criterion) {
             };
             let q = QuantLinear::build("l", &lin, &recipe, None).unwrap();
             g.bench_function(format!("QuantLinear {name} int"), |b| {
-                b.iter(|| q.forward(black_box(&xs), m, Exec::Int(Backend::detect())).unwrap())
+                b.iter(|| {
+                    q.forward(black_box(&xs), m, Exec::Int(Backend::detect()))
+                        .unwrap()
+                })
             });
         }
         g.finish();

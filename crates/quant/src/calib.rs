@@ -73,7 +73,10 @@ impl StepSelection {
             Self::Uniform { count } => (0..count).map(|j| j * n / count).collect(),
             Self::Normal { count, mean, std } => {
                 if !(std > 0.0 && mean.is_finite() && std.is_finite()) {
-                    return Err(invalid("normal step selection", format!("mean {mean}, std {std}")));
+                    return Err(invalid(
+                        "normal step selection",
+                        format!("mean {mean}, std {std}"),
+                    ));
                 }
                 (0..count)
                     .map(|_| {
@@ -148,7 +151,9 @@ where
                 level: *level,
             });
         }
-        batches[slot[c]].x.extend_from_slice(&xs[r * item..(r + 1) * item]);
+        batches[slot[c]]
+            .x
+            .extend_from_slice(&xs[r * item..(r + 1) * item]);
     }
     Ok(Calibration { batches })
 }
@@ -184,7 +189,11 @@ pub fn forward_noised(
     for j in 0..count {
         let b = &mut batches[j % levels.len()];
         let x0 = &data[(j % n) * item..(j % n + 1) * item];
-        let (a, s) = if pure_noise { (0.0, 1.0) } else { (b.level.alpha, b.level.sigma) };
+        let (a, s) = if pure_noise {
+            (0.0, 1.0)
+        } else {
+            (b.level.alpha, b.level.sigma)
+        };
         b.x.extend(x0.iter().map(|&v| (a * v as f64 + s * rng.normal()) as f32));
     }
     batches.retain(|b| !b.x.is_empty());

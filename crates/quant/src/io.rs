@@ -140,7 +140,13 @@ fn encode_codes(codes: &[i32], rows: usize, cols: usize, scheme: Scheme) -> (Dty
     }
 }
 
-fn decode_codes(t: &TensorView<'_>, rows: usize, cols: usize, scheme: Scheme, name: &str) -> Result<Vec<i32>> {
+fn decode_codes(
+    t: &TensorView<'_>,
+    rows: usize,
+    cols: usize,
+    scheme: Scheme,
+    name: &str,
+) -> Result<Vec<i32>> {
     let signed = matches!(scheme, Scheme::Int(f) if f.symmetric);
     let packed = scheme.bits() <= 4;
     let (dtype, shape) = if packed {
@@ -164,7 +170,11 @@ fn decode_codes(t: &TensorView<'_>, rows: usize, cols: usize, scheme: Scheme, na
             let v = if packed {
                 let b = data[r * shape[1] + c / 2];
                 let nib = if c % 2 == 0 { b & 0x0f } else { b >> 4 };
-                if signed { ((nib ^ 8) as i8 - 8) as i32 } else { nib as i32 }
+                if signed {
+                    ((nib ^ 8) as i8 - 8) as i32
+                } else {
+                    nib as i32
+                }
             } else {
                 let b = data[r * cols + c];
                 if signed { b as i8 as i32 } else { b as i32 }
@@ -199,10 +209,23 @@ pub fn save(model: &QuantMlp, path: impl AsRef<Path>) -> Result<()> {
             entries.push((format!("{p}.smooth"), Dtype::F32, vec![inp], f32s(s)));
         }
         if let Some(lr) = &l.low_rank {
-            entries.push((format!("{p}.lowrank_a"), Dtype::F32, vec![lr.rank, inp], f32s(&lr.a)));
-            entries.push((format!("{p}.lowrank_b"), Dtype::F32, vec![out, lr.rank], f32s(&lr.b)));
+            entries.push((
+                format!("{p}.lowrank_a"),
+                Dtype::F32,
+                vec![lr.rank, inp],
+                f32s(&lr.a),
+            ));
+            entries.push((
+                format!("{p}.lowrank_b"),
+                Dtype::F32,
+                vec![out, lr.rank],
+                f32s(&lr.b),
+            ));
         }
-        if let Some(ActQuant { fixed: Some((s, z)), .. }) = &l.act {
+        if let Some(ActQuant {
+            fixed: Some((s, z)), ..
+        }) = &l.act
+        {
             entries.push((format!("{p}.act_scale"), Dtype::F32, vec![1], f32s(&[*s])));
             entries.push((format!("{p}.act_zero"), Dtype::I32, vec![1], i32s(&[*z])));
         }
@@ -232,7 +255,12 @@ pub fn save(model: &QuantMlp, path: impl AsRef<Path>) -> Result<()> {
     let json = serde_json::to_string(&meta).map_err(|e| bad(e.to_string()))?;
     let views: Vec<(String, TensorView<'_>)> = entries
         .iter()
-        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| bad(e.to_string()))?)))
+        .map(|(n, d, s, b)| {
+            Ok((
+                n.clone(),
+                TensorView::new(*d, s.clone(), b).map_err(|e| bad(e.to_string()))?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let metadata = HashMap::from([("quant".to_string(), json)]);
     let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(e.to_string()))?;
@@ -339,8 +367,14 @@ pub fn from_bytes(bytes: &[u8]) -> Result<QuantMlp> {
         let smooth = f32_of(&format!("{p}.smooth"), inp)?;
         let low_rank = match m.low_rank {
             Some(r) => {
-                let a = need(&format!("{p}.lowrank_a"), f32_of(&format!("{p}.lowrank_a"), r * inp)?)?;
-                let b = need(&format!("{p}.lowrank_b"), f32_of(&format!("{p}.lowrank_b"), out * r)?)?;
+                let a = need(
+                    &format!("{p}.lowrank_a"),
+                    f32_of(&format!("{p}.lowrank_a"), r * inp)?,
+                )?;
+                let b = need(
+                    &format!("{p}.lowrank_b"),
+                    f32_of(&format!("{p}.lowrank_b"), out * r)?,
+                )?;
                 Some(LowRank {
                     rank: r,
                     rows: out,

@@ -44,7 +44,10 @@ impl PackedWeights {
         crate::quantizer::check_matrix_i32(codes, n, k, "packed weights")?;
         let (lo, hi) = if bits == 4 { (-8, 7) } else { (-128, 127) };
         if let Some(&bad) = codes.iter().find(|&&c| c < lo || c > hi) {
-            return Err(invalid("weight code", format!("{bad} outside [{lo}, {hi}] for {bits} bits")));
+            return Err(invalid(
+                "weight code",
+                format!("{bad} outside [{lo}, {hi}] for {bits} bits"),
+            ));
         }
         let kp = k.div_ceil(BLOCK) * BLOCK;
         let row_bytes = if bits == 8 { kp } else { kp / 2 };
@@ -116,7 +119,11 @@ pub enum Backend {
 impl Backend {
     /// The fastest backend this CPU supports.
     pub fn detect() -> Self {
-        if vnni_available() { Self::Vnni } else { Self::Portable }
+        if vnni_available() {
+            Self::Vnni
+        } else {
+            Self::Portable
+        }
     }
 }
 
@@ -228,8 +235,14 @@ mod vnni {
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn reduce4(acc: &[__m512i; NR]) -> [i32; NR] {
-        let t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(acc[0], acc[1]), _mm512_unpackhi_epi32(acc[0], acc[1]));
-        let t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(acc[2], acc[3]), _mm512_unpackhi_epi32(acc[2], acc[3]));
+        let t0 = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(acc[0], acc[1]),
+            _mm512_unpackhi_epi32(acc[0], acc[1]),
+        );
+        let t1 = _mm512_add_epi32(
+            _mm512_unpacklo_epi32(acc[2], acc[3]),
+            _mm512_unpackhi_epi32(acc[2], acc[3]),
+        );
         // Per 128-bit lane: [sum0, sum1, sum2, sum3] of that lane's part.
         let t = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
         let h = _mm256_add_epi32(_mm512_castsi512_si256(t), _mm512_extracti64x4_epi64::<1>(t));

@@ -52,6 +52,9 @@ pub struct Recipe {
     pub low_rank: LowRankKind,
 }
 
+/// Per-row activation `(scale, zero)` and the codes as bytes.
+type ActCodes = (Vec<(f32, i32)>, Vec<u8>);
+
 /// How a quantized layer runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exec {
@@ -115,7 +118,10 @@ impl QuantLinear {
         if weight.ndim() != 2 {
             return Err(QuantError::UnsupportedLayer {
                 name: name.into(),
-                reason: format!("weight of shape {:?}: only Linear ([out, in]) layers are supported", weight.shape()),
+                reason: format!(
+                    "weight of shape {:?}: only Linear ([out, in]) layers are supported",
+                    weight.shape()
+                ),
             });
         }
         let (out, inp) = (weight.shape()[0], weight.shape()[1]);
@@ -149,7 +155,13 @@ impl QuantLinear {
             None => None,
         };
         let needs_calib = recipe.smooth_alpha.is_some()
-            || matches!(recipe.act, Some(ActRecipe { mode: ActMode::Static, .. }));
+            || matches!(
+                recipe.act,
+                Some(ActRecipe {
+                    mode: ActMode::Static,
+                    ..
+                })
+            );
         let mut calib = match (calib, needs_calib) {
             (None, true) => {
                 return Err(QuantError::EmptyCalibration(format!(
@@ -223,7 +235,17 @@ impl QuantLinear {
             }
         };
 
-        Self::assemble(inp, out, weight_scales, weight_codes, deq, bias, act, smooth, low_rank)
+        Self::assemble(
+            inp,
+            out,
+            weight_scales,
+            weight_codes,
+            deq,
+            bias,
+            act,
+            smooth,
+            low_rank,
+        )
     }
 
     /// A layer from its parts (as loaded from a file), every part checked against the
@@ -300,7 +322,9 @@ impl QuantLinear {
 
     /// Kernel-packed codes when the weights are symmetric integers the kernel can group.
     fn pack(&self) -> Result<Option<PackedWeights>> {
-        let Some(s) = &self.weight_scales else { return Ok(None) };
+        let Some(s) = &self.weight_scales else {
+            return Ok(None);
+        };
         let Scheme::Int(f) = s.scheme else { return Ok(None) };
         let groups_ok = match s.granularity {
             Granularity::PerRow | Granularity::PerTensor => true,
@@ -333,7 +357,9 @@ impl QuantLinear {
             None => x.to_vec(),
         };
         let mut y = match exec {
-            Exec::Int(backend) if self.act.is_some() && self.packed.is_some() => self.int_product(&xs, rows, backend)?,
+            Exec::Int(backend) if self.act.is_some() && self.packed.is_some() => {
+                self.int_product(&xs, rows, backend)?
+            }
             Exec::Int(_) => {
                 return Err(invalid(
                     "execution",
@@ -396,10 +422,13 @@ impl QuantLinear {
 
     /// Per-row `(scale, zero)` of the activations and their codes as bytes (`[rows, kp]`,
     /// symmetric codes shifted by 128), with the shift folded into the zero points.
-    fn act_codes(&self, xs: &[f32], rows: usize, kp: usize) -> Result<(Vec<(f32, i32)>, Vec<u8>)> {
+    fn act_codes(&self, xs: &[f32], rows: usize, kp: usize) -> Result<ActCodes> {
         let a = self.act.as_ref().expect("checked by the caller");
         let Scheme::Int(f) = a.quantizer.scheme else {
-            return Err(invalid("execution", "integer execution needs integer activations"));
+            return Err(invalid(
+                "execution",
+                "integer execution needs integer activations",
+            ));
         };
         let inp = self.in_features;
         let params: Vec<(f32, i32)> = match (a.fixed, a.quantizer.granularity, a.quantizer.estimator) {
@@ -408,30 +437,47 @@ impl QuantLinear {
             (None, Granularity::PerRow, Estimator::MinMax) => xs
                 .chunks(inp)
                 .map(|r| {
-                    let (lo, hi) = r.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+                    let (lo, hi) = r.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+                        (l.min(v), h.max(v))
+                    });
                     a.quantizer.params_from_range(lo, hi)
                 })
                 .collect(),
             (None, Granularity::PerGroup(_), _) => {
-                return Err(invalid("execution", "integer execution needs per-tensor or per-token activations"));
+                return Err(invalid(
+                    "execution",
+                    "integer execution needs per-tensor or per-token activations",
+                ));
             }
             (None, g, _) => {
                 let s = a.quantizer.fit(xs, rows, inp)?;
                 (0..rows)
-                    .map(|i| if g == Granularity::PerTensor { (s.scale[0], s.zero[0]) } else { (s.scale[i], s.zero[i]) })
+                    .map(|i| {
+                        if g == Granularity::PerTensor {
+                            (s.scale[0], s.zero[0])
+                        } else {
+                            (s.scale[i], s.zero[i])
+                        }
+                    })
                     .collect()
             }
         };
         let off = if f.symmetric { 128 } else { 0 };
         let (qmin, qmax) = f.code_range();
         let mut codes = vec![0u8; rows * kp];
-        codes.par_chunks_mut(kp).zip(xs.par_chunks(inp)).zip(&params).for_each(|((dst, src), &(s, z))| {
-            // Divides (not multiplies by 1 / s) to get the fake-quant path's codes exactly.
-            for (d, &v) in dst.iter_mut().zip(src) {
-                let q = ((v / s).round_ties_even() as i32).saturating_add(z).clamp(qmin, qmax);
-                *d = (q + off) as u8;
-            }
-        });
+        codes
+            .par_chunks_mut(kp)
+            .zip(xs.par_chunks(inp))
+            .zip(&params)
+            .for_each(|((dst, src), &(s, z))| {
+                // Divides (not multiplies by 1 / s) to get the fake-quant path's codes exactly.
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    let q = ((v / s).round_ties_even() as i32)
+                        .saturating_add(z)
+                        .clamp(qmin, qmax);
+                    *d = (q + off) as u8;
+                }
+            });
         Ok((params.into_iter().map(|(s, z)| (s, z + off)).collect(), codes))
     }
 
@@ -444,21 +490,24 @@ impl QuantLinear {
         let groups = w.kp / group;
         let dots = kernel::gemm_u8i8(&a, rows, w, group, backend)?;
         let mut y = vec![0f32; rows * out];
-        y.par_chunks_mut(out).zip(&params).enumerate().for_each(|(i, (yr, &(s_a, za)))| {
-            for (j, yv) in yr.iter_mut().enumerate() {
-                let mut acc = 0f32;
-                for g in 0..groups {
-                    let d = dots[(i * out + j) * groups + g] - za * self.code_sums[j * groups + g];
-                    let s_w = match ws.granularity {
-                        Granularity::PerTensor => ws.scale[0],
-                        Granularity::PerRow => ws.scale[j],
-                        Granularity::PerGroup(_) => ws.scale[j * groups + g],
-                    };
-                    acc += d as f32 * s_w;
+        y.par_chunks_mut(out)
+            .zip(&params)
+            .enumerate()
+            .for_each(|(i, (yr, &(s_a, za)))| {
+                for (j, yv) in yr.iter_mut().enumerate() {
+                    let mut acc = 0f32;
+                    for g in 0..groups {
+                        let d = dots[(i * out + j) * groups + g] - za * self.code_sums[j * groups + g];
+                        let s_w = match ws.granularity {
+                            Granularity::PerTensor => ws.scale[0],
+                            Granularity::PerRow => ws.scale[j],
+                            Granularity::PerGroup(_) => ws.scale[j * groups + g],
+                        };
+                        acc += d as f32 * s_w;
+                    }
+                    *yv = acc * s_a;
                 }
-                *yv = acc * s_a;
-            }
-        });
+            });
         Ok(y)
     }
 
@@ -470,9 +519,10 @@ impl QuantLinear {
             (None, Some(s)) => self.weight.len() * s.scheme.bits() as usize / 8 + 8 * s.scale.len(),
             _ => 4 * self.weight.len(),
         };
-        main + 4 * (self.smooth.as_ref().map_or(0, Vec::len)
-            + self.low_rank.as_ref().map_or(0, |l| l.a.len() + l.b.len())
-            + self.bias.as_ref().map_or(0, Vec::len))
+        main + 4
+            * (self.smooth.as_ref().map_or(0, Vec::len)
+                + self.low_rank.as_ref().map_or(0, |l| l.a.len() + l.b.len())
+                + self.bias.as_ref().map_or(0, Vec::len))
     }
 }
 
@@ -504,7 +554,9 @@ pub fn smooth_factors(x: &[f32], w: &[f32], inp: usize, alpha: f32) -> Result<Ve
         return Err(invalid("smoothing alpha", format!("{alpha} outside [0, 1]")));
     }
     if x.is_empty() {
-        return Err(QuantError::EmptyCalibration("smoothing needs activation rows".into()));
+        return Err(QuantError::EmptyCalibration(
+            "smoothing needs activation rows".into(),
+        ));
     }
     let absmax = |m: &[f32]| {
         let mut a = vec![0f32; inp];

@@ -23,7 +23,10 @@ impl LowRank {
         if rank == 0 || rank > rows.min(cols) {
             return Err(invalid(
                 "rank",
-                format!("{rank} must be in 1..={} for a {rows}x{cols} matrix", rows.min(cols)),
+                format!(
+                    "{rank} must be in 1..={} for a {rows}x{cols} matrix",
+                    rows.min(cols)
+                ),
             ));
         }
         if m.iter().any(|v| !v.is_finite()) {
@@ -47,7 +50,13 @@ impl LowRank {
                 b[r * rank + k] = (u[(r, i)] * s) as f32;
             }
         }
-        Ok(Self { rank, rows, cols, a, b })
+        Ok(Self {
+            rank,
+            rows,
+            cols,
+            a,
+            b,
+        })
     }
 
     /// `B A` as a `[rows, cols]` matrix (f64 sums).

@@ -84,11 +84,15 @@ impl QuantMlp {
     /// [`MAX_CALIB_ROWS`] rows).
     pub fn layer_inputs(&self, calib: &Calibration) -> Result<Vec<Vec<f32>>> {
         if calib.is_empty() {
-            return Err(QuantError::EmptyCalibration("calibration set has no samples".into()));
+            return Err(QuantError::EmptyCalibration(
+                "calibration set has no samples".into(),
+            ));
         }
         let mut per_layer = vec![Vec::new(); self.layers.len()];
         for b in &calib.batches {
-            self.run(&b.x, b.rows(), b.level.timestep as f32, &mut |i, x| per_layer[i].extend_from_slice(x))?;
+            self.run(&b.x, b.rows(), b.level.timestep as f32, &mut |i, x| {
+                per_layer[i].extend_from_slice(x)
+            })?;
         }
         Ok(per_layer
             .into_iter()
@@ -102,12 +106,21 @@ impl QuantMlp {
         self.run(x, rows, t, &mut |_, _| {})
     }
 
-    fn run(&self, x: &[f32], rows: usize, t: f32, observe: &mut dyn FnMut(usize, &[f32])) -> Result<Vec<f32>> {
+    fn run(
+        &self,
+        x: &[f32],
+        rows: usize,
+        t: f32,
+        observe: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<Vec<f32>> {
         crate::quantizer::check_matrix(x, rows, self.dim, "QuantMlp input")?;
         let emb = timestep_embedding(&vec![t; rows], self.temb, 10000.0);
         let width = self.dim + self.temb;
         let mut h = Vec::with_capacity(rows * width);
-        for (xr, er) in x.chunks(self.dim).zip(emb.as_slice().expect("standard layout").chunks(self.temb)) {
+        for (xr, er) in x
+            .chunks(self.dim)
+            .zip(emb.as_slice().expect("standard layout").chunks(self.temb))
+        {
             h.extend_from_slice(xr);
             h.extend_from_slice(er);
         }

@@ -191,7 +191,9 @@ impl Quantizer {
         let mut block = Vec::new();
         for bi in 0..rb * cb {
             block.clear();
-            for_block(rows, cols, rb, cb, bi, |r, c0, c1| block.extend_from_slice(&x[r * cols + c0..r * cols + c1]));
+            for_block(rows, cols, rb, cb, bi, |r, c0, c1| {
+                block.extend_from_slice(&x[r * cols + c0..r * cols + c1])
+            });
             let (s, z) = self.fit_block(&block)?;
             scale.push(s);
             zero.push(z);
@@ -237,7 +239,7 @@ impl Quantizer {
         match self.estimator {
             Estimator::MinMax => Ok(self.params_from_range(lo, hi)),
             Estimator::Lp { p, steps } => {
-                if !(p > 0.0) || steps == 0 {
+                if p.is_nan() || p <= 0.0 || steps == 0 {
                     return Err(invalid("Lp estimator", format!("p = {p}, steps = {steps}")));
                 }
                 let mut best = (f64::INFINITY, self.params_from_range(lo, hi));
@@ -276,11 +278,22 @@ pub fn fake_one(scheme: Scheme, x: f32, s: f32, z: i32) -> f32 {
 }
 
 /// Calls `f(row, col_start, col_end)` for each row segment of block `bi`.
-fn for_block(rows: usize, cols: usize, rb: usize, cb: usize, bi: usize, mut f: impl FnMut(usize, usize, usize)) {
+fn for_block(
+    rows: usize,
+    cols: usize,
+    rb: usize,
+    cb: usize,
+    bi: usize,
+    mut f: impl FnMut(usize, usize, usize),
+) {
     let (br, bc) = (bi / cb, bi % cb);
     let rows_per = rows / rb.max(1);
     let cols_per = cols / cb.max(1);
-    let (r0, r1) = if rb == 1 { (0, rows) } else { (br * rows_per, (br + 1) * rows_per) };
+    let (r0, r1) = if rb == 1 {
+        (0, rows)
+    } else {
+        (br * rows_per, (br + 1) * rows_per)
+    };
     for r in r0..r1 {
         f(r, bc * cols_per, (bc + 1) * cols_per);
     }

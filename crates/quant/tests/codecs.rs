@@ -18,9 +18,30 @@ struct Def {
 }
 
 const DEFS: [Def; 3] = [
-    Def { f: E4M3, e: 4, m: 3, bias: 7, rule: 1, max: 448.0 },
-    Def { f: E5M2, e: 5, m: 2, bias: 15, rule: 0, max: 57344.0 },
-    Def { f: E2M1, e: 2, m: 1, bias: 1, rule: 2, max: 6.0 },
+    Def {
+        f: E4M3,
+        e: 4,
+        m: 3,
+        bias: 7,
+        rule: 1,
+        max: 448.0,
+    },
+    Def {
+        f: E5M2,
+        e: 5,
+        m: 2,
+        bias: 15,
+        rule: 0,
+        max: 57344.0,
+    },
+    Def {
+        f: E2M1,
+        e: 2,
+        m: 1,
+        bias: 1,
+        rule: 2,
+        max: 6.0,
+    },
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -106,7 +127,12 @@ fn every_code_decodes_to_its_defined_value_and_round_trips() {
                 Val::Num(v) => {
                     assert_eq!(got as f64, v, "{} code {code:#x}", d.f.name);
                     assert_eq!(got.is_sign_negative(), code >> (d.e + d.m) == 1);
-                    assert_eq!(d.f.encode(got).unwrap() as u32, code, "{} round trip {code:#x}", d.f.name);
+                    assert_eq!(
+                        d.f.encode(got).unwrap() as u32,
+                        code,
+                        "{} round trip {code:#x}",
+                        d.f.name
+                    );
                 }
                 Val::Inf(neg) => assert!(got.is_infinite() && got.is_sign_negative() == neg),
                 Val::NaN => assert!(got.is_nan(), "{} code {code:#x}", d.f.name),
@@ -126,11 +152,24 @@ fn midpoints_ties_and_neighbours_round_like_the_brute_force_oracle() {
             inputs.extend([mid, next_up(mid), next_down(mid), w[0].0 as f32, w[1].0 as f32]);
         }
         let top = table.last().unwrap().0 as f32;
-        inputs.extend([top * 1.01, top * 4.0, f32::MAX, f32::INFINITY, 1e-30, f32::MIN_POSITIVE, 1e-45]);
+        inputs.extend([
+            top * 1.01,
+            top * 4.0,
+            f32::MAX,
+            f32::INFINITY,
+            1e-30,
+            f32::MIN_POSITIVE,
+            1e-45,
+        ]);
         let neg: Vec<f32> = inputs.iter().map(|v| -v).collect();
         inputs.extend(neg);
         for &x in &inputs {
-            assert_eq!(d.f.encode(x).unwrap() as u32, oracle(d, x), "{} x = {x:e}", d.f.name);
+            assert_eq!(
+                d.f.encode(x).unwrap() as u32,
+                oracle(d, x),
+                "{} x = {x:e}",
+                d.f.name
+            );
         }
         // Ties really went to even codes: each midpoint lands on the code with LSB 0.
         for w in table.windows(2) {
@@ -147,7 +186,12 @@ fn random_values_round_like_the_oracle() {
         for _ in 0..20_000 {
             let mag = 2f64.powf(rng.uniform() * 40.0 - 25.0) * d.max / 64.0;
             let x = if rng.uniform() < 0.5 { -mag } else { mag } as f32;
-            assert_eq!(d.f.encode(x).unwrap() as u32, oracle(d, x), "{} x = {x:e}", d.f.name);
+            assert_eq!(
+                d.f.encode(x).unwrap() as u32,
+                oracle(d, x),
+                "{} x = {x:e}",
+                d.f.name
+            );
         }
     }
 }
@@ -168,11 +212,20 @@ fn nan_and_ieee_overflow() {
     assert_eq!(E4M3.decode(E4M3.encode_with(463.9, ieee).unwrap()), 448.0);
     assert_eq!(E4M3.decode(E4M3.encode_with(464.0, ieee).unwrap()), 448.0);
     assert!(E4M3.decode(E4M3.encode_with(464.1, ieee).unwrap()).is_nan());
-    assert!(E4M3.decode(E4M3.encode_with(f32::INFINITY, ieee).unwrap()).is_nan());
+    assert!(
+        E4M3.decode(E4M3.encode_with(f32::INFINITY, ieee).unwrap())
+            .is_nan()
+    );
     // E5M2: 57344 + 8192/2 = 61440 is a tie between the odd max and infinity: infinity.
     assert_eq!(E5M2.decode(E5M2.encode_with(61439.0, ieee).unwrap()), 57344.0);
-    assert_eq!(E5M2.decode(E5M2.encode_with(61440.0, ieee).unwrap()), f32::INFINITY);
-    assert_eq!(E5M2.decode(E5M2.encode_with(-1e6, ieee).unwrap()), f32::NEG_INFINITY);
+    assert_eq!(
+        E5M2.decode(E5M2.encode_with(61440.0, ieee).unwrap()),
+        f32::INFINITY
+    );
+    assert_eq!(
+        E5M2.decode(E5M2.encode_with(-1e6, ieee).unwrap()),
+        f32::NEG_INFINITY
+    );
     assert_eq!(E2M1.decode(E2M1.encode_with(100.0, ieee).unwrap()), 6.0);
     assert!(MiniFloat::by_name("e3m4").is_err());
 }
@@ -206,9 +259,13 @@ fn integer_grid_by_hand() {
 fn per_group_scales_equal_per_tensor_scales_of_each_group() {
     let mut rng = Rng::new(3);
     let (rows, cols, g) = (3, 256, 64);
-    let x: Vec<f32> = (0..rows * cols).map(|i| rng.normal() as f32 * (1.0 + (i % 7) as f32)).collect();
+    let x: Vec<f32> = (0..rows * cols)
+        .map(|i| rng.normal() as f32 * (1.0 + (i % 7) as f32))
+        .collect();
     let sch = Scheme::int(4).unwrap();
-    let grouped = Quantizer::new(sch, Granularity::PerGroup(g)).fit(&x, rows, cols).unwrap();
+    let grouped = Quantizer::new(sch, Granularity::PerGroup(g))
+        .fit(&x, rows, cols)
+        .unwrap();
     assert_eq!(grouped.scale.len(), rows * cols / g);
     let mut fq = x.clone();
     grouped.fake_quantize(&mut fq).unwrap();
@@ -226,11 +283,19 @@ fn per_group_scales_equal_per_tensor_scales_of_each_group() {
             assert_eq!(&fq[r * cols + k * g..r * cols + (k + 1) * g], &one[..]);
         }
     }
-    assert!(Quantizer::new(sch, Granularity::PerGroup(48)).fit(&x, rows, cols).is_err());
+    assert!(
+        Quantizer::new(sch, Granularity::PerGroup(48))
+            .fit(&x, rows, cols)
+            .is_err()
+    );
     // Per row: one scale per row, the row's absmax / 7.
-    let per_row = Quantizer::new(sch, Granularity::PerRow).fit(&x, rows, cols).unwrap();
+    let per_row = Quantizer::new(sch, Granularity::PerRow)
+        .fit(&x, rows, cols)
+        .unwrap();
     for r in 0..rows {
-        let amax = x[r * cols..(r + 1) * cols].iter().fold(0f32, |m, v| m.max(v.abs()));
+        let amax = x[r * cols..(r + 1) * cols]
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()));
         assert_eq!(per_row.scale[r], amax / 7.0);
     }
 }
@@ -244,7 +309,10 @@ fn lp_search_never_loses_to_min_max_and_clips_outliers() {
     let lp_err = |q: &Quantizer| {
         let mut y = x.clone();
         q.fit(&x, 1, x.len()).unwrap().fake_quantize(&mut y).unwrap();
-        x.iter().zip(&y).map(|(a, b)| ((a - b).abs() as f64).powf(2.4)).sum::<f64>()
+        x.iter()
+            .zip(&y)
+            .map(|(a, b)| ((a - b).abs() as f64).powf(2.4))
+            .sum::<f64>()
     };
     let mm = Quantizer::new(sch, Granularity::PerTensor);
     let lp = mm.with_estimator(Estimator::LP24);
@@ -261,7 +329,10 @@ fn lp_search_never_loses_to_min_max_and_clips_outliers() {
                 ((v - q).abs() as f64).powf(2.4)
             })
             .sum();
-        assert!(e_lp <= e * (1.0 + 1e-9), "candidate {i} (scale {s}) beats the search's {s_lp}");
+        assert!(
+            e_lp <= e * (1.0 + 1e-9),
+            "candidate {i} (scale {s}) beats the search's {s_lp}"
+        );
     }
 }
 
@@ -283,7 +354,9 @@ fn power_of_two_scales_round_up() {
 #[test]
 fn minifloat_quantizer_maps_absmax_to_the_format_max() {
     let x = [0.1f32, -3.0, 2.0, 0.7];
-    let s = Quantizer::new(Scheme::Float(E4M3), Granularity::PerTensor).fit(&x, 1, 4).unwrap();
+    let s = Quantizer::new(Scheme::Float(E4M3), Granularity::PerTensor)
+        .fit(&x, 1, 4)
+        .unwrap();
     assert_eq!(s.scale[0], 3.0 / 448.0);
     let mut y = x;
     s.fake_quantize(&mut y).unwrap();
@@ -294,7 +367,10 @@ fn minifloat_quantizer_maps_absmax_to_the_format_max() {
 
 #[test]
 fn running_min_max_and_empty_calibration() {
-    let q = Quantizer::new(Scheme::Int(IntFormat::new(8, false).unwrap()), Granularity::PerTensor);
+    let q = Quantizer::new(
+        Scheme::Int(IntFormat::new(8, false).unwrap()),
+        Granularity::PerTensor,
+    );
     let mut obs = RunningMinMax::new(None);
     assert!(matches!(obs.params(&q), Err(QuantError::EmptyCalibration(_))));
     obs.update(&[0.5, -1.0]).unwrap();

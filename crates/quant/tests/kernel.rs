@@ -7,7 +7,11 @@ use diffusion_quant::kernel::{Backend, PackedWeights, gemm_u8i8, vnni_available}
 
 fn codes(rng: &mut Rng, n: usize, lo: i32, hi: i32) -> Vec<i32> {
     (0..n)
-        .map(|_| lo + (rng.uniform() * (hi - lo + 1) as f64).floor().min((hi - lo) as f64) as i32)
+        .map(|_| {
+            lo + (rng.uniform() * (hi - lo + 1) as f64)
+                .floor()
+                .min((hi - lo) as f64) as i32
+        })
         .collect()
 }
 
@@ -45,7 +49,10 @@ fn packing_round_trips_at_8_and_4_bits() {
         PackedWeights::pack(&[0; 4], 2, 2, 6),
         Err(QuantError::UnsupportedBits { bits: 6, .. })
     ));
-    assert!(PackedWeights::pack(&[8, 0], 1, 2, 4).is_err(), "8 is not a signed 4-bit code");
+    assert!(
+        PackedWeights::pack(&[8, 0], 1, 2, 4).is_err(),
+        "8 is not a signed 4-bit code"
+    );
     assert!(PackedWeights::pack(&[0; 3], 2, 2, 8).is_err(), "shape");
 }
 
@@ -58,10 +65,19 @@ fn portable_and_vnni_equal_the_naive_sum() {
     );
     let mut rng = Rng::new(2);
     for (bits, lo, hi) in [(8, -128, 127), (4, -8, 7)] {
-        for (m, n, k, group) in [(1, 1, 64, 64), (19, 7, 100, 128), (33, 9, 256, 64), (40, 13, 256, 256), (17, 5, 320, 320)] {
+        for (m, n, k, group) in [
+            (1, 1, 64, 64),
+            (19, 7, 100, 128),
+            (33, 9, 256, 64),
+            (40, 13, 256, 256),
+            (17, 5, 320, 320),
+        ] {
             let w = codes(&mut rng, n * k, lo, hi);
             let p = PackedWeights::pack(&w, n, k, bits).unwrap();
-            let a: Vec<u8> = codes(&mut rng, m * p.kp, 0, 255).into_iter().map(|v| v as u8).collect();
+            let a: Vec<u8> = codes(&mut rng, m * p.kp, 0, 255)
+                .into_iter()
+                .map(|v| v as u8)
+                .collect();
             let expected = naive(&a, m, p.kp, &w, n, k, group);
             let port = gemm_u8i8(&a, m, &p, group, Backend::Portable).unwrap();
             assert_eq!(port, expected, "portable {bits} bits {m}x{n}x{k} /{group}");

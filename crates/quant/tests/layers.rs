@@ -31,7 +31,9 @@ fn reference(x: &[f32], rows: usize, w: &[f32], out: usize, b: &[f32]) -> Vec<f6
     for i in 0..rows {
         for j in 0..out {
             y[i * out + j] = b[j] as f64
-                + (0..inp).map(|k| x[i * inp + k] as f64 * w[j * inp + k] as f64).sum::<f64>();
+                + (0..inp)
+                    .map(|k| x[i * inp + k] as f64 * w[j * inp + k] as f64)
+                    .sum::<f64>();
         }
     }
     y
@@ -55,22 +57,34 @@ fn w8a8_matches_a_hand_computed_quantized_product_in_both_paths() {
         act: act(int_q(8, true, Granularity::PerRow), ActMode::Dynamic),
         ..Recipe::default()
     };
-    let layer = QuantLinear::from_weight("l", &matrix(w.clone(), out, inp), Some(b.clone()), &recipe, None).unwrap();
+    let layer =
+        QuantLinear::from_weight("l", &matrix(w.clone(), out, inp), Some(b.clone()), &recipe, None).unwrap();
     // The quantized operands by the textbook formulas: per-row absmax / 127, half to even.
     let q = |v: &[f32], r: usize, c: usize| -> Vec<f32> {
         let mut o = Vec::new();
         for row in v.chunks(c).take(r) {
             let s = row.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
-            o.extend(row.iter().map(|x| (x / s).round_ties_even().clamp(-128.0, 127.0) * s));
+            o.extend(
+                row.iter()
+                    .map(|x| (x / s).round_ties_even().clamp(-128.0, 127.0) * s),
+            );
         }
         o
     };
     let expected = reference(&q(&x, rows, inp), rows, &q(&w, out, inp), out, &b);
     let fake = layer.forward(&x, rows, Exec::Fake).unwrap();
-    assert!(rel_err(&fake, &expected) < 1e-6, "fake {}", rel_err(&fake, &expected));
+    assert!(
+        rel_err(&fake, &expected) < 1e-6,
+        "fake {}",
+        rel_err(&fake, &expected)
+    );
     for backend in [Backend::Portable, Backend::detect()] {
         let int = layer.forward(&x, rows, Exec::Int(backend)).unwrap();
-        assert!(rel_err(&int, &expected) < 1e-6, "{backend:?} {}", rel_err(&int, &expected));
+        assert!(
+            rel_err(&int, &expected) < 1e-6,
+            "{backend:?} {}",
+            rel_err(&int, &expected)
+        );
     }
     // And quantization costs little against full precision.
     let fp = reference(&x, rows, &w, out, &b);
@@ -82,14 +96,37 @@ fn integer_execution_equals_fake_quant_for_every_supported_layout() {
     let mut rng = Rng::new(2);
     let (rows, inp, out) = (50, 256, 24);
     let w = normal(&mut rng, out * inp, 0.1);
-    let x: Vec<f32> = normal(&mut rng, rows * inp, 1.0).iter().map(|v| v + 0.3).collect();
+    let x: Vec<f32> = normal(&mut rng, rows * inp, 1.0)
+        .iter()
+        .map(|v| v + 0.3)
+        .collect();
     let calib = normal(&mut rng, 64 * inp, 1.2);
     let cases = [
-        (int_q(8, true, Granularity::PerRow), int_q(8, true, Granularity::PerRow), ActMode::Dynamic),
-        (int_q(4, true, Granularity::PerGroup(64)), int_q(8, true, Granularity::PerRow), ActMode::Dynamic),
-        (int_q(4, true, Granularity::PerGroup(128)), int_q(4, true, Granularity::PerRow), ActMode::Dynamic),
-        (int_q(8, true, Granularity::PerTensor), int_q(8, false, Granularity::PerTensor), ActMode::Static),
-        (int_q(3, true, Granularity::PerRow), int_q(6, false, Granularity::PerRow), ActMode::Dynamic),
+        (
+            int_q(8, true, Granularity::PerRow),
+            int_q(8, true, Granularity::PerRow),
+            ActMode::Dynamic,
+        ),
+        (
+            int_q(4, true, Granularity::PerGroup(64)),
+            int_q(8, true, Granularity::PerRow),
+            ActMode::Dynamic,
+        ),
+        (
+            int_q(4, true, Granularity::PerGroup(128)),
+            int_q(4, true, Granularity::PerRow),
+            ActMode::Dynamic,
+        ),
+        (
+            int_q(8, true, Granularity::PerTensor),
+            int_q(8, false, Granularity::PerTensor),
+            ActMode::Static,
+        ),
+        (
+            int_q(3, true, Granularity::PerRow),
+            int_q(6, false, Granularity::PerRow),
+            ActMode::Dynamic,
+        ),
     ];
     for (wq, aq, mode) in cases {
         let recipe = Recipe {
@@ -97,7 +134,8 @@ fn integer_execution_equals_fake_quant_for_every_supported_layout() {
             act: act(aq, mode),
             ..Recipe::default()
         };
-        let layer = QuantLinear::from_weight("l", &matrix(w.clone(), out, inp), None, &recipe, Some(&calib)).unwrap();
+        let layer =
+            QuantLinear::from_weight("l", &matrix(w.clone(), out, inp), None, &recipe, Some(&calib)).unwrap();
         assert!(layer.packed.is_some());
         let fake = layer.forward(&x, rows, Exec::Fake).unwrap();
         let fake64: Vec<f64> = fake.iter().map(|&v| v as f64).collect();
@@ -136,7 +174,8 @@ fn smoothing_and_the_low_rank_branch_cut_w4a4_error_on_outlier_channels() {
             smooth_alpha: smooth,
             low_rank,
         };
-        let layer = QuantLinear::from_weight("l", &matrix(w.clone(), out, inp), None, &recipe, Some(&calib)).unwrap();
+        let layer =
+            QuantLinear::from_weight("l", &matrix(w.clone(), out, inp), None, &recipe, Some(&calib)).unwrap();
         let y = layer.forward(&x, rows, Exec::Fake).unwrap();
         let yi = layer.forward(&x, rows, Exec::Int(Backend::detect())).unwrap();
         let y64: Vec<f64> = y.iter().map(|&v| v as f64).collect();
@@ -146,9 +185,14 @@ fn smoothing_and_the_low_rank_branch_cut_w4a4_error_on_outlier_channels() {
     let plain = err(None, LowRankKind::None);
     let smooth = err(Some(0.5), LowRankKind::None);
     let svd = err(Some(0.5), LowRankKind::Svd(16));
-    eprintln!("W4A4 relative output error: plain {plain:.4}, smooth {smooth:.4}, smooth + rank-16 branch {svd:.4}");
+    eprintln!(
+        "W4A4 relative output error: plain {plain:.4}, smooth {smooth:.4}, smooth + rank-16 branch {svd:.4}"
+    );
     assert!(smooth < 0.7 * plain, "smoothing {smooth} vs plain {plain}");
-    assert!(svd < 0.8 * smooth, "low-rank branch {svd} vs smoothing alone {smooth}");
+    assert!(
+        svd < 0.8 * smooth,
+        "low-rank branch {svd} vs smoothing alone {smooth}"
+    );
 }
 
 #[test]
@@ -157,7 +201,11 @@ fn svd_factors_recover_an_exact_low_rank_matrix_and_lorc_reduces_weight_error() 
     let (rows, cols) = (30, 20);
     let (u, v) = (normal(&mut rng, rows * 2, 1.0), normal(&mut rng, 2 * cols, 1.0));
     let m: Vec<f32> = (0..rows * cols)
-        .map(|i| (0..2).map(|k| u[(i / cols) * 2 + k] * v[k * cols + i % cols]).sum())
+        .map(|i| {
+            (0..2)
+                .map(|k| u[(i / cols) * 2 + k] * v[k * cols + i % cols])
+                .sum()
+        })
         .collect();
     let lr = LowRank::of(&m, rows, cols, 2).unwrap();
     let p = lr.product();
@@ -181,7 +229,11 @@ fn svd_factors_recover_an_exact_low_rank_matrix_and_lorc_reduces_weight_error() 
                 *a += b;
             }
         }
-        w.iter().zip(&eff).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt()
+        w.iter()
+            .zip(&eff)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
     };
     let (e0, e8) = (weight_err(LowRankKind::None), weight_err(LowRankKind::Lorc(8)));
     eprintln!("W3 weight error: plain {e0:.4}, LoRC rank 8 {e8:.4}");

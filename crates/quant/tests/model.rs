@@ -18,6 +18,8 @@ use safetensors::tensor::TensorView;
 
 const DIM: usize = 64;
 
+type RecipeFn = dyn Fn(usize, usize) -> Recipe;
+
 fn mlp() -> MlpDenoiser<f32> {
     let cfg = MlpConfig {
         dim: DIM,
@@ -63,11 +65,23 @@ fn w4a4_svd(_: usize, _: usize) -> Recipe {
 
 fn noise(n: usize, seed: u64) -> ArrayD<f32> {
     let mut rng = Rng::new(seed);
-    ArrayD::from_shape_vec(IxDyn(&[n, DIM]), (0..n * DIM).map(|_| rng.normal() as f32).collect()).unwrap()
+    ArrayD::from_shape_vec(
+        IxDyn(&[n, DIM]),
+        (0..n * DIM).map(|_| rng.normal() as f32).collect(),
+    )
+    .unwrap()
 }
 
 fn trajectory_calibration(model: &QuantMlp) -> calib::Calibration {
-    calib::from_trajectories(model, &mut ddim(10), &[DIM], 8, StepSelection::Uniform { count: 40 }, 9).unwrap()
+    calib::from_trajectories(
+        model,
+        &mut ddim(10),
+        &[DIM],
+        8,
+        StepSelection::Uniform { count: 40 },
+        9,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -110,7 +124,15 @@ fn step_selection_follows_its_distribution() {
         StepSelection::Uniform { count: 0 }.select(10, &mut rng),
         Err(QuantError::EmptyCalibration(_))
     ));
-    assert!(StepSelection::Normal { count: 3, mean: 0.5, std: 0.0 }.select(10, &mut rng).is_err());
+    assert!(
+        StepSelection::Normal {
+            count: 3,
+            mean: 0.5,
+            std: 0.0
+        }
+        .select(10, &mut rng)
+        .is_err()
+    );
 }
 
 #[test]
@@ -130,10 +152,20 @@ fn trajectory_calibration_keeps_the_models_own_inputs() {
     let first: Vec<f32> = (0..DIM).map(|_| rng.normal() as f32).collect();
     assert_eq!(&c.batches[0].x[..DIM], &first[..]);
     assert!(matches!(
-        calib::from_trajectories(&float, &mut ddim(10), &[DIM], 0, StepSelection::Uniform { count: 4 }, 1),
+        calib::from_trajectories(
+            &float,
+            &mut ddim(10),
+            &[DIM],
+            0,
+            StepSelection::Uniform { count: 4 },
+            1
+        ),
         Err(QuantError::EmptyCalibration(_))
     ));
-    assert!(matches!(float.layer_inputs(&calib::Calibration::default()), Err(QuantError::EmptyCalibration(_))));
+    assert!(matches!(
+        float.layer_inputs(&calib::Calibration::default()),
+        Err(QuantError::EmptyCalibration(_))
+    ));
 }
 
 #[test]
@@ -144,12 +176,21 @@ fn quantized_models_sample_with_a_diffusers_scheduler() {
     let x_t = noise(16, 5);
     let reference = sample_all(&mut ddim(10), &float, &x_t, None).unwrap();
     let scale = reference.iter().map(|v| v * v).sum::<f32>().sqrt();
-    for (name, recipe, bound) in [("W8A8", w8a8 as fn(usize, usize) -> Recipe, 0.02), ("W4A4 smooth+svd", w4a4_svd, 0.2)] {
+    for (name, recipe, bound) in [
+        ("W8A8", w8a8 as fn(usize, usize) -> Recipe, 0.02),
+        ("W4A4 smooth+svd", w4a4_svd, 0.2),
+    ] {
         let q = QuantMlp::quantize(&net, Parameterization::Epsilon, Some(&c), recipe).unwrap();
         for exec in [Exec::Fake, Exec::Int(Backend::detect())] {
             let q = q.clone().with_exec(exec);
             let out = sample_all(&mut ddim(10), &q, &x_t, None).unwrap();
-            let diff = out.iter().zip(&reference).map(|(a, b)| (a - b) * (a - b)).sum::<f32>().sqrt() / scale;
+            let diff = out
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
+                .sqrt()
+                / scale;
             eprintln!("{name} {exec:?}: relative sample difference {diff:.4}");
             assert!(diff < bound, "{name} {exec:?}: {diff}");
         }
@@ -163,7 +204,10 @@ fn save_and_load_round_trip() {
     let c = trajectory_calibration(&float);
     let dir = tempfile::tempdir().unwrap();
     let fp8 = |_: usize, _: usize| Recipe {
-        weight: Some(Quantizer::new(Scheme::Float(diffusion_quant::fp::E4M3), Granularity::PerRow)),
+        weight: Some(Quantizer::new(
+            Scheme::Float(diffusion_quant::fp::E4M3),
+            Granularity::PerRow,
+        )),
         act: Some(ActRecipe {
             quantizer: Quantizer::new(Scheme::Float(diffusion_quant::fp::E5M2), Granularity::PerTensor),
             mode: ActMode::Static,
@@ -175,8 +219,13 @@ fn save_and_load_round_trip() {
         low_rank: LowRankKind::Lorc(4),
         ..Recipe::default()
     };
-    let recipes: [(&str, &dyn Fn(usize, usize) -> Recipe); 5] =
-        [("w8a8", &w8a8), ("w4a4", &w4a4_svd), ("fp8", &fp8), ("w6", &w6), ("float", &|_, _| Recipe::default())];
+    let recipes: [(&str, &RecipeFn); 5] = [
+        ("w8a8", &w8a8),
+        ("w4a4", &w4a4_svd),
+        ("fp8", &fp8),
+        ("w6", &w6),
+        ("float", &|_, _| Recipe::default()),
+    ];
     let x = noise(3, 2);
     for (name, recipe) in recipes {
         let q = QuantMlp::quantize(&net, Parameterization::Epsilon, Some(&c), recipe).unwrap();
@@ -184,7 +233,10 @@ fn save_and_load_round_trip() {
         io::save(&q, &path).unwrap();
         let back = io::load(&path).unwrap();
         assert_eq!(back, q, "{name}");
-        assert_eq!(back.forward(x.as_slice().unwrap(), 3, 500.0).unwrap(), q.forward(x.as_slice().unwrap(), 3, 500.0).unwrap());
+        assert_eq!(
+            back.forward(x.as_slice().unwrap(), 3, 500.0).unwrap(),
+            q.forward(x.as_slice().unwrap(), 3, 500.0).unwrap()
+        );
     }
     // Storage: 4-bit codes take half a byte.
     let q4 = QuantMlp::quantize(&net, Parameterization::Epsilon, Some(&c), w4a4_svd).unwrap();
@@ -192,7 +244,12 @@ fn save_and_load_round_trip() {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let t = st.tensor("net.2.qweight").unwrap();
     assert_eq!(t.shape(), [128, 64]);
-    assert!(q4.weight_bytes() < QuantMlp::float(&net, Parameterization::Epsilon).unwrap().weight_bytes());
+    assert!(
+        q4.weight_bytes()
+            < QuantMlp::float(&net, Parameterization::Epsilon)
+                .unwrap()
+                .weight_bytes()
+    );
 }
 
 /// The file at `path` with `name` replaced by `f32` values `data` of shape `shape`.
@@ -205,7 +262,10 @@ fn rewrite(path: &std::path::Path, name: &str, shape: Vec<usize>, data: &[f32]) 
     let mut views: HashMap<String, TensorView<'_>> = HashMap::new();
     for (n, t) in st.tensors() {
         if n == name {
-            views.insert(n, TensorView::new(safetensors::Dtype::F32, shape.clone(), &repl).unwrap());
+            views.insert(
+                n,
+                TensorView::new(safetensors::Dtype::F32, shape.clone(), &repl).unwrap(),
+            );
         } else {
             views.insert(n, t);
         }
@@ -225,23 +285,42 @@ fn mismatched_scales_and_bad_files_are_clear_errors() {
     // net.2 is [128, 128] in groups of 64: 256 scales; a file with 128 is refused.
     let bad = rewrite(&path, "net.2.wscale", vec![128, 1], &[0.1; 128]);
     match io::from_bytes(&bad) {
-        Err(QuantError::ScaleMismatch { tensor, expected, found }) => {
+        Err(QuantError::ScaleMismatch {
+            tensor,
+            expected,
+            found,
+        }) => {
             assert_eq!((tensor.as_str(), expected, found), ("net.2.wscale", 256, 128));
         }
         other => panic!("expected a scale mismatch, got {other:?}"),
     }
     let bad = rewrite(&path, "net.0.smooth", vec![10], &[1.0; 10]);
-    assert!(matches!(io::from_bytes(&bad), Err(QuantError::ScaleMismatch { .. })));
+    assert!(matches!(
+        io::from_bytes(&bad),
+        Err(QuantError::ScaleMismatch { .. })
+    ));
     let bad = rewrite(&path, "net.0.lowrank_b", vec![128, 8], &[1.0; 1024]);
-    assert!(matches!(io::from_bytes(&bad), Err(QuantError::ScaleMismatch { .. })));
+    assert!(matches!(
+        io::from_bytes(&bad),
+        Err(QuantError::ScaleMismatch { .. })
+    ));
     let bad = rewrite(&path, "net.0.wscale", vec![128, 2], &[-1.0; 256]);
     assert!(matches!(io::from_bytes(&bad), Err(QuantError::Checkpoint(_))));
     let bytes = std::fs::read(&path).unwrap();
-    assert!(matches!(io::from_bytes(&bytes[..bytes.len() - 10]), Err(QuantError::Checkpoint(_))));
-    assert!(matches!(io::load(dir.path().join("missing")), Err(QuantError::Io(_))));
+    assert!(matches!(
+        io::from_bytes(&bytes[..bytes.len() - 10]),
+        Err(QuantError::Checkpoint(_))
+    ));
+    assert!(matches!(
+        io::load(dir.path().join("missing")),
+        Err(QuantError::Io(_))
+    ));
     // A plain weights file (no quantization metadata) is not a quantized model.
     let plain = safetensors::serialize(
-        [("w", TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8; 4]).unwrap())],
+        [(
+            "w",
+            TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8; 4]).unwrap(),
+        )],
         None,
     )
     .unwrap();

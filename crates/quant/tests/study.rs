@@ -21,8 +21,10 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits");
 
 /// The digits as `[n, 64]` in [-1, 1] and their labels.
 fn digits() -> (Vec<f32>, Vec<u8>) {
-    let images: ArrayD<u8> = diffusion_testbed::io::read_npy(format!("{DATA}/images_u8.npy")).expect("data/digits/images_u8.npy");
-    let labels: ArrayD<u8> = diffusion_testbed::io::read_npy(format!("{DATA}/labels_u8.npy")).expect("data/digits/labels_u8.npy");
+    let images: ArrayD<u8> =
+        diffusion_testbed::io::read_npy(format!("{DATA}/images_u8.npy")).expect("data/digits/images_u8.npy");
+    let labels: ArrayD<u8> =
+        diffusion_testbed::io::read_npy(format!("{DATA}/labels_u8.npy")).expect("data/digits/labels_u8.npy");
     assert_eq!(images.shape(), [1797, 8, 8]);
     assert_eq!(labels.shape(), [1797]);
     (
@@ -96,7 +98,10 @@ fn quality_study() {
     trainer
         .train(&Dataset::new(&data).unwrap(), steps, |s| last = s.loss)
         .unwrap();
-    eprintln!("trained {steps} steps in {:.1} s, last loss {last:.4}", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "trained {steps} steps in {:.1} s, last loss {last:.4}",
+        t0.elapsed().as_secs_f64()
+    );
     let net = trainer.into_model();
     let eps = Parameterization::Epsilon;
     let float = QuantMlp::float(&net, eps).unwrap();
@@ -155,7 +160,11 @@ fn quality_study() {
     };
     let runs: Vec<(&str, Recipe, &Calibration)> = vec![
         ("W8A8 (traj/uniform)", w8a8, &uniform),
-        ("W4A8-INT naive (per-tensor min/max W, raw-noise A)", w4a8_naive, &raw),
+        (
+            "W4A8-INT naive (per-tensor min/max W, raw-noise A)",
+            w4a8_naive,
+            &raw,
+        ),
         ("W4A8-INT (traj/uniform)", w4a8, &uniform),
         ("W4A8-FP E2M1/E4M3 pow2 (traj/uniform)", w4a8_fp, &uniform),
         ("W4A4 plain", w4a4, &uniform),
@@ -188,13 +197,26 @@ fn quality_study() {
             )
         })
         .collect();
-    let mse = |a: &ArrayD<f32>, b: &ArrayD<f32>| a.iter().zip(b).map(|(u, v)| ((u - v) as f64).powi(2)).sum::<f64>() / a.len() as f64;
-    let fp_out: Vec<ArrayD<f32>> = cases.iter().map(|(xt, _, l)| float.predict(xt, *l).unwrap()).collect();
+    let mse = |a: &ArrayD<f32>, b: &ArrayD<f32>| {
+        a.iter()
+            .zip(b)
+            .map(|(u, v)| ((u - v) as f64).powi(2))
+            .sum::<f64>()
+            / a.len() as f64
+    };
+    let fp_out: Vec<ArrayD<f32>> = cases
+        .iter()
+        .map(|(xt, _, l)| float.predict(xt, *l).unwrap())
+        .collect();
 
     // Sample quality: DDIM-50 from 500 seeded noises against the 1500 training digits.
     let n_s = 500;
     let mut nr = Rng::new(8);
-    let x_t = ArrayD::from_shape_vec(IxDyn(&[n_s, 64]), (0..n_s * 64).map(|_| nr.normal() as f32).collect()).unwrap();
+    let x_t = ArrayD::from_shape_vec(
+        IxDyn(&[n_s, 64]),
+        (0..n_s * 64).map(|_| nr.normal() as f32).collect(),
+    )
+    .unwrap();
     let reference = to_2d(train, 64);
     let quality = |m: &QuantMlp| {
         let s = sample_all(&mut ddim(50), m, &x_t, None).unwrap();
@@ -204,20 +226,35 @@ fn quality_study() {
         (mmd, fd)
     };
 
-    let header = ts.iter().map(|t| format!("t={t}")).collect::<Vec<_>>().join(" | ");
+    let header = ts
+        .iter()
+        .map(|t| format!("t={t}"))
+        .collect::<Vec<_>>()
+        .join(" | ");
     println!("| model | {header} | mean | MMD^2 (h=4) | pixel FD | weight bytes |");
     println!("|---|{}---|---|---|---|", "---|".repeat(ts.len()));
-    let own: Vec<f64> = cases.iter().zip(&fp_out).map(|((_, e, _), o)| mse(o, e)).collect();
+    let own: Vec<f64> = cases
+        .iter()
+        .zip(&fp_out)
+        .map(|((_, e, _), o)| mse(o, e))
+        .collect();
     let (mmd, fd) = quality(&float);
     let (held2, _) = (to_2d(held, 64), ());
     let (mmd_data, _) = mmd2_rbf(held2.view(), reference.view(), Bandwidth::Fixed(4.0)).unwrap();
     println!(
         "| f32 (its own eps-MSE vs true noise) | {} | {:.4} | {mmd:.5} | {fd:.3} | {} |",
-        own.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(" | "),
+        own.iter()
+            .map(|v| format!("{v:.4}"))
+            .collect::<Vec<_>>()
+            .join(" | "),
         own.iter().sum::<f64>() / own.len() as f64,
         float.weight_bytes()
     );
-    println!("| held-out digits vs training digits | {} | | {mmd_data:.5} | {:.3} | |", " | ".repeat(ts.len() - 1), frechet_distance(held2.view(), reference.view()).unwrap());
+    println!(
+        "| held-out digits vs training digits | {} | | {mmd_data:.5} | {:.3} | |",
+        " | ".repeat(ts.len() - 1),
+        frechet_distance(held2.view(), reference.view()).unwrap()
+    );
     for (name, recipe, cal) in runs {
         let t0 = std::time::Instant::now();
         let q = QuantMlp::quantize(&net, eps, Some(cal), |_, _| recipe).unwrap();
@@ -226,12 +263,23 @@ fn quality_study() {
         } else {
             q
         };
-        let errs: Vec<f64> = cases.iter().zip(&fp_out).map(|((xt, _, l), f)| mse(&q.predict(xt, *l).unwrap(), f)).collect();
+        let errs: Vec<f64> = cases
+            .iter()
+            .zip(&fp_out)
+            .map(|((xt, _, l), f)| mse(&q.predict(xt, *l).unwrap(), f))
+            .collect();
         let (mmd, fd) = quality(&q);
         println!(
             "| {name}{} | {} | {:.5} | {mmd:.5} | {fd:.3} | {} |",
-            if matches!(q.exec, Exec::Int(_)) { " [int]" } else { "" },
-            errs.iter().map(|v| format!("{v:.5}")).collect::<Vec<_>>().join(" | "),
+            if matches!(q.exec, Exec::Int(_)) {
+                " [int]"
+            } else {
+                ""
+            },
+            errs.iter()
+                .map(|v| format!("{v:.5}"))
+                .collect::<Vec<_>>()
+                .join(" | "),
             errs.iter().sum::<f64>() / errs.len() as f64,
             q.weight_bytes()
         );
