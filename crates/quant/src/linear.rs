@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::error::{QuantError, Result, invalid};
 use crate::kernel::{self, Backend, PackedWeights};
 use crate::lowrank::LowRank;
-use crate::quantizer::{Estimator, Granularity, Quantizer, Scales, Scheme, check_matrix};
+use crate::quantizer::{Estimator, Granularity, Quantizer, Scales, Scheme, check_matrix, round_even_small};
 
 /// Which low-rank branch a layer gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -472,7 +472,7 @@ impl QuantLinear {
             .for_each(|((dst, src), &(s, z))| {
                 // Divides (not multiplies by 1 / s) to get the fake-quant path's codes exactly.
                 for (d, &v) in dst.iter_mut().zip(src) {
-                    let q = ((v / s).round_ties_even() as i32)
+                    let q = (round_even_small((v / s).clamp(-4_194_304.0, 4_194_304.0)) as i32)
                         .saturating_add(z)
                         .clamp(qmin, qmax);
                     *d = (q + off) as u8;

@@ -387,3 +387,33 @@ fn running_min_max_and_empty_calibration() {
     assert!(ema.update(&[f32::NAN]).is_err());
     assert!(matches!(q.fit(&[], 0, 0), Err(QuantError::EmptyCalibration(_))));
 }
+
+#[test]
+fn fast_rounding_equals_round_ties_even() {
+    use diffusion_quant::quantizer::round_even_small;
+    let mut xs = vec![
+        0.5f32,
+        1.5,
+        2.5,
+        -0.5,
+        -1.5,
+        -2.5,
+        0.49999997,
+        4_194_303.5,
+        -4_194_303.5,
+        4_194_304.0,
+        -0.0,
+        1e-30,
+    ];
+    let mut rng = Rng::new(13);
+    for _ in 0..100_000 {
+        let v = (rng.uniform() * 2.0 - 1.0) * 2f64.powf(rng.uniform() * 22.0);
+        xs.push(v as f32);
+        xs.push((v.round() + 0.5) as f32);
+    }
+    for x in xs {
+        if x.abs() <= 4_194_304.0 {
+            assert_eq!(round_even_small(x), x.round_ties_even(), "{x}");
+        }
+    }
+}
