@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod linear;
 pub mod lowrank;
 pub mod model;
+pub mod preset;
 pub mod quantizer;
 
 pub use calib::{Calibration, StepSelection};
@@ -15,3 +16,4 @@ pub use error::{QuantError, Result};
 pub use linear::{ActMode, ActRecipe, Exec, LowRankKind, QuantLinear, Recipe};
 pub use lowrank::LowRank;
 pub use model::QuantMlp;
+pub use preset::{PRESETS, preset};

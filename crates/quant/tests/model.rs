@@ -326,3 +326,32 @@ fn mismatched_scales_and_bad_files_are_clear_errors() {
     .unwrap();
     assert!(matches!(io::from_bytes(&plain), Err(QuantError::Checkpoint(_))));
 }
+
+#[test]
+fn presets_build_and_unknown_names_are_errors() {
+    let net = mlp();
+    let float = QuantMlp::float(&net, Parameterization::Epsilon).unwrap();
+    let c = trajectory_calibration(&float);
+    for name in diffusion_quant::PRESETS {
+        let recipe = diffusion_quant::preset(name).unwrap();
+        let q = QuantMlp::quantize(&net, Parameterization::Epsilon, Some(&c), |_, _| recipe).unwrap();
+        assert!(
+            q.weight_bytes() < float.weight_bytes() || name.ends_with("svd"),
+            "{name}"
+        );
+    }
+    assert_eq!(diffusion_quant::preset("w8a8").unwrap(), w8a8(0, 1));
+    assert_eq!(
+        diffusion_quant::preset("w4a4-svd").unwrap().low_rank,
+        LowRankKind::Svd(32)
+    );
+    assert!(matches!(
+        diffusion_quant::preset("w3a3"),
+        Err(QuantError::Invalid { .. })
+    ));
+    // Static activations without calibration data: a typed error.
+    assert!(matches!(
+        QuantMlp::quantize(&net, Parameterization::Epsilon, None, |_, _| w8a8(0, 1)),
+        Err(QuantError::EmptyCalibration(_))
+    ));
+}
