@@ -6,10 +6,9 @@
 use diffusion_core::{Denoiser, NoiseLevel, Parameterization, Rng};
 use diffusion_nn::models::mlp::{MlpConfig, MlpDenoiser};
 use diffusion_quant::calib::{self, Calibration, StepSelection};
-use diffusion_quant::fp::{E2M1, E4M3};
 use diffusion_quant::kernel::Backend;
 use diffusion_quant::quantizer::{Estimator, Granularity, IntFormat, Quantizer, Scheme};
-use diffusion_quant::{ActMode, ActRecipe, Exec, LowRankKind, QuantMlp, Recipe};
+use diffusion_quant::{ActMode, ActRecipe, Exec, QuantMlp, Recipe};
 use diffusion_schedules::DiscreteSchedule;
 use diffusion_schedules::config::DiscreteScheduleConfig;
 use diffusion_solvers::{Ddim, DdimConfig, Scheduler, sample_all};
@@ -120,38 +119,18 @@ fn quality_study() {
     let fwd = calib::forward_noised(train, 64, count, &levels, 5, false).unwrap();
 
     // Recipes (all layers quantized alike).
-    let w8a8 = Recipe {
-        weight: Some(int_q(8, true, Granularity::PerRow)),
-        act: static_act(int_q(8, false, Granularity::PerTensor)),
-        ..Recipe::default()
-    };
-    let w4a8 = Recipe {
-        weight: Some(int_q(4, true, Granularity::PerGroup(64)).with_estimator(Estimator::LP24)),
-        act: static_act(int_q(8, false, Granularity::PerTensor).with_estimator(Estimator::LP24)),
-        ..Recipe::default()
-    };
+    let preset = |n| diffusion_quant::preset(n).unwrap();
+    let (w8a8, w4a8, w4a8_fp, w4a4, w4a4_svd) = (
+        preset("w8a8"),
+        preset("w4a8"),
+        preset("w4a8-fp"),
+        preset("w4a4"),
+        preset("w4a4-svd"),
+    );
     let w4a8_naive = Recipe {
         weight: Some(int_q(4, true, Granularity::PerTensor)),
         act: static_act(int_q(8, false, Granularity::PerTensor)),
         ..Recipe::default()
-    };
-    let w4a8_fp = Recipe {
-        weight: Some(Quantizer::new(Scheme::Float(E2M1), Granularity::PerGroup(64)).with_pow2_scales(true)),
-        act: static_act(Quantizer::new(Scheme::Float(E4M3), Granularity::PerTensor).with_pow2_scales(true)),
-        ..Recipe::default()
-    };
-    let w4a4 = Recipe {
-        weight: Some(int_q(4, true, Granularity::PerGroup(64))),
-        act: Some(ActRecipe {
-            quantizer: int_q(4, true, Granularity::PerRow),
-            mode: ActMode::Dynamic,
-        }),
-        ..Recipe::default()
-    };
-    let w4a4_svd = Recipe {
-        smooth_alpha: Some(0.5),
-        low_rank: LowRankKind::Svd(32),
-        ..w4a4
     };
     let w6a6 = Recipe {
         weight: Some(int_q(6, true, Granularity::PerRow)),
