@@ -1,0 +1,15 @@
+#![doc = include_str!("../README.md")]
+
+pub mod chorale;
+mod error;
+pub mod grid;
+pub mod midi;
+pub mod score;
+pub mod vocab;
+
+pub use chorale::{Chorale, bundled_path, load_chorales};
+pub use error::{MusicError, Result};
+pub use grid::Grid;
+pub use midi::{read_midi, read_midi_file, write_midi, write_midi_file};
+pub use score::{Note, Score, ScoreMeta, Track};
+pub use vocab::{EMPTY, PAD, Vocab};
