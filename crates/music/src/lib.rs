@@ -17,7 +17,7 @@ pub use error::{MusicError, Result};
 pub use grid::Grid;
 pub use midi::{read_midi, read_midi_file, write_midi, write_midi_file};
 pub use model::{ColumnTransformer, ModelConfig};
-pub use sample::{SampleConfig, generate};
+pub use sample::{SampleConfig, generate, harmonize};
 pub use score::{Note, Score, ScoreMeta, Track};
 pub use task::Task;
 pub use train::{TrainConfig, train};

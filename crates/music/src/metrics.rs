@@ -62,7 +62,9 @@ const TEMPLATES: [(Quality, &[u8]); 4] = [
 /// root. `None` when nothing sounds.
 pub fn recognise(pitches: &[u8]) -> Option<(u8, Quality)> {
     let bass = *pitches.iter().min()?;
-    let mut best: Option<((i32, i32, i32, i32), (u8, Quality))> = None;
+    // (score, fewer tones, root is the bass, lower root) ranks the candidates.
+    type Rank = (i32, i32, i32, i32);
+    let mut best: Option<(Rank, (u8, Quality))> = None;
     for root in 0..12u8 {
         for (q, tpl) in TEMPLATES {
             let score: i32 = pitches
@@ -128,8 +130,8 @@ pub struct VoiceLeading {
     pub range: (usize, usize),
     /// Columns where a voice sounds below the next lower one / columns where both sound.
     pub crossing: (usize, usize),
-    /// Moves in parallel fifths or octaves (unisons included) / moves where both voices of
-    /// a pair change pitch in the same direction... counted over every pair of voices.
+    /// Moves in parallel fifths or octaves (unisons and compound intervals included) / moves
+    /// where both voices of a pair change pitch in the same direction, over every pair.
     pub parallel: (usize, usize),
 }
 

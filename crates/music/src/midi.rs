@@ -207,7 +207,8 @@ pub fn read_midi(bytes: &[u8]) -> Result<Score> {
         length = length.max(to16(tick));
         names.push(name);
     }
-    let parts: Vec<((usize, u8), (Option<u8>, Vec<Note>))> = parts
+    type Part = ((usize, u8), (Option<u8>, Vec<Note>));
+    let parts: Vec<Part> = parts
         .into_iter()
         .filter(|(_, (_, notes))| !notes.is_empty())
         .collect();

@@ -344,3 +344,33 @@ impl<A> Parameters<A> for ColumnTransformer<A> {
         visit_child_mut("output", &mut self.output, f);
     }
 }
+
+impl ColumnTransformer<f32> {
+    /// Writes `config.json` and `model.safetensors` into `dir` (created if needed; each
+    /// file written atomically).
+    pub fn save(&self, dir: &std::path::Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|source| MusicError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let json = serde_json::to_vec_pretty(&self.config).expect("plain struct");
+        diffusion_train::io::write_atomic(&dir.join("config.json"), &json)?;
+        diffusion_train::save_weights(self, dir.join("model.safetensors"))?;
+        Ok(())
+    }
+
+    /// Loads a model written by [`ColumnTransformer::save`] (strictly: every tensor present
+    /// with its shape).
+    pub fn load(dir: &std::path::Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read(&path).map_err(|source| MusicError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config: ModelConfig = serde_json::from_slice(&text)
+            .map_err(|e| MusicError::Unsupported(format!("{}: {e}", path.display())))?;
+        let mut model = Self::new(config, &mut Rng::new(0))?;
+        diffusion_train::load_weights(&mut model, dir.join("model.safetensors"), true)?;
+        Ok(model)
+    }
+}

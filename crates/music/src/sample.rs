@@ -92,7 +92,11 @@ pub fn generate(
 ) -> Result<Grid> {
     let (tracks, columns, rows) = (grid.tracks(), grid.columns(), grid.rows());
     check_parts(model, process, vocab, tracks)?;
-    if config.steps == 0 || config.steps > process.steps() || !(config.temperature > 0.0) {
+    if config.steps == 0
+        || config.steps > process.steps()
+        || config.temperature.is_nan()
+        || config.temperature <= 0.0
+    {
         return Err(MusicError::Unsupported(format!("sampling config {config:?}")));
     }
     let given = task.given(tracks, columns)?;
@@ -186,4 +190,32 @@ pub fn generate(
             .collect();
     }
     Grid::from_tokens(tracks, columns, to_rows(&tokens, rows, columns), vocab)
+}
+
+/// Harmonises a melody: track 0 of `melody` becomes the soprano of a four-voice score
+/// (Soprano, Alto, Tenor, Bass; the melody's program for all), and the model writes the
+/// other three voices. Tempo, metre and key are kept.
+pub fn harmonize(
+    model: &ColumnTransformer<f32>,
+    process: &Process,
+    vocab: &Vocab,
+    melody: &crate::score::Score,
+    config: SampleConfig,
+    rng: &mut Rng,
+) -> Result<crate::score::Score> {
+    let soprano = melody
+        .tracks
+        .first()
+        .ok_or_else(|| MusicError::Unsupported("the melody file has no notes".into()))?;
+    let program = soprano.program;
+    let mut meta = melody.meta();
+    meta.tracks = ["Soprano", "Alto", "Tenor", "Bass"]
+        .iter()
+        .map(|n| (n.to_string(), program))
+        .collect();
+    let notes = vec![soprano.notes.clone(), vec![], vec![], vec![]];
+    let score = crate::score::Score::new(meta.clone(), notes, melody.length)?;
+    let grid = Grid::encode(&score, vocab)?;
+    let out = generate(model, process, vocab, &grid, &Task::harmonize(4), config, rng)?;
+    out.decode(vocab, &meta)
 }

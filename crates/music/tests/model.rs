@@ -217,3 +217,38 @@ fn a_few_training_steps_run_and_give_finite_losses() {
         Err(MusicError::Unsupported(_))
     ));
 }
+
+#[test]
+fn saved_models_load_identically_and_harmonise_a_midi_melody() {
+    let vocab = Vocab::chorales();
+    let process = Process::mask_and_replace(vocab.size(), 20, VqSchedule::default()).unwrap();
+    let model = ColumnTransformer::<f32>::new(tiny(vocab.size(), 4, 20), &mut Rng::new(9)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    let back = ColumnTransformer::<f32>::load(dir.path()).unwrap();
+    assert_eq!(back.config(), model.config());
+    let mut a = Vec::new();
+    model.visit(&mut |n, p| a.push((n.to_string(), p.value.clone())));
+    let mut b = Vec::new();
+    back.visit(&mut |n, p| b.push((n.to_string(), p.value.clone())));
+    assert_eq!(a, b);
+    assert!(matches!(
+        ColumnTransformer::<f32>::load(&dir.path().join("missing")),
+        Err(MusicError::Io { .. })
+    ));
+
+    // A one-track melody through MIDI, harmonised into four voices.
+    let c = &load_chorales(&bundled_path()).unwrap()[0];
+    let mut melody = c.score.clone();
+    melody.tracks.truncate(1);
+    let melody = diffusion_music::read_midi(&diffusion_music::write_midi(&melody).unwrap()).unwrap();
+    let cfg = SampleConfig {
+        steps: 4,
+        temperature: 1.0,
+    };
+    let out = diffusion_music::harmonize(&back, &process, &vocab, &melody, cfg, &mut Rng::new(1)).unwrap();
+    assert_eq!(out.tracks.len(), 4);
+    assert_eq!(out.tracks[0].notes, c.score.tracks[0].notes);
+    assert_eq!(out.tracks[3].name, "Bass");
+    assert!(out.tracks[1..].iter().any(|t| !t.notes.is_empty()));
+}
