@@ -333,3 +333,16 @@ fn transposition_moves_every_note() {
     }
     assert!(transpose(&c.score, 100).is_err());
 }
+
+/// Writes every chorale as MIDI into `$MIDI_OUT` for a check with an independent reader:
+/// `MIDI_OUT=/tmp/chorales cargo test -p diffusion-music --test io -- --ignored` then
+/// `python3 scripts/check_midi_mido.py /tmp/chorales data/chorales.json` (needs `mido`).
+#[test]
+#[ignore = "writes files for scripts/check_midi_mido.py"]
+fn write_chorale_midi_files() {
+    let dir = std::path::PathBuf::from(std::env::var("MIDI_OUT").expect("set MIDI_OUT to a directory"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for c in chorales() {
+        diffusion_music::write_midi_file(&dir.join(format!("{}.mid", c.id)), &c.score).unwrap();
+    }
+}

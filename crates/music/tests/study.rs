@@ -47,34 +47,44 @@ fn chorale_study() {
         depth: 4,
         steps: 100,
     };
-    let mut model = ColumnTransformer::<f32>::new(cfg, &mut Rng::new(0)).unwrap();
-    let tc = TrainConfig {
-        steps,
-        batch: 8,
-        window,
-        lr: LrSchedule {
-            peak: 1e-3,
-            warmup_steps: 100.min(steps as u64 / 10),
-            total_steps: steps as u64,
-            min_lr: 1e-5,
-        },
-        ..TrainConfig::default()
-    };
     let scores: Vec<Score> = train_set.iter().map(|c| c.score.clone()).collect();
-    let t0 = Instant::now();
-    let losses = train(&mut model, &process, &vocab, &scores, &tc, |s, l| {
-        if s % 100 == 0 {
-            eprintln!("step {s} loss {l:.4} ({:.0} s)", t0.elapsed().as_secs_f64());
-        }
-    })
-    .unwrap();
-    let tail = &losses[losses.len().saturating_sub(100)..];
-    println!(
-        "trained {steps} steps in {:.0} s, mean loss of the last 100 steps {:.4}",
-        t0.elapsed().as_secs_f64(),
-        tail.iter().sum::<f64>() / tail.len() as f64
-    );
+    let model = match std::env::var("STUDY_MODEL") {
+        // Evaluate a model saved by an earlier run (STUDY_OUT) without training.
+        Ok(dir) => ColumnTransformer::<f32>::load(std::path::Path::new(&dir)).unwrap(),
+        Err(_) => {
+            let mut model = ColumnTransformer::<f32>::new(cfg, &mut Rng::new(0)).unwrap();
+            let tc = TrainConfig {
+                steps,
+                batch: 8,
+                window,
+                lr: LrSchedule {
+                    peak: 1e-3,
+                    warmup_steps: 100.min(steps as u64 / 10),
+                    total_steps: steps as u64,
+                    min_lr: 1e-5,
+                },
+                ..TrainConfig::default()
+            };
+            let t0 = Instant::now();
+            let losses = train(&mut model, &process, &vocab, &scores, &tc, |s, l| {
+                if s % 100 == 0 {
+                    eprintln!("step {s} loss {l:.4} ({:.0} s)", t0.elapsed().as_secs_f64());
+                }
+            })
+            .unwrap();
+            if let Ok(dir) = std::env::var("STUDY_OUT") {
+                model.save(std::path::Path::new(&dir)).unwrap();
+            }
+            let tail = &losses[losses.len().saturating_sub(100)..];
+            println!(
+                "trained {steps} steps in {:.0} s, mean loss of the last 100 steps {:.4}",
+                t0.elapsed().as_secs_f64(),
+                tail.iter().sum::<f64>() / tail.len() as f64
+            );
 
+            model
+        }
+    };
     // Harmonisation (soprano -> ATB) and infilling a bar, on the first 64 columns of each
     // held-out chorale.
     let eval_len = 64;
@@ -95,11 +105,15 @@ fn chorale_study() {
     let mut rng = Rng::new(7);
     let t1 = Instant::now();
     let mut harm = Vec::new();
+    let mut from_bass = Vec::new();
     let mut infill = Vec::new();
     for s in &real {
         let g = Grid::encode(s, &vocab).unwrap();
         let h = generate(&model, &process, &vocab, &g, &Task::harmonize(4), sc, &mut rng).unwrap();
         harm.push(h.decode(&vocab, &s.meta()).unwrap());
+        let bass_given = Task::Tracks(vec![false, false, false, true]);
+        let b = generate(&model, &process, &vocab, &g, &bass_given, sc, &mut rng).unwrap();
+        from_bass.push(b.decode(&vocab, &s.meta()).unwrap());
         let f = generate(
             &model,
             &process,
