@@ -11,7 +11,9 @@
 pub mod error;
 pub mod graph;
 pub mod io;
+pub mod gcn;
 pub mod metrics;
+pub mod sparse;
 
 pub use error::{GraphError, Result};
 pub use graph::Graph;
