@@ -199,6 +199,8 @@ pub struct Gcn<A> {
     /// Return the sum of the projected input and every layer's output (LightGCN /
     /// DiffGraph) instead of the last layer's output.
     pub sum_layers: bool,
+    /// With `sum_layers`: whether the sum includes the (projected) input itself.
+    pub sum_input: bool,
 }
 
 /// Caches of a [`Gcn`] forward pass.
@@ -228,6 +230,7 @@ impl<A: Float> Gcn<A> {
             input: None,
             layers,
             sum_layers: false,
+            sum_input: false,
         })
     }
 
@@ -243,6 +246,7 @@ impl<A: Float> Gcn<A> {
                 .map(|_| GcnLayer::propagate_only(Activation::LeakyRelu(0.5), true))
                 .collect(),
             sum_layers: true,
+            sum_input: true,
         })
     }
 
@@ -258,7 +262,9 @@ impl<A: Float> Gcn<A> {
             }
             None => (x.clone(), None),
         };
-        let mut total = self.sum_layers.then(|| h.clone());
+        let mut total = self
+            .sum_layers
+            .then(|| if self.sum_input { h.clone() } else { Array2::zeros(h.dim()) });
         let mut caches = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             let (y, c) = l.forward(adj, &h)?;
@@ -274,9 +280,10 @@ impl<A: Float> Gcn<A> {
     /// Backward pass from dL/d(output); accumulates parameter gradients, returns dL/dx.
     pub fn backward(&mut self, adj_t: &Csr, cache: &GcnCache<A>, dy: &Array2<A>) -> Result<Array2<A>> {
         let mut g = dy.clone();
-        for (l, c) in self.layers.iter_mut().zip(&cache.layers).rev() {
+        for (i, (l, c)) in self.layers.iter_mut().zip(&cache.layers).enumerate().rev() {
             let dx = l.backward(adj_t, c, &g)?;
-            g = if self.sum_layers { dx + dy } else { dx };
+            // The layer's input is in the sum too (the projected input only with sum_input).
+            g = if self.sum_layers && (i > 0 || self.sum_input) { dx + dy } else { dx };
         }
         match (&mut self.input, &cache.input) {
             (Some(l), Some(c)) => Ok(to2(l.backward(c, &g.into_dyn())?)),

@@ -11,7 +11,10 @@
 pub mod error;
 pub mod graph;
 pub mod io;
+pub mod classify;
+pub mod diffgraph;
 pub mod gcn;
+pub mod hetero;
 pub mod metrics;
 pub mod sparse;
 

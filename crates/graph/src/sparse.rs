@@ -138,3 +138,32 @@ pub fn normalized_adjacency(g: &Graph, self_loops: bool) -> Csr {
     }
     Csr::from_triplets(g.n(), t).expect("graph indices are in range")
 }
+
+/// `D^-1/2 (sum_k A_k [+ I]) D^-1/2` for several views over the same nodes, with `D` the
+/// summed (weighted) degree: the "summed views" input of a single GCN.
+pub fn normalized_sum(graphs: &[&Graph], self_loops: bool) -> Result<Csr> {
+    let n = graphs.first().map_or(0, |g| g.n());
+    if let Some(g) = graphs.iter().find(|g| g.n() != n) {
+        return Err(GraphError::Length {
+            what: "nodes of a summed view".into(),
+            expected: n,
+            got: g.n(),
+        });
+    }
+    let mut deg = vec![f64::from(u8::from(self_loops)); n];
+    let mut t = Vec::new();
+    for g in graphs {
+        for u in 0..n {
+            deg[u] += g.degree(u) as f64;
+            t.extend(g.neighbors(u).iter().map(|&v| (u, v, 1.0)));
+        }
+    }
+    if self_loops {
+        t.extend((0..n).map(|u| (u, u, 1.0)));
+    }
+    let scale: Vec<f64> = deg.iter().map(|&d| 1.0 / d.max(1.0).sqrt()).collect();
+    for e in &mut t {
+        e.2 *= scale[e.0] * scale[e.1];
+    }
+    Csr::from_triplets(n, t)
+}
