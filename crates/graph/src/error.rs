@@ -51,6 +51,9 @@ pub enum GraphError {
     /// Errors from the network layers.
     #[error(transparent)]
     Nn(#[from] diffusion_nn::NnError),
+    /// Errors from the categorical diffusion.
+    #[error(transparent)]
+    Discrete(#[from] diffusion_discrete::DiscreteError),
     /// Errors from the optimizer.
     #[error(transparent)]
     Train(#[from] diffusion_train::TrainError),

@@ -13,6 +13,7 @@ pub mod graph;
 pub mod io;
 pub mod classify;
 pub mod diffgraph;
+pub mod digress;
 pub mod gcn;
 pub mod hetero;
 pub mod metrics;

@@ -55,3 +55,18 @@ pub fn spectral_histogram(g: &Graph) -> Vec<f64> {
     }
     h
 }
+
+/// Normalised-Laplacian eigenvalues (ascending) and unit eigenvectors (`vectors[k]` is
+/// the eigenvector of `values[k]`, length `n`).
+pub fn laplacian_eigen(g: &Graph) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let n = g.n();
+    if n == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    let e = nalgebra::SymmetricEigen::new(DMatrix::from_row_slice(n, n, &normalized_laplacian(g)));
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| e.eigenvalues[a].total_cmp(&e.eigenvalues[b]));
+    let values = order.iter().map(|&k| e.eigenvalues[k]).collect();
+    let vectors = order.iter().map(|&k| e.eigenvectors.column(k).iter().copied().collect()).collect();
+    (values, vectors)
+}
