@@ -57,12 +57,36 @@ pub fn scores(probs: &Array2<f64>, labels: &[usize], nodes: &[usize]) -> Scores 
     let mut auc_sum = 0.0;
     let mut auc_classes = 0;
     for c in 0..classes {
-        let tp = nodes.iter().zip(&pred).filter(|&(&u, &p)| p == c && labels[u] == c).count() as f64;
-        let fp = nodes.iter().zip(&pred).filter(|&(&u, &p)| p == c && labels[u] != c).count() as f64;
-        let fn_ = nodes.iter().zip(&pred).filter(|&(&u, &p)| p != c && labels[u] == c).count() as f64;
-        f1_sum += if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fn_) };
-        let pos: Vec<f64> = nodes.iter().filter(|&&u| labels[u] == c).map(|&u| probs[[u, c]]).collect();
-        let neg: Vec<f64> = nodes.iter().filter(|&&u| labels[u] != c).map(|&u| probs[[u, c]]).collect();
+        let tp = nodes
+            .iter()
+            .zip(&pred)
+            .filter(|&(&u, &p)| p == c && labels[u] == c)
+            .count() as f64;
+        let fp = nodes
+            .iter()
+            .zip(&pred)
+            .filter(|&(&u, &p)| p == c && labels[u] != c)
+            .count() as f64;
+        let fn_ = nodes
+            .iter()
+            .zip(&pred)
+            .filter(|&(&u, &p)| p != c && labels[u] == c)
+            .count() as f64;
+        f1_sum += if tp == 0.0 {
+            0.0
+        } else {
+            2.0 * tp / (2.0 * tp + fp + fn_)
+        };
+        let pos: Vec<f64> = nodes
+            .iter()
+            .filter(|&&u| labels[u] == c)
+            .map(|&u| probs[[u, c]])
+            .collect();
+        let neg: Vec<f64> = nodes
+            .iter()
+            .filter(|&&u| labels[u] != c)
+            .map(|&u| probs[[u, c]])
+            .collect();
         if !pos.is_empty() && !neg.is_empty() {
             let mut wins = 0.0;
             for &a in &pos {

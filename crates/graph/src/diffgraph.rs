@@ -16,10 +16,10 @@
 //! `diffusion-train`'s AdamW.
 
 use diffusion_core::Rng;
+use diffusion_nn::Network;
 use diffusion_nn::layers::Linear;
 use diffusion_nn::models::{MlpConfig, MlpDenoiser};
 use diffusion_nn::param::{Param, Parameters, visit_child, visit_child_mut};
-use diffusion_nn::Network;
 use diffusion_train::{AdamW, AdamWConfig};
 use ndarray::{Array2, Ix2};
 
@@ -50,7 +50,13 @@ impl LatentSchedule {
             ));
         }
         let variance: Vec<f64> = (0..steps)
-            .map(|i| if steps == 1 { lo } else { lo + (hi - lo) * i as f64 / (steps - 1) as f64 })
+            .map(|i| {
+                if steps == 1 {
+                    lo
+                } else {
+                    lo + (hi - lo) * i as f64 / (steps - 1) as f64
+                }
+            })
             .collect();
         let mut betas = vec![variance[0]];
         for i in 1..steps {
@@ -91,7 +97,11 @@ impl LatentSchedule {
 
     /// The x0-loss weight `SNR(t-1) - SNR(t)`, 1 at `t = 0`.
     pub fn loss_weight(&self, t: usize) -> f64 {
-        if t == 0 { 1.0 } else { self.snr(t - 1) - self.snr(t) }
+        if t == 0 {
+            1.0
+        } else {
+            self.snr(t - 1) - self.snr(t)
+        }
     }
 
     /// `(c1, c2)` with `E[x_{t-1} | x_t, x0] = c1 x0 + c2 x_t`.
@@ -225,7 +235,10 @@ pub struct StepLoss {
 impl DiffGraph {
     pub fn new(features: usize, classes: usize, cfg: &DiffGraphConfig, rng: &mut Rng) -> Result<Self> {
         if features == 0 || classes < 2 || cfg.dim == 0 {
-            return Err(GraphError::invalid("DiffGraph", "need features, dim > 0 and >= 2 classes"));
+            return Err(GraphError::invalid(
+                "DiffGraph",
+                "need features, dim > 0 and >= 2 classes",
+            ));
         }
         let light = |rng: &mut Rng| -> Result<Gcn<f64>> {
             let mut g = Gcn::light(cfg.dim, cfg.dim, cfg.gcn_layers, rng)?;
@@ -256,7 +269,8 @@ impl DiffGraph {
     pub fn embed(&self, views: &Views, x: &Array2<f64>) -> Result<(Array2<f64>, Array2<f64>)> {
         let e0 = to2(self.transform.apply(&x.clone().into_dyn())?);
         let tgt = self.target.forward(&views.target, &e0)?.0;
-        let src = self.auxiliary.forward(&views.auxiliary, &e0)?.0 + &self.metapath.forward(&views.metapath, &e0)?.0;
+        let src = self.auxiliary.forward(&views.auxiliary, &e0)?.0
+            + &self.metapath.forward(&views.metapath, &e0)?.0;
         Ok((tgt, src))
     }
 
@@ -349,7 +363,10 @@ impl DiffGraph {
 fn check_task(g: &HeteroGraph, train: &[usize]) -> Result<()> {
     let n = g.labels.len();
     if g.features.nrows() != n || g.target.n() != n || g.auxiliary.n() != n || g.metapath.n() != n {
-        return Err(GraphError::invalid("heterogeneous graph", "views, features and labels differ in node count"));
+        return Err(GraphError::invalid(
+            "heterogeneous graph",
+            "views, features and labels differ in node count",
+        ));
     }
     if train.is_empty() {
         return Err(GraphError::invalid("training nodes", "empty"));
@@ -358,7 +375,10 @@ fn check_task(g: &HeteroGraph, train: &[usize]) -> Result<()> {
         return Err(GraphError::NodeOutOfRange { index: u, n });
     }
     if let Some(&c) = g.labels.iter().find(|&&c| c >= g.classes) {
-        return Err(GraphError::invalid("labels", format!("class {c} >= {}", g.classes)));
+        return Err(GraphError::invalid(
+            "labels",
+            format!("class {c} >= {}", g.classes),
+        ));
     }
     Ok(())
 }
@@ -379,7 +399,14 @@ pub fn train_diffgraph(
     let mut losses = Vec::with_capacity(cfg.epochs);
     for _ in 0..cfg.epochs {
         model.zero_grad();
-        let l = model.accumulate_gradients(&views, &g.features, &g.labels, train, cfg.diffusion_weight, &mut noise)?;
+        let l = model.accumulate_gradients(
+            &views,
+            &g.features,
+            &g.labels,
+            train,
+            cfg.diffusion_weight,
+            &mut noise,
+        )?;
         opt.step(&mut model, cfg.lr)?;
         losses.push(l);
     }
@@ -438,12 +465,26 @@ pub struct Comparison {
 }
 
 /// Trains the three models on `train` and scores them on `test`.
-pub fn compare(g: &HeteroGraph, train: &[usize], test: &[usize], cfg: &DiffGraphConfig, seed: u64) -> Result<Comparison> {
+pub fn compare(
+    g: &HeteroGraph,
+    train: &[usize],
+    test: &[usize],
+    cfg: &DiffGraphConfig,
+    seed: u64,
+) -> Result<Comparison> {
     let (model, _) = train_diffgraph(g, train, cfg, seed)?;
     let probs = model.predict(&Views::of(g), &g.features)?;
     Ok(Comparison {
         diffgraph: scores(&probs, &g.labels, test),
-        gcn_target: scores(&train_gcn_baseline(g, BaselineView::Target, train, cfg, seed)?, &g.labels, test),
-        gcn_summed: scores(&train_gcn_baseline(g, BaselineView::Summed, train, cfg, seed)?, &g.labels, test),
+        gcn_target: scores(
+            &train_gcn_baseline(g, BaselineView::Target, train, cfg, seed)?,
+            &g.labels,
+            test,
+        ),
+        gcn_summed: scores(
+            &train_gcn_baseline(g, BaselineView::Summed, train, cfg, seed)?,
+            &g.labels,
+            test,
+        ),
     })
 }

@@ -72,7 +72,10 @@ pub fn graph_of_cells(n: usize, cells: &[usize]) -> Graph {
 }
 
 fn cells_of(g: &Graph) -> Vec<usize> {
-    pairs(g.n()).iter().map(|&(u, v)| usize::from(g.has_edge(u, v))).collect()
+    pairs(g.n())
+        .iter()
+        .map(|&(u, v)| usize::from(g.has_edge(u, v)))
+        .collect()
 }
 
 /// `A^2` of a graph, dense.
@@ -281,9 +284,17 @@ pub fn edge_marginal(train: &[Graph]) -> Result<Vec<f64>> {
 }
 
 /// Trains the edge denoiser; `progress(step, loss)` is called every step.
-pub fn train(train: &[Graph], cfg: &DigressConfig, seed: u64, mut progress: impl FnMut(usize, f64)) -> Result<Digress> {
+pub fn train(
+    train: &[Graph],
+    cfg: &DigressConfig,
+    seed: u64,
+    mut progress: impl FnMut(usize, f64),
+) -> Result<Digress> {
     if train.is_empty() || cfg.batch == 0 || cfg.steps == 0 {
-        return Err(GraphError::invalid("DiGress training", "need graphs, batch > 0 and steps > 0"));
+        return Err(GraphError::invalid(
+            "DiGress training",
+            "need graphs, batch > 0 and steps > 0",
+        ));
     }
     for g in train {
         g.require_nodes("training graph")?;
@@ -334,7 +345,8 @@ impl Digress {
         let m = self.process.replacement().to_vec();
         (0..count)
             .map(|_| {
-                let n = self.sizes[((rng.uniform() * self.sizes.len() as f64) as usize).min(self.sizes.len() - 1)];
+                let n = self.sizes
+                    [((rng.uniform() * self.sizes.len() as f64) as usize).min(self.sizes.len() - 1)];
                 let cells = pairs(n).len();
                 let mut xt: Vec<usize> = (0..cells).map(|_| usize::from(rng.uniform() < m[1])).collect();
                 for t in (1..=steps).rev() {

@@ -20,7 +20,11 @@ pub enum GraphError {
     EmptyGraph { context: String },
     /// Node types given for a different number of nodes.
     #[error("{what}: expected {expected} entries, got {got}")]
-    Length { what: String, expected: usize, got: usize },
+    Length {
+        what: String,
+        expected: usize,
+        got: usize,
+    },
     /// A file whose contents do not parse.
     #[error("malformed {format} file{}: {reason}", path.as_deref().map(|p| format!(" {p}")).unwrap_or_default())]
     Malformed {
@@ -70,7 +74,11 @@ impl GraphError {
         }
     }
 
-    pub(crate) fn malformed(format: &'static str, path: Option<&std::path::Path>, reason: impl Into<String>) -> Self {
+    pub(crate) fn malformed(
+        format: &'static str,
+        path: Option<&std::path::Path>,
+        reason: impl Into<String>,
+    ) -> Self {
         Self::Malformed {
             format,
             path: path.map(|p| p.display().to_string()),

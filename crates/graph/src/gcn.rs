@@ -8,9 +8,9 @@
 //! `sum_layers`, the sum of every layer's output and the projected input.
 
 use diffusion_core::Rng;
+use diffusion_nn::Float;
 use diffusion_nn::layers::{Linear, LinearCache};
 use diffusion_nn::param::{Param, Parameters, visit_child, visit_child_mut};
-use diffusion_nn::Float;
 use ndarray::{Array2, ArrayD, Ix2};
 
 use crate::error::{GraphError, Result};
@@ -126,7 +126,12 @@ impl<A: Float> GcnLayer<A> {
             let mut out = act.clone();
             let mut norms = Vec::with_capacity(out.nrows());
             for mut row in out.rows_mut() {
-                let norm = row.iter().map(|&v| v * v).sum::<A>().sqrt().max(A::of_f64(NORM_EPS));
+                let norm = row
+                    .iter()
+                    .map(|&v| v * v)
+                    .sum::<A>()
+                    .sqrt()
+                    .max(A::of_f64(NORM_EPS));
                 row.mapv_inplace(|v| v / norm);
                 norms.push(norm);
             }
@@ -215,14 +220,21 @@ impl<A: Float> Gcn<A> {
     /// none after the last; no input projection.
     pub fn kipf(dims: &[usize], rng: &mut Rng) -> Result<Self> {
         if dims.len() < 2 || dims.contains(&0) {
-            return Err(GraphError::invalid("GCN dims", format!("{dims:?}: need >= 2 positive widths")));
+            return Err(GraphError::invalid(
+                "GCN dims",
+                format!("{dims:?}: need >= 2 positive widths"),
+            ));
         }
         let last = dims.len() - 2;
         let layers = dims
             .windows(2)
             .enumerate()
             .map(|(i, w)| {
-                let act = if i == last { Activation::Identity } else { Activation::Relu };
+                let act = if i == last {
+                    Activation::Identity
+                } else {
+                    Activation::Relu
+                };
                 GcnLayer::new(w[0], w[1], act, false, rng)
             })
             .collect();
@@ -238,7 +250,10 @@ impl<A: Float> Gcn<A> {
     /// weightless layers `normalize(leaky_relu(A_hat e, 0.5))`, summed with the projection.
     pub fn light(features: usize, dim: usize, depth: usize, rng: &mut Rng) -> Result<Self> {
         if features == 0 || dim == 0 {
-            return Err(GraphError::invalid("GCN width", "features and dim must be positive"));
+            return Err(GraphError::invalid(
+                "GCN width",
+                "features and dim must be positive",
+            ));
         }
         Ok(Self {
             input: Some(Linear::new(features, dim, true, rng)),
@@ -262,9 +277,13 @@ impl<A: Float> Gcn<A> {
             }
             None => (x.clone(), None),
         };
-        let mut total = self
-            .sum_layers
-            .then(|| if self.sum_input { h.clone() } else { Array2::zeros(h.dim()) });
+        let mut total = self.sum_layers.then(|| {
+            if self.sum_input {
+                h.clone()
+            } else {
+                Array2::zeros(h.dim())
+            }
+        });
         let mut caches = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             let (y, c) = l.forward(adj, &h)?;
@@ -274,7 +293,13 @@ impl<A: Float> Gcn<A> {
             caches.push(c);
             h = y;
         }
-        Ok((total.unwrap_or(h), GcnCache { input, layers: caches }))
+        Ok((
+            total.unwrap_or(h),
+            GcnCache {
+                input,
+                layers: caches,
+            },
+        ))
     }
 
     /// Backward pass from dL/d(output); accumulates parameter gradients, returns dL/dx.
@@ -283,7 +308,11 @@ impl<A: Float> Gcn<A> {
         for (i, (l, c)) in self.layers.iter_mut().zip(&cache.layers).enumerate().rev() {
             let dx = l.backward(adj_t, c, &g)?;
             // The layer's input is in the sum too (the projected input only with sum_input).
-            g = if self.sum_layers && (i > 0 || self.sum_input) { dx + dy } else { dx };
+            g = if self.sum_layers && (i > 0 || self.sum_input) {
+                dx + dy
+            } else {
+                dx
+            };
         }
         match (&mut self.input, &cache.input) {
             (Some(l), Some(c)) => Ok(to2(l.backward(c, &g.into_dyn())?)),

@@ -61,7 +61,10 @@ pub struct HeteroGraph {
 impl HeteroGraph {
     /// Fraction of edges joining nodes of the same class.
     pub fn homophily(&self, g: &Graph) -> f64 {
-        let same = g.edges().filter(|&(u, v)| self.labels[u] == self.labels[v]).count();
+        let same = g
+            .edges()
+            .filter(|&(u, v)| self.labels[u] == self.labels[v])
+            .count();
         same as f64 / g.m().max(1) as f64
     }
 }
@@ -100,8 +103,16 @@ pub fn generate(cfg: &HeteroConfig, seed: u64) -> Result<HeteroGraph> {
         labels.swap(i, j.min(i));
     }
     let means = Array2::from_shape_fn((cfg.classes, cfg.features), |_| cfg.signal * rng.normal());
-    let features = Array2::from_shape_fn((cfg.nodes, cfg.features), |(i, j)| means[[labels[i], j]] + rng.normal());
-    let target = planted(&labels, cfg.classes, cfg.target_degree, cfg.target_homophily, &mut rng);
+    let features = Array2::from_shape_fn((cfg.nodes, cfg.features), |(i, j)| {
+        means[[labels[i], j]] + rng.normal()
+    });
+    let target = planted(
+        &labels,
+        cfg.classes,
+        cfg.target_degree,
+        cfg.target_homophily,
+        &mut rng,
+    );
     let auxiliary = planted(&labels, cfg.classes, cfg.aux_degree, cfg.aux_homophily, &mut rng);
     let items = cfg.items_per_class * cfg.classes;
     let mut holders: Vec<Vec<usize>> = vec![Vec::new(); items];

@@ -8,14 +8,14 @@
 //!   Gaussian-EMD, Gaussian-TV and Gaussian kernels of GraphRNN/GRAN/GDSS, validity,
 //!   uniqueness and novelty (exact isomorphism, planarity).
 
-pub mod error;
-pub mod graph;
-pub mod io;
 pub mod classify;
 pub mod diffgraph;
 pub mod digress;
+pub mod error;
 pub mod gcn;
+pub mod graph;
 pub mod hetero;
+pub mod io;
 pub mod metrics;
 pub mod sparse;
 

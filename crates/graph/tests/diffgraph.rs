@@ -3,7 +3,9 @@
 
 use diffusion_core::Rng;
 use diffusion_graph::classify::{cross_entropy, scores};
-use diffusion_graph::diffgraph::{DiffGraph, DiffGraphConfig, LatentSchedule, Views, compare, train_diffgraph};
+use diffusion_graph::diffgraph::{
+    DiffGraph, DiffGraphConfig, LatentSchedule, Views, compare, train_diffgraph,
+};
 use diffusion_graph::hetero::{HeteroConfig, generate, split};
 use diffusion_nn::Parameters;
 use ndarray::{Array2, array};
@@ -30,7 +32,10 @@ fn posterior_mean_is_the_gaussian_product() {
     }
     assert!(LatentSchedule::new(1.0, 0.5, 0.1, 10, false).is_err());
     assert!(LatentSchedule::new(1.0, 0.1, 0.5, 0, false).is_err());
-    assert_eq!(LatentSchedule::new(1.0, 0.05, 0.5, 10, true).unwrap().betas[0], 1e-4);
+    assert_eq!(
+        LatentSchedule::new(1.0, 0.05, 0.5, 10, true).unwrap().betas[0],
+        1e-4
+    );
 }
 
 #[test]
@@ -74,7 +79,8 @@ fn diffgraph_gradients_match_finite_differences() {
     let train: Vec<usize> = (0..12).collect();
     let weight = 0.7;
     for sum_input in [false, true] {
-        let mut model = DiffGraph::new(4, 3, &DiffGraphConfig { sum_input, ..cfg }, &mut Rng::new(1)).unwrap();
+        let mut model =
+            DiffGraph::new(4, 3, &DiffGraphConfig { sum_input, ..cfg }, &mut Rng::new(1)).unwrap();
         let rng = Rng::new(99);
         let loss = |m: &mut DiffGraph| {
             let l = m
@@ -142,7 +148,10 @@ fn diffgraph_uses_the_auxiliary_views() {
     let cfg = DiffGraphConfig::default();
     let (_, losses) = train_diffgraph(&g, &train, &cfg, 0).unwrap();
     let (first, last) = (losses[0], losses[losses.len() - 1]);
-    assert!(last.cross_entropy < 0.5 * first.cross_entropy, "{first:?} -> {last:?}");
+    assert!(
+        last.cross_entropy < 0.5 * first.cross_entropy,
+        "{first:?} -> {last:?}"
+    );
     let c = compare(&g, &train, &test, &cfg, 0).unwrap();
     println!("{c:?}");
     assert!(c.diffgraph.micro_f1 > 0.45, "{c:?}");
@@ -152,10 +161,76 @@ fn diffgraph_uses_the_auxiliary_views() {
 
 #[test]
 fn bad_tasks_are_typed_errors() {
-    let g = generate(&HeteroConfig { nodes: 40, ..HeteroConfig::default() }, 1).unwrap();
-    let cfg = DiffGraphConfig { epochs: 1, ..DiffGraphConfig::default() };
+    let g = generate(
+        &HeteroConfig {
+            nodes: 40,
+            ..HeteroConfig::default()
+        },
+        1,
+    )
+    .unwrap();
+    let cfg = DiffGraphConfig {
+        epochs: 1,
+        ..DiffGraphConfig::default()
+    };
     assert!(train_diffgraph(&g, &[], &cfg, 0).is_err());
     assert!(train_diffgraph(&g, &[40], &cfg, 0).is_err());
-    assert!(generate(&HeteroConfig { classes: 1, ..HeteroConfig::default() }, 0).is_err());
-    assert!(generate(&HeteroConfig { target_homophily: 1.5, ..HeteroConfig::default() }, 0).is_err());
+    assert!(
+        generate(
+            &HeteroConfig {
+                classes: 1,
+                ..HeteroConfig::default()
+            },
+            0
+        )
+        .is_err()
+    );
+    assert!(
+        generate(
+            &HeteroConfig {
+                target_homophily: 1.5,
+                ..HeteroConfig::default()
+            },
+            0
+        )
+        .is_err()
+    );
+}
+
+/// The README's DiffGraph table (about a minute):
+/// `cargo test -p diffusion-graph --test diffgraph -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn diffgraph_study_over_seeds() {
+    let cfg = DiffGraphConfig::default();
+    let mut rows: Vec<[f64; 9]> = Vec::new();
+    for seed in 0..5 {
+        let g = generate(&HeteroConfig::default(), seed).unwrap();
+        let (train, test) = split(g.labels.len(), 0.2, seed);
+        let c = compare(&g, &train, &test, &cfg, seed).unwrap();
+        println!("seed {seed}: {c:?}");
+        let s = [c.diffgraph, c.gcn_target, c.gcn_summed];
+        rows.push(std::array::from_fn(|i| {
+            let m = s[i / 3];
+            [m.micro_f1, m.macro_f1, m.auc][i % 3]
+        }));
+    }
+    println!("| model | Micro-F1 | Macro-F1 | AUC |\n|---|---|---|---|");
+    for (m, name) in ["DiffGraph", "GCN, target view", "GCN, summed views"]
+        .iter()
+        .enumerate()
+    {
+        let cell = |k: usize| {
+            let v: Vec<f64> = rows.iter().map(|r| r[3 * m + k]).collect();
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt();
+            format!("{mean:.3} ± {sd:.3}")
+        };
+        println!("| {name} | {} | {} | {} |", cell(0), cell(1), cell(2));
+    }
+    let mean = |k: usize| rows.iter().map(|r| r[k]).sum::<f64>() / rows.len() as f64;
+    assert!(
+        mean(0) > mean(3),
+        "DiffGraph should beat the target-view GCN on average"
+    );
 }

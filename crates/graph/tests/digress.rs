@@ -18,7 +18,11 @@ fn brute_c4(g: &Graph, u: usize) -> f64 {
     for a in 0..n {
         for b in 0..n {
             for c in 0..n {
-                let distinct = [u, a, b, c].iter().collect::<std::collections::BTreeSet<_>>().len() == 4;
+                let distinct = [u, a, b, c]
+                    .iter()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len()
+                    == 4;
                 if distinct && g.has_edge(u, a) && g.has_edge(a, b) && g.has_edge(b, c) && g.has_edge(c, u) {
                     count += 1;
                 }
@@ -56,7 +60,10 @@ fn edge_denoiser_gradients_match_finite_differences() {
     };
     let mut model = EdgeDenoiser::new(&cfg, &mut Rng::new(2)).unwrap();
     let g = io::read_named_graph(common::data("real_networkx.json"), "florentine_families").unwrap();
-    let x0: Vec<usize> = digress::pairs(g.n()).iter().map(|&(u, v)| usize::from((u + v) % 3 == 0)).collect();
+    let x0: Vec<usize> = digress::pairs(g.n())
+        .iter()
+        .map(|&(u, v)| usize::from((u + v) % 3 == 0))
+        .collect();
     let loss = |m: &EdgeDenoiser| edge_cross_entropy(&m.forward(&g, 0.3, 20).unwrap().0, &x0).0;
     model.zero_grad();
     let (logits, cache) = model.forward(&g, 0.3, 20).unwrap();
@@ -78,7 +85,11 @@ fn edge_denoiser_gradients_match_finite_differences() {
                 loss(&m)
             };
             let fd = (shifted(h) - shifted(-h)) / (2.0 * h);
-            assert!((fd - grad[i]).abs() < 1e-7 * (1.0 + fd.abs()), "{name}[{i}]: {} vs {fd}", grad[i]);
+            assert!(
+                (fd - grad[i]).abs() < 1e-7 * (1.0 + fd.abs()),
+                "{name}[{i}]: {} vs {fd}",
+                grad[i]
+            );
             checked += 1;
         }
     }
@@ -112,7 +123,11 @@ fn training_and_sampling_give_simple_graphs_of_training_sizes() {
     assert!(losses.iter().all(|l| l.is_finite()));
     let sizes: Vec<usize> = train.iter().map(Graph::n).collect();
     let samples = model.sample(5, 1).unwrap();
-    assert_eq!(samples, model.sample(5, 1).unwrap(), "sampling is a function of the seed");
+    assert_eq!(
+        samples,
+        model.sample(5, 1).unwrap(),
+        "sampling is a function of the seed"
+    );
     for g in &samples {
         assert!(sizes.contains(&g.n()));
     }

@@ -28,7 +28,9 @@ fn normalized_adjacency_by_hand() {
     let g = Graph::from_edges(4, &[(0, 1), (1, 2)]).unwrap();
     let a = normalized_adjacency(&g, false).to_dense();
     let h = 1.0 / 2f64.sqrt();
-    let want = [0.0, h, 0.0, 0.0, h, 0.0, h, 0.0, 0.0, h, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+    let want = [
+        0.0, h, 0.0, 0.0, h, 0.0, h, 0.0, 0.0, h, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+    ];
     assert_eq!(a, want);
 }
 
@@ -50,7 +52,10 @@ fn sparse_products_equal_dense_ones() {
             }
         }
     }
-    assert!(matches!(m.matmul(&random(8, 2, &mut rng)), Err(GraphError::Shape { .. })));
+    assert!(matches!(
+        m.matmul(&random(8, 2, &mut rng)),
+        Err(GraphError::Shape { .. })
+    ));
     assert!(Csr::from_triplets(2, vec![(0, 2, 1.0)]).is_err());
     assert!(Csr::from_triplets(2, vec![(0, 1, f64::NAN)]).is_err());
 }
@@ -83,7 +88,10 @@ fn check_gradients(mut net: Gcn<f64>, adj: &Csr, x: &Array2<f64>, seed: u64) {
                 loss(&n2, x)
             };
             let fd = (shifted(h) - shifted(-h)) / (2.0 * h);
-            assert!((fd - g).abs() < 1e-6 * (1.0 + fd.abs()), "{name}[{i}]: analytic {g}, numeric {fd}");
+            assert!(
+                (fd - g).abs() < 1e-6 * (1.0 + fd.abs()),
+                "{name}[{i}]: analytic {g}, numeric {fd}"
+            );
             checked += 1;
         }
     }
@@ -94,7 +102,11 @@ fn check_gradients(mut net: Gcn<f64>, adj: &Csr, x: &Array2<f64>, seed: u64) {
             let mut xm = x.clone();
             xm[[i, j]] -= h;
             let fd = (loss(&net, &xp) - loss(&net, &xm)) / (2.0 * h);
-            assert!((fd - dx[[i, j]]).abs() < 1e-6 * (1.0 + fd.abs()), "dx[{i},{j}]: {} vs {fd}", dx[[i, j]]);
+            assert!(
+                (fd - dx[[i, j]]).abs() < 1e-6 * (1.0 + fd.abs()),
+                "dx[{i},{j}]: {} vs {fd}",
+                dx[[i, j]]
+            );
         }
     }
     assert!(checked > 0 || net.num_params() == 0);
@@ -123,7 +135,8 @@ fn light_gcn_gradients_match_finite_differences() {
     let mut net = Gcn::<f64>::light(4, 5, 2, &mut rng).unwrap();
     check_gradients(net.clone(), &adj, &x, 21);
     // A weighted layer in the middle of a summed stack.
-    net.layers.insert(1, GcnLayer::new(5, 5, Activation::Tanh, true, &mut rng));
+    net.layers
+        .insert(1, GcnLayer::new(5, 5, Activation::Tanh, true, &mut rng));
     check_gradients(net, &adj, &x, 22);
 }
 

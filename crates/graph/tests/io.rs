@@ -11,7 +11,10 @@ fn karate() -> Graph {
 
 #[test]
 fn construction_rejects_bad_edges_by_name() {
-    assert!(matches!(Graph::from_edges(3, &[(0, 1), (1, 1)]), Err(GraphError::SelfLoop { node: 1 })));
+    assert!(matches!(
+        Graph::from_edges(3, &[(0, 1), (1, 1)]),
+        Err(GraphError::SelfLoop { node: 1 })
+    ));
     assert!(matches!(
         Graph::from_edges(3, &[(0, 1), (2, 0), (1, 0)]),
         Err(GraphError::DuplicateEdge { u: 0, v: 1 })
@@ -22,9 +25,16 @@ fn construction_rejects_bad_edges_by_name() {
     ));
     assert!(matches!(
         Graph::empty(2).with_node_types(vec![0]),
-        Err(GraphError::Length { expected: 2, got: 1, .. })
+        Err(GraphError::Length {
+            expected: 2,
+            got: 1,
+            ..
+        })
     ));
-    assert!(matches!(Graph::empty(0).require_nodes("x"), Err(GraphError::EmptyGraph { .. })));
+    assert!(matches!(
+        Graph::empty(0).require_nodes("x"),
+        Err(GraphError::EmptyGraph { .. })
+    ));
     let msg = Graph::from_edges(2, &[(1, 1)]).unwrap_err().to_string();
     assert!(msg.contains("self-loop"), "{msg}");
 }
@@ -52,7 +62,12 @@ fn shared_json_files_load() {
     let types = cs[0].node_types().expect("block labels become node types");
     assert_eq!(types.len(), cs[0].n());
     for name in ["sbm", "planar"] {
-        assert_eq!(io::read_dataset(common::data("synthetic_benchmarks.json"), name).unwrap().len(), 200);
+        assert_eq!(
+            io::read_dataset(common::data("synthetic_benchmarks.json"), name)
+                .unwrap()
+                .len(),
+            200
+        );
     }
     assert!(matches!(
         io::read_dataset(common::data("synthetic_benchmarks.json"), "ego_small"),
@@ -64,20 +79,38 @@ fn shared_json_files_load() {
 fn json_round_trip_and_malformed_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.json");
-    let graphs = vec![karate(), Graph::from_typed_edges(3, &[(0, 2)], vec![1, 0, 1]).unwrap()];
+    let graphs = vec![
+        karate(),
+        Graph::from_typed_edges(3, &[(0, 2)], vec![1, 0, 1]).unwrap(),
+    ];
     io::write_graph_list(&path, &graphs).unwrap();
     assert_eq!(io::read_graph_list(&path).unwrap(), graphs);
 
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
-    assert!(matches!(io::read_graph_list(&path), Err(GraphError::Malformed { .. })));
+    assert!(matches!(
+        io::read_graph_list(&path),
+        Err(GraphError::Malformed { .. })
+    ));
     std::fs::write(&path, r#"{"graphs":[{"n":2,"edges":[[0,0]]}]}"#).unwrap();
-    assert!(matches!(io::read_graph_list(&path), Err(GraphError::SelfLoop { node: 0 })));
+    assert!(matches!(
+        io::read_graph_list(&path),
+        Err(GraphError::SelfLoop { node: 0 })
+    ));
     std::fs::write(&path, r#"{"graphs":[{"n":2,"edges":[[0,5]]}]}"#).unwrap();
-    assert!(matches!(io::read_graph_list(&path), Err(GraphError::NodeOutOfRange { index: 5, .. })));
+    assert!(matches!(
+        io::read_graph_list(&path),
+        Err(GraphError::NodeOutOfRange { index: 5, .. })
+    ));
     std::fs::write(&path, r#"{"other":[]}"#).unwrap();
-    assert!(matches!(io::read_graph_list(&path), Err(GraphError::Malformed { .. })));
-    assert!(matches!(io::read_graph_list(dir.path().join("none.json")), Err(GraphError::Io { .. })));
+    assert!(matches!(
+        io::read_graph_list(&path),
+        Err(GraphError::Malformed { .. })
+    ));
+    assert!(matches!(
+        io::read_graph_list(dir.path().join("none.json")),
+        Err(GraphError::Io { .. })
+    ));
     assert_eq!(GraphRecord::of(&graphs[1]).to_graph().unwrap(), graphs[1]);
 }
 
@@ -88,11 +121,26 @@ fn edge_list_round_trip_keeps_isolated_nodes() {
     assert_eq!(io::parse_edgelist(&text, None).unwrap(), g);
     // networkx's write_edgelist format: data dicts after the pair, no header.
     let nx = "0 1 {}\n1 2 {'weight': 3}\n# comment\n";
-    assert_eq!(io::parse_edgelist(nx, None).unwrap(), Graph::from_edges(3, &[(0, 1), (1, 2)]).unwrap());
-    assert!(matches!(io::parse_edgelist("0 x\n", None), Err(GraphError::Malformed { .. })));
-    assert!(matches!(io::parse_edgelist("0\n", None), Err(GraphError::Malformed { .. })));
-    assert!(matches!(io::parse_edgelist("0 1\n1 0\n", None), Err(GraphError::DuplicateEdge { .. })));
-    assert!(matches!(io::parse_edgelist("0 3\n", Some(3)), Err(GraphError::NodeOutOfRange { .. })));
+    assert_eq!(
+        io::parse_edgelist(nx, None).unwrap(),
+        Graph::from_edges(3, &[(0, 1), (1, 2)]).unwrap()
+    );
+    assert!(matches!(
+        io::parse_edgelist("0 x\n", None),
+        Err(GraphError::Malformed { .. })
+    ));
+    assert!(matches!(
+        io::parse_edgelist("0\n", None),
+        Err(GraphError::Malformed { .. })
+    ));
+    assert!(matches!(
+        io::parse_edgelist("0 1\n1 0\n", None),
+        Err(GraphError::DuplicateEdge { .. })
+    ));
+    assert!(matches!(
+        io::parse_edgelist("0 3\n", Some(3)),
+        Err(GraphError::NodeOutOfRange { .. })
+    ));
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("g.edges");
     io::write_edgelist(&p, &g).unwrap();
@@ -106,7 +154,10 @@ fn graphml_round_trip_with_types() {
     let back = io::parse_graphml(&io::to_graphml(&graphs)).unwrap();
     // Types are declared once per file: graphs without them read back with none.
     assert_eq!(back[1], typed);
-    assert_eq!(back[0].edges().collect::<Vec<_>>(), graphs[0].edges().collect::<Vec<_>>());
+    assert_eq!(
+        back[0].edges().collect::<Vec<_>>(),
+        graphs[0].edges().collect::<Vec<_>>()
+    );
     assert_eq!(back[2].n(), 1);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("g.graphml");
@@ -119,7 +170,10 @@ fn graphml_written_by_networkx_reads() {
     let gs = io::read_graphml(common::data("karate_networkx.graphml")).unwrap();
     assert_eq!(gs.len(), 1);
     let g = &gs[0];
-    assert_eq!(g.edges().collect::<Vec<_>>(), karate().edges().collect::<Vec<_>>());
+    assert_eq!(
+        g.edges().collect::<Vec<_>>(),
+        karate().edges().collect::<Vec<_>>()
+    );
     // type = 1 for the Officer's club: 17 of the 34 members.
     assert_eq!(g.node_types().unwrap().iter().sum::<usize>(), 17);
 }
@@ -128,14 +182,24 @@ fn graphml_written_by_networkx_reads() {
 fn malformed_graphml_is_a_typed_error() {
     let head = r#"<?xml version="1.0"?><graphml xmlns="http://graphml.graphdrawing.org/xmlns">"#;
     let cases = [
-        (format!("{head}<graph edgedefault=\"undirected\"><node id=\"a\"/>"), "truncated"),
-        (format!("{head}<graph edgedefault=\"directed\"></graph></graphml>"), "directed"),
         (
-            format!("{head}<graph edgedefault=\"undirected\"><node id=\"a\"/><edge source=\"a\" target=\"b\"/></graph></graphml>"),
+            format!("{head}<graph edgedefault=\"undirected\"><node id=\"a\"/>"),
+            "truncated",
+        ),
+        (
+            format!("{head}<graph edgedefault=\"directed\"></graph></graphml>"),
+            "directed",
+        ),
+        (
+            format!(
+                "{head}<graph edgedefault=\"undirected\"><node id=\"a\"/><edge source=\"a\" target=\"b\"/></graph></graphml>"
+            ),
             "unknown node",
         ),
         (
-            format!("{head}<graph edgedefault=\"undirected\"><node id=\"a\"/><node id=\"a\"/></graph></graphml>"),
+            format!(
+                "{head}<graph edgedefault=\"undirected\"><node id=\"a\"/><node id=\"a\"/></graph></graphml>"
+            ),
             "twice",
         ),
         (
@@ -155,8 +219,13 @@ fn malformed_graphml_is_a_typed_error() {
         assert!(matches!(err, GraphError::Malformed { .. }), "{needle}: {msg}");
         assert!(msg.contains(needle), "expected {needle:?} in {msg:?}");
     }
-    let self_loop = format!("{head}<graph edgedefault=\"undirected\"><node id=\"a\"/><edge source=\"a\" target=\"a\"/></graph></graphml>");
-    assert!(matches!(io::parse_graphml(&self_loop), Err(GraphError::SelfLoop { node: 0 })));
+    let self_loop = format!(
+        "{head}<graph edgedefault=\"undirected\"><node id=\"a\"/><edge source=\"a\" target=\"a\"/></graph></graphml>"
+    );
+    assert!(matches!(
+        io::parse_graphml(&self_loop),
+        Err(GraphError::SelfLoop { node: 0 })
+    ));
 }
 
 /// Needs `python3` with networkx: `cargo test -p diffusion-graph --test io -- --ignored`.

@@ -16,7 +16,8 @@ pub fn parse_edgelist(text: &str, n: Option<usize>) -> Result<Graph> {
 }
 
 fn parse(text: &str, n: Option<usize>, path: Option<&Path>) -> Result<Graph> {
-    let bad = |line: usize, reason: String| GraphError::malformed(FORMAT, path, format!("line {line}: {reason}"));
+    let bad =
+        |line: usize, reason: String| GraphError::malformed(FORMAT, path, format!("line {line}: {reason}"));
     let mut header_n = None;
     let mut edges = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -24,7 +25,10 @@ fn parse(text: &str, n: Option<usize>, path: Option<&Path>) -> Result<Graph> {
         if let Some(comment) = line.strip_prefix('#') {
             if let Some(v) = comment.trim().strip_prefix("nodes:") {
                 let v = v.trim();
-                header_n = Some(v.parse::<usize>().map_err(|_| bad(i + 1, format!("node count {v:?}")))?);
+                header_n = Some(
+                    v.parse::<usize>()
+                        .map_err(|_| bad(i + 1, format!("node count {v:?}")))?,
+                );
             }
             continue;
         }
@@ -33,7 +37,9 @@ fn parse(text: &str, n: Option<usize>, path: Option<&Path>) -> Result<Graph> {
         }
         let mut fields = line.split_whitespace();
         let mut index = || -> Result<usize> {
-            let f = fields.next().ok_or_else(|| bad(i + 1, "expected two node indices".into()))?;
+            let f = fields
+                .next()
+                .ok_or_else(|| bad(i + 1, "expected two node indices".into()))?;
             f.parse::<usize>()
                 .map_err(|_| bad(i + 1, format!("{f:?} is not a node index")))
         };

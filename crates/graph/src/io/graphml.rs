@@ -34,7 +34,10 @@ pub fn to_graphml(graphs: &[Graph]) -> String {
         s.push_str(&format!("  <graph id=\"G{i}\" edgedefault=\"undirected\">\n"));
         for u in 0..g.n() {
             match g.node_types() {
-                Some(t) => s.push_str(&format!("    <node id=\"{u}\"><data key=\"d0\">{}</data></node>\n", t[u])),
+                Some(t) => s.push_str(&format!(
+                    "    <node id=\"{u}\"><data key=\"d0\">{}</data></node>\n",
+                    t[u]
+                )),
                 None => s.push_str(&format!("    <node id=\"{u}\"/>\n")),
             }
         }
@@ -124,12 +127,16 @@ fn parse(text: &str, path: Option<&Path>) -> Result<Vec<Graph>> {
                         return Err(bad("nested <graph> elements are not supported".into()));
                     }
                     if attr(&e, b"edgedefault", path)?.as_deref() == Some("directed") {
-                        return Err(bad("directed graph (edgedefault=\"directed\"); expected undirected".into()));
+                        return Err(bad(
+                            "directed graph (edgedefault=\"directed\"); expected undirected".into(),
+                        ));
                     }
                     current = Some(Partial::default());
                 }
                 b"node" => {
-                    let g = current.as_mut().ok_or_else(|| bad("<node> outside a <graph>".into()))?;
+                    let g = current
+                        .as_mut()
+                        .ok_or_else(|| bad("<node> outside a <graph>".into()))?;
                     let id = attr(&e, b"id", path)?.ok_or_else(|| bad("<node> without an id".into()))?;
                     let index = g.ids.len();
                     if g.ids.insert(id.clone(), index).is_some() {
@@ -141,13 +148,16 @@ fn parse(text: &str, path: Option<&Path>) -> Result<Vec<Graph>> {
                     }
                 }
                 b"edge" => {
-                    let g = current.as_mut().ok_or_else(|| bad("<edge> outside a <graph>".into()))?;
+                    let g = current
+                        .as_mut()
+                        .ok_or_else(|| bad("<edge> outside a <graph>".into()))?;
                     if attr(&e, b"directed", path)?.as_deref() == Some("true") {
                         return Err(bad("directed edge in an undirected graph".into()));
                     }
                     let end = |name: &[u8]| -> Result<usize> {
-                        let id = attr(&e, name, path)?
-                            .ok_or_else(|| bad(format!("<edge> without {}", String::from_utf8_lossy(name))))?;
+                        let id = attr(&e, name, path)?.ok_or_else(|| {
+                            bad(format!("<edge> without {}", String::from_utf8_lossy(name)))
+                        })?;
                         g.ids
                             .get(&id)
                             .copied()
@@ -211,7 +221,10 @@ fn finish(p: Partial, bad: &dyn Fn(String) -> GraphError) -> Result<Graph> {
         return Ok(g);
     }
     if typed != p.types.len() {
-        return Err(bad(format!("{typed} of {} nodes have a type; expected all or none", p.types.len())));
+        return Err(bad(format!(
+            "{typed} of {} nodes have a type; expected all or none",
+            p.types.len()
+        )));
     }
     g.with_node_types(p.types.into_iter().map(|t| t.expect("all typed")).collect())
 }

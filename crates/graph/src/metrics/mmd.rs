@@ -65,7 +65,10 @@ impl Kernel {
             Kernel::GaussianTv { sigma } | Kernel::Gaussian { sigma } => (sigma, 1.0),
         };
         if !(sigma > 0.0 && sigma.is_finite() && scaling > 0.0 && scaling.is_finite()) {
-            return Err(GraphError::invalid("kernel", format!("{self:?}: sigma and scaling must be positive")));
+            return Err(GraphError::invalid(
+                "kernel",
+                format!("{self:?}: sigma and scaling must be positive"),
+            ));
         }
         Ok(())
     }
@@ -156,13 +159,19 @@ impl MmdSettings {
     /// (sigma 1); Gaussian with sigma 30 for orbits. GDSS's community-small numbers use these.
     pub fn gdss() -> Self {
         Self {
-            degree: Kernel::GaussianEmd { sigma: 1.0, scaling: 1.0 },
+            degree: Kernel::GaussianEmd {
+                sigma: 1.0,
+                scaling: 1.0,
+            },
             clustering: Kernel::GaussianEmd {
                 sigma: 0.1,
                 scaling: 100.0,
             },
             orbit: Kernel::Gaussian { sigma: 30.0 },
-            spectral: Kernel::GaussianEmd { sigma: 1.0, scaling: 1.0 },
+            spectral: Kernel::GaussianEmd {
+                sigma: 1.0,
+                scaling: 1.0,
+            },
         }
     }
 
@@ -201,7 +210,12 @@ pub fn statistics(graphs: &[Graph], s: Statistic) -> Result<(Vec<Vec<f64>>, bool
 }
 
 /// MMD^2 of one statistic between reference and generated graphs.
-pub fn graph_mmd(reference: &[Graph], generated: &[Graph], s: Statistic, settings: &MmdSettings) -> Result<f64> {
+pub fn graph_mmd(
+    reference: &[Graph],
+    generated: &[Graph],
+    s: Statistic,
+    settings: &MmdSettings,
+) -> Result<f64> {
     let (x, is_hist) = statistics(reference, s)?;
     let (y, _) = statistics(generated, s)?;
     mmd2(&x, &y, settings.kernel(s), is_hist)

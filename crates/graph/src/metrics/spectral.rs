@@ -67,6 +67,9 @@ pub fn laplacian_eigen(g: &Graph) -> (Vec<f64>, Vec<Vec<f64>>) {
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| e.eigenvalues[a].total_cmp(&e.eigenvalues[b]));
     let values = order.iter().map(|&k| e.eigenvalues[k]).collect();
-    let vectors = order.iter().map(|&k| e.eigenvectors.column(k).iter().copied().collect()).collect();
+    let vectors = order
+        .iter()
+        .map(|&k| e.eigenvectors.column(k).iter().copied().collect())
+        .collect();
     (values, vectors)
 }

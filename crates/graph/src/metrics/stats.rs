@@ -39,7 +39,11 @@ pub fn clustering(g: &Graph) -> Vec<f64> {
         .enumerate()
         .map(|(u, t)| {
             let d = g.degree(u);
-            if d < 2 { 0.0 } else { 2.0 * t as f64 / (d * (d - 1)) as f64 }
+            if d < 2 {
+                0.0
+            } else {
+                2.0 * t as f64 / (d * (d - 1)) as f64
+            }
         })
         .collect()
 }

@@ -14,7 +14,11 @@ fn to_petgraph(g: &Graph) -> UnGraph<usize, ()> {
         p.add_node(types.map_or(0, |t| t[u]));
     }
     for (u, v) in g.edges() {
-        p.add_edge(petgraph::graph::NodeIndex::new(u), petgraph::graph::NodeIndex::new(v), ());
+        p.add_edge(
+            petgraph::graph::NodeIndex::new(u),
+            petgraph::graph::NodeIndex::new(v),
+            (),
+        );
     }
     p
 }
