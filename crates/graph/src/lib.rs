@@ -1,12 +1,4 @@
-//! # diffusion-graph
-//!
-//! Graph diffusion and the metrics graph-generation papers report.
-//!
-//! - [`graph`]: [`Graph`], undirected simple graphs with optional node types.
-//! - [`io`]: edge lists, the shared data's JSON, GraphML (networkx reads it).
-//! - [`metrics`]: degree / clustering / 4-node orbit / spectral statistics, MMD^2 with the
-//!   Gaussian-EMD, Gaussian-TV and Gaussian kernels of GraphRNN/GRAN/GDSS, validity,
-//!   uniqueness and novelty (exact isomorphism, planarity).
+#![doc = include_str!("../README.md")]
 
 pub mod classify;
 pub mod diffgraph;
