@@ -253,6 +253,9 @@ pub struct Pipeline {
     /// Columns of the input kept (after normalisation, which uses all genes' sizes).
     pub genes: Vec<usize>,
     pub zscore: Option<ZScore>,
+    /// The largest log-normalised value seen in fitting: generated values are clamped to
+    /// `[0, max_lognorm]` (an untrained or diverging model must not produce overflowing counts).
+    pub max_lognorm: f64,
 }
 
 impl Pipeline {
@@ -269,6 +272,7 @@ impl Pipeline {
             target_sum,
             genes: (0..counts.ncols()).collect(),
             zscore: None,
+            max_lognorm: f64::INFINITY,
         };
         let ln = p.lognorm(counts, sizes)?;
         if let Some(opts) = hvg {
@@ -277,6 +281,7 @@ impl Pipeline {
         if zscore {
             p.zscore = Some(ZScore::fit(&ln.select(Axis(1), &p.genes), None));
         }
+        p.max_lognorm = ln.select(Axis(1), &p.genes).iter().copied().fold(0.0, f64::max);
         Ok(p)
     }
 
@@ -298,14 +303,15 @@ impl Pipeline {
         }
     }
 
-    /// The model's space -> log-normalised expression, clamped at 0 (expression is never negative).
+    /// The model's space -> log-normalised expression, clamped to `[0, max_lognorm]`
+    /// (expression is never negative).
     pub fn inverse_lognorm(&self, y: &Array2<f64>) -> Result<Array2<f64>> {
         check_values(y, Values::Real)?;
         let ln = match &self.zscore {
             Some(z) => z.invert(y)?,
             None => y.clone(),
         };
-        Ok(ln.mapv(|v| v.max(0.0)))
+        Ok(ln.mapv(|v| v.clamp(0.0, self.max_lognorm)))
     }
 
     /// The model's space -> counts of the kept genes for cells of library sizes `sizes`

@@ -27,7 +27,8 @@ pub struct Cells<'a> {
 /// Settings of [`evaluate`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvalOptions {
-    /// Principal components (fitted on the real cells) for MMD, kNN AUC, iLISI and distances.
+    /// Principal components (fitted on the training cells, so that neither compared set is
+    /// favoured) for MMD, kNN AUC, iLISI and distances.
     pub pcs: usize,
     pub knn: usize,
     pub perplexity: f64,
@@ -118,7 +119,7 @@ pub fn evaluate(real: Cells<'_>, generated: Cells<'_>, train_ln: &Array2<f64>, o
             wasserstein1(&real.ln.column(g).to_vec(), &generated.ln.column(g).to_vec())
         })
         .collect::<Result<_>>()?;
-    let pca = Pca::fit(real.ln, opts.pcs.min(real.ln.ncols()), opts.seed)?;
+    let pca = Pca::fit(train_ln, opts.pcs.min(real.ln.ncols()), opts.seed)?;
     let (pr, pg, pt) = (
         pca.transform(real.ln)?,
         pca.transform(generated.ln)?,
