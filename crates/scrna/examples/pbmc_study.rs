@@ -32,14 +32,20 @@ struct Row {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let steps: u64 = args.get(1).map_or(Ok(3000), |s| s.parse())?;
-    let out = args.get(2).cloned().unwrap_or_else(|| "out/scrna_study.json".into());
+    let out = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "out/scrna_study.json".into());
     let guidance: f64 = args.get(3).map_or(Ok(1.5), |s| s.parse())?;
 
     let pbmc = read_pbmc(data_dir())?;
     let labels = pbmc.counts.labels.clone().expect("PBMC has labels");
     let (train_idx, held_idx) = stratified_split(&labels.codes, 0.2, 0);
     let sizes = |idx: &[usize]| -> Vec<f64> { idx.iter().map(|&i| pbmc.n_counts[i]).collect() };
-    let (train_c, held_c) = (pbmc.counts.select_cells(&train_idx), pbmc.counts.select_cells(&held_idx));
+    let (train_c, held_c) = (
+        pbmc.counts.select_cells(&train_idx),
+        pbmc.counts.select_cells(&held_idx),
+    );
     let (train_l, held_l) = (
         train_c.labels.clone().expect("labels").codes,
         held_c.labels.clone().expect("labels").codes,
@@ -109,13 +115,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Library sizes for generated cells: drawn from the training cells'.
     let mut lrng = Rng::new(9);
     let gen_sizes: Vec<f64> = (0..held_idx.len())
-        .map(|_| sizes(&train_idx)[((lrng.uniform() * train_idx.len() as f64) as usize).min(train_idx.len() - 1)])
+        .map(|_| {
+            sizes(&train_idx)[((lrng.uniform() * train_idx.len() as f64) as usize).min(train_idx.len() - 1)]
+        })
         .collect();
     for arch in [Arch::WhiteBox, Arch::Standard] {
         let cfg = ModelConfig::new(arch, 128, 4, 4, num_types);
         let null = cfg.null_label().map(|n| (&train_l[..], n));
         let log = |s: &diffusion_train::StepStats| {
-            if s.step % 500 == 0 {
+            if s.step.is_multiple_of(500) {
                 eprintln!("{arch:?} step {} loss {:.4}", s.step, s.loss);
             }
         };
@@ -124,20 +132,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let net = white_box(layout, &cfg, 1)?;
                 let params = parameter_count(&net);
                 let (net, rep) = train(net, layout, &x_train, null, &topt, log)?;
-                (sample_with(&net, layout, &held_l, cfg.null_label(), &sopt)?, params, rep)
+                (
+                    sample_with(&net, layout, &held_l, cfg.null_label(), &sopt)?,
+                    params,
+                    rep,
+                )
             }
             Arch::Standard => {
                 let net = standard(layout, &cfg, 1)?;
                 let params = parameter_count(&net);
                 let (net, rep) = train(net, layout, &x_train, null, &topt, log)?;
-                (sample_with(&net, layout, &held_l, cfg.null_label(), &sopt)?, params, rep)
+                (
+                    sample_with(&net, layout, &held_l, cfg.null_label(), &sopt)?,
+                    params,
+                    rep,
+                )
             }
         };
         let counts = pipe.inverse_counts(&y, &gen_sizes, true)?;
         let mut ln = counts.clone();
         diffusion_scrna::prep::normalize_total(&mut ln, 1e4, &gen_sizes)?;
         diffusion_scrna::prep::log1p(&mut ln);
-        let report = evaluate(real, Cells { ln: &ln, counts: &counts }, &train_ln, opts)?;
+        let report = evaluate(
+            real,
+            Cells {
+                ln: &ln,
+                counts: &counts,
+            },
+            &train_ln,
+            opts,
+        )?;
         rows.push(Row {
             name: format!("{arch:?} DiT"),
             params,
@@ -180,7 +204,9 @@ fn print_table(rows: &[Row], steps: u64, guidance: f64) {
     line("gene-var Spearman", &|r| r.report.gene_var_spearman);
     line("mean gene W1", &|r| r.report.mean_gene_w1);
     line("MMD (50 PCs)", &|r| r.report.mmd);
-    line("zero fraction (real 1st col)", &|r| r.report.zero_fraction_generated);
+    line("zero fraction (real 1st col)", &|r| {
+        r.report.zero_fraction_generated
+    });
     line("zero-fraction KS", &|r| r.report.zero_fraction_ks);
     line("library-size KS", &|r| r.report.library_size_ks);
     line("library-size W1 / mean", &|r| r.report.library_size_w1_rel);

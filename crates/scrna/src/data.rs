@@ -17,7 +17,10 @@ impl Labels {
         if let Some((cell, &c)) = codes.iter().enumerate().find(|&(_, &c)| c >= names.len()) {
             return Err(ScrnaError::invalid(
                 "labels",
-                format!("cell {cell} has code {c}, but there are {} type names", names.len()),
+                format!(
+                    "cell {cell} has code {c}, but there are {} type names",
+                    names.len()
+                ),
             ));
         }
         Ok(Self { codes, names })

@@ -13,7 +13,11 @@ pub enum ScrnaError {
     },
     /// A file whose contents do not parse (bad header, bad number, wrong field count).
     #[error("{path}: line {line}: {reason}")]
-    Parse { path: PathBuf, line: usize, reason: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     /// A file that ends before the data its header declares.
     #[error("{path}: truncated: {reason}")]
     Truncated { path: PathBuf, reason: String },

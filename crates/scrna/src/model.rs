@@ -34,7 +34,10 @@ pub struct GeneLayout {
 impl GeneLayout {
     pub fn new(genes: usize, patch: usize) -> Result<Self> {
         if genes == 0 || patch == 0 {
-            return Err(ScrnaError::invalid("GeneLayout", "genes and patch must be positive"));
+            return Err(ScrnaError::invalid(
+                "GeneLayout",
+                "genes and patch must be positive",
+            ));
         }
         let tokens = genes.div_ceil(patch);
         let mut grid = (tokens as f64).sqrt().floor() as usize;
@@ -75,7 +78,12 @@ impl GeneLayout {
 
     /// The inverse of [`Self::to_images`] (padding dropped).
     pub fn from_images(&self, y: &ArrayD<f32>) -> Result<Array2<f64>> {
-        let expected = [y.shape().first().copied().unwrap_or(0), self.patch, self.grid, self.grid];
+        let expected = [
+            y.shape().first().copied().unwrap_or(0),
+            self.patch,
+            self.grid,
+            self.grid,
+        ];
         if y.shape() != expected {
             return Err(ScrnaError::Shape {
                 context: "gene layout: images".into(),
@@ -238,7 +246,8 @@ pub fn train<N: Network<f32>>(
     mut progress: impl FnMut(&StepStats),
 ) -> Result<(N, TrainReport)> {
     let images = layout.to_images(x)?;
-    let table = DiscreteSchedule::from_config(&schedule_config()).map_err(|e| ScrnaError::invalid("schedule", e.to_string()))?;
+    let table = DiscreteSchedule::from_config(&schedule_config())
+        .map_err(|e| ScrnaError::invalid("schedule", e.to_string()))?;
     let sampler = LevelSampler::discrete(table.alphas_cumprod.iter().map(|&a| f64::from(a)).collect())?;
     let mut config = TrainConfig::new(opts.batch, opts.seed);
     config.lr = LrSchedule {
@@ -257,11 +266,20 @@ pub fn train<N: Network<f32>>(
         let stats = match labels {
             Some((l, null)) => {
                 if let Some(&bad) = l.iter().find(|&&c| c >= null) {
-                    return Err(ScrnaError::invalid("labels", format!("label {bad} is not below {null}")));
+                    return Err(ScrnaError::invalid(
+                        "labels",
+                        format!("label {bad} is not below {null}"),
+                    ));
                 }
                 let dropped: Vec<usize> = l
                     .iter()
-                    .map(|&c| if drop_rng.uniform() < opts.p_uncond { null } else { c })
+                    .map(|&c| {
+                        if drop_rng.uniform() < opts.p_uncond {
+                            null
+                        } else {
+                            c
+                        }
+                    })
                     .collect();
                 trainer.step(&Dataset::new(&images)?.with_labels(&dropped)?)?
             }
@@ -302,7 +320,12 @@ impl<N: Network<f32>> ConditionalDenoiser<ArrayD<f32>> for GeneDenoiser<'_, N> {
         Parameterization::Epsilon
     }
 
-    fn predict_cond(&self, x: &ArrayD<f32>, level: NoiseLevel, cond: Option<&Vec<usize>>) -> diffusion_core::Result<ArrayD<f32>> {
+    fn predict_cond(
+        &self,
+        x: &ArrayD<f32>,
+        level: NoiseLevel,
+        cond: Option<&Vec<usize>>,
+    ) -> diffusion_core::Result<ArrayD<f32>> {
         let batch = x.shape().first().copied().unwrap_or(0);
         let t = vec![level.timestep as f32; batch];
         let labels = match (cond, self.null_label) {

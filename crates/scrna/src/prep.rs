@@ -13,28 +13,26 @@ use crate::error::{Result, ScrnaError};
 /// Keeps cells with at least `min_counts` total counts and `min_genes` expressed genes
 /// (scanpy's `filter_cells`). Returns the kept cells and their row indices.
 pub fn filter_cells(m: &CellMatrix, min_counts: f64, min_genes: usize) -> (CellMatrix, Vec<usize>) {
-    let keep: Vec<usize> = m
-        .x
-        .rows()
-        .into_iter()
-        .enumerate()
-        .filter(|(_, r)| r.sum() >= min_counts && r.iter().filter(|&&v| v > 0.0).count() >= min_genes)
-        .map(|(i, _)| i)
-        .collect();
+    let keep: Vec<usize> =
+        m.x.rows()
+            .into_iter()
+            .enumerate()
+            .filter(|(_, r)| r.sum() >= min_counts && r.iter().filter(|&&v| v > 0.0).count() >= min_genes)
+            .map(|(i, _)| i)
+            .collect();
     (m.select_cells(&keep), keep)
 }
 
 /// Keeps genes expressed in at least `min_cells` cells with at least `min_counts` counts
 /// in total (scanpy's `filter_genes`). Returns the kept genes and their column indices.
 pub fn filter_genes(m: &CellMatrix, min_cells: usize, min_counts: f64) -> (CellMatrix, Vec<usize>) {
-    let keep: Vec<usize> = m
-        .x
-        .columns()
-        .into_iter()
-        .enumerate()
-        .filter(|(_, c)| c.sum() >= min_counts && c.iter().filter(|&&v| v > 0.0).count() >= min_cells)
-        .map(|(i, _)| i)
-        .collect();
+    let keep: Vec<usize> =
+        m.x.columns()
+            .into_iter()
+            .enumerate()
+            .filter(|(_, c)| c.sum() >= min_counts && c.iter().filter(|&&v| v > 0.0).count() >= min_cells)
+            .map(|(i, _)| i)
+            .collect();
     (m.select_genes(&keep), keep)
 }
 
@@ -43,7 +41,10 @@ pub fn filter_genes(m: &CellMatrix, min_cells: usize, min_counts: f64) -> (CellM
 pub fn normalize_total(x: &mut Array2<f64>, target_sum: f64, sizes: &[f64]) -> Result<()> {
     check_sizes(x.nrows(), sizes)?;
     if !(target_sum.is_finite() && target_sum > 0.0) {
-        return Err(ScrnaError::invalid("target_sum", format!("{target_sum} must be positive")));
+        return Err(ScrnaError::invalid(
+            "target_sum",
+            format!("{target_sum} must be positive"),
+        ));
     }
     for (mut row, &s) in x.rows_mut().into_iter().zip(sizes) {
         let f = if s > 0.0 { target_sum / s } else { 0.0 };
@@ -61,8 +62,15 @@ fn check_sizes(cells: usize, sizes: &[f64]) -> Result<()> {
             got: sizes.len(),
         });
     }
-    if let Some((i, &s)) = sizes.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s >= 0.0)) {
-        return Err(ScrnaError::invalid("library sizes", format!("cell {i} has size {s}")));
+    if let Some((i, &s)) = sizes
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !(s.is_finite() && **s >= 0.0))
+    {
+        return Err(ScrnaError::invalid(
+            "library sizes",
+            format!("cell {i} has size {s}"),
+        ));
     }
     Ok(())
 }
@@ -123,7 +131,9 @@ pub struct Hvg {
 impl Hvg {
     /// Columns of the highly variable genes, in gene order.
     pub fn indices(&self) -> Vec<usize> {
-        (0..self.highly_variable.len()).filter(|&g| self.highly_variable[g]).collect()
+        (0..self.highly_variable.len())
+            .filter(|&g| self.highly_variable[g])
+            .collect()
     }
 }
 
@@ -133,7 +143,10 @@ impl Hvg {
 pub fn highly_variable_genes(lognorm: &Array2<f64>, opts: HvgOptions) -> Result<Hvg> {
     check_values(lognorm, Values::Real)?;
     if lognorm.nrows() < 2 || opts.n_bins == 0 {
-        return Err(ScrnaError::invalid("highly_variable_genes", "need two cells and one bin"));
+        return Err(ScrnaError::invalid(
+            "highly_variable_genes",
+            "need two cells and one bin",
+        ));
     }
     let (mut mean, var) = mean_var(&lognorm.mapv(f64::exp_m1));
     let mut disp = vec![0.0; mean.len()];
@@ -147,7 +160,11 @@ pub fn highly_variable_genes(lognorm: &Array2<f64>, opts: HvgOptions) -> Result<
     }
     // pandas.cut(bins=n): equal-width, right-closed bins over [min, max], the first edge
     // lowered by 0.1% of the range.
-    let (lo, hi) = mean.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = mean
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     let nb = opts.n_bins;
     let edges: Vec<f64> = (0..=nb).map(|k| lo + (hi - lo) * k as f64 / nb as f64).collect();
     let bin = |v: f64| -> usize { (1..=nb).find(|&k| v <= edges[k]).map_or(nb - 1, |k| k - 1) };
@@ -205,7 +222,10 @@ pub struct ZScore {
 impl ZScore {
     pub fn fit(x: &Array2<f64>, clip: Option<f64>) -> Self {
         let (mean, var) = mean_var(x);
-        let std = var.iter().map(|&v| if v > 0.0 { v.sqrt() } else { 1.0 }).collect();
+        let std = var
+            .iter()
+            .map(|&v| if v > 0.0 { v.sqrt() } else { 1.0 })
+            .collect();
         Self { mean, std, clip }
     }
 

@@ -133,7 +133,12 @@ fn pca_matches_the_full_eigendecomposition() {
     let (mut vals, _) = symmetric_eigen(cov.as_slice().unwrap(), p);
     vals.sort_by(|a, b| b.total_cmp(a));
     for i in 0..k {
-        assert!((pca.variances[i] - vals[i]).abs() < 1e-8 * vals[0], "{i}: {} vs {}", pca.variances[i], vals[i]);
+        assert!(
+            (pca.variances[i] - vals[i]).abs() < 1e-8 * vals[0],
+            "{i}: {} vs {}",
+            pca.variances[i],
+            vals[i]
+        );
     }
     // The projection's per-component variances are the eigenvalues too.
     let z = pca.transform(&x).unwrap();

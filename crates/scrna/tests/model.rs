@@ -63,7 +63,11 @@ fn check_conditional<N: Network<f32>>(net: N, cfg: &ModelConfig) {
         .into_iter()
         .zip(&want)
         .filter(|(r, t)| {
-            let score: f64 = r.iter().enumerate().map(|(g, v)| if g % 2 == 0 { *v } else { -v }).sum();
+            let score: f64 = r
+                .iter()
+                .enumerate()
+                .map(|(g, v)| if g % 2 == 0 { *v } else { -v })
+                .sum();
             usize::from(score < 0.0) == **t
         })
         .count();
@@ -72,7 +76,17 @@ fn check_conditional<N: Network<f32>>(net: N, cfg: &ModelConfig) {
     let u = sample(&net, layout, 5, None, cfg.null_label(), &sopt).unwrap();
     assert_eq!(u.dim(), (5, 12));
     let e = sample(&net, layout, 5, Some(&[0, 1]), cfg.null_label(), &sopt).unwrap_err();
-    assert!(matches!(e, ScrnaError::Length { expected: 5, got: 2, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ScrnaError::Length {
+                expected: 5,
+                got: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]

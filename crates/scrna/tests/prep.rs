@@ -16,7 +16,11 @@ fn lognorm_matches_scanpy() {
     let oracle = read_matrix(data_dir().join("lognorm_f32.npy")).unwrap();
     let pipe = Pipeline::fit(&p.counts.x, &p.n_counts, 1e4, None, false).unwrap();
     let ours = pipe.forward(&p.counts.x, &p.n_counts).unwrap();
-    let worst = ours.iter().zip(&oracle).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let worst = ours
+        .iter()
+        .zip(&oracle)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     assert!(worst < 2e-3, "max |ours - scanpy| = {worst}");
     // Zeros stay exactly zero.
     assert!(ours.iter().zip(&oracle).all(|(a, b)| (*a == 0.0) == (*b == 0.0)));
@@ -31,7 +35,11 @@ fn normalize_total_and_log1p_closed_forms() {
     assert_eq!(x[[0, 0]], 2501f64.ln());
     assert!(matches!(
         normalize_total(&mut x, 1e4, &[1.0]),
-        Err(ScrnaError::Length { expected: 3, got: 1, .. })
+        Err(ScrnaError::Length {
+            expected: 3,
+            got: 1,
+            ..
+        })
     ));
     assert!(normalize_total(&mut x, 1e4, &[1.0, f64::NAN, 1.0]).is_err());
     assert!(normalize_total(&mut x, 0.0, &[1.0, 1.0, 1.0]).is_err());
@@ -81,7 +89,11 @@ fn seurat_hvg_hand_case() {
     // of dispersion exactly 1 would get 0 / 0 = NaN, as in scanpy.)
     let h = highly_variable_genes(&ln, HvgOptions::default()).unwrap();
     for g in 0..3 {
-        assert!((h.dispersions_norm[g] - 1.0).abs() < 1e-12, "{g}: {}", h.dispersions_norm[g]);
+        assert!(
+            (h.dispersions_norm[g] - 1.0).abs() < 1e-12,
+            "{g}: {}",
+            h.dispersions_norm[g]
+        );
     }
     // Cut-offs: mean in (0.0125, 3) and normalised dispersion > 0.5: all but D.
     assert_eq!(h.highly_variable, vec![true, true, true, false]);
@@ -98,7 +110,12 @@ fn zscore_closed_form_and_inverse() {
     let y = z.apply(&x).unwrap();
     assert!((y[[0, 0]] + 1.0 / 2f64.sqrt()).abs() < 1e-15);
     assert_eq!(z.invert(&y).unwrap(), x);
-    let clipped = ZScore { clip: Some(0.5), ..z.clone() }.apply(&x).unwrap();
+    let clipped = ZScore {
+        clip: Some(0.5),
+        ..z.clone()
+    }
+    .apply(&x)
+    .unwrap();
     assert_eq!(clipped[[0, 0]], -0.5);
     assert!(z.apply(&array![[1.0]]).is_err());
 }
@@ -133,5 +150,8 @@ fn pipeline_inverse_round_trips_counts() {
     // Counts are checked on the way in.
     let mut bad = sub.x.clone();
     bad[[0, 0]] = 0.5;
-    assert!(matches!(pipe.forward(&bad, sizes), Err(ScrnaError::NonIntegerCount { .. })));
+    assert!(matches!(
+        pipe.forward(&bad, sizes),
+        Err(ScrnaError::NonIntegerCount { .. })
+    ));
 }

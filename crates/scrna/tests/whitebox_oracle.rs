@@ -51,7 +51,16 @@ fn linear(x: &[f64], w: &[f64], b: Option<&[f64]>, inp: usize, out: usize) -> Ve
 
 /// MSSA on tokens `[batch, n, dim]` by loops: per head k, `U = Z U_k^T`,
 /// `P = softmax(U U^T / sqrt(d))`, `O_k = P U`; out = `W_out concat_k O_k + b`.
-fn mssa(x: &[f64], batch: usize, n: usize, dim: usize, heads: usize, qkv: &[f64], wo: &[f64], bo: &[f64]) -> Vec<f64> {
+fn mssa(
+    x: &[f64],
+    batch: usize,
+    n: usize,
+    dim: usize,
+    heads: usize,
+    qkv: &[f64],
+    wo: &[f64],
+    bo: &[f64],
+) -> Vec<f64> {
     let hd = dim / heads;
     let w = heads * hd;
     let mut o = vec![0.0; batch * n * w];
@@ -61,13 +70,19 @@ fn mssa(x: &[f64], batch: usize, n: usize, dim: usize, heads: usize, qkv: &[f64]
         for k in 0..heads {
             for i in 0..n {
                 let mut s: Vec<f64> = (0..n)
-                    .map(|j| (0..hd).map(|e| u[i * w + k * hd + e] * u[j * w + k * hd + e]).sum::<f64>() / (hd as f64).sqrt())
+                    .map(|j| {
+                        (0..hd)
+                            .map(|e| u[i * w + k * hd + e] * u[j * w + k * hd + e])
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
                     .collect();
                 let mx = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 s.iter_mut().for_each(|v| *v = (*v - mx).exp());
                 let tot: f64 = s.iter().sum();
                 for e in 0..hd {
-                    o[(b * n + i) * w + k * hd + e] = (0..n).map(|j| s[j] / tot * u[j * w + k * hd + e]).sum();
+                    o[(b * n + i) * w + k * hd + e] =
+                        (0..n).map(|j| s[j] / tot * u[j * w + k * hd + e]).sum();
                 }
             }
         }
@@ -80,7 +95,9 @@ fn ista(x: &[f64], dim: usize, d: &[f64], eta: f64, lambda: f64) -> Vec<f64> {
     let mut y = vec![0.0; x.len()];
     for r in 0..x.len() / dim {
         let xr = &x[r * dim..(r + 1) * dim];
-        let res: Vec<f64> = (0..dim).map(|j| xr[j] - (0..dim).map(|k| xr[k] * d[j * dim + k]).sum::<f64>()).collect();
+        let res: Vec<f64> = (0..dim)
+            .map(|j| xr[j] - (0..dim).map(|k| xr[k] * d[j * dim + k]).sum::<f64>())
+            .collect();
         for i in 0..dim {
             let u = xr[i] + eta * (0..dim).map(|j| res[j] * d[j * dim + i]).sum::<f64>() - eta * lambda;
             y[r * dim + i] = u.max(0.0);
@@ -99,7 +116,9 @@ fn layer_norm(x: &[f64], dim: usize) -> Vec<f64> {
         .flat_map(|r| {
             let m = r.iter().sum::<f64>() / dim as f64;
             let v = r.iter().map(|a| (a - m) * (a - m)).sum::<f64>() / dim as f64;
-            r.iter().map(move |a| (a - m) / (v + 1e-6).sqrt()).collect::<Vec<_>>()
+            r.iter()
+                .map(move |a| (a - m) / (v + 1e-6).sqrt())
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -140,7 +159,16 @@ fn mssa_matches_loops_and_is_permutation_equivariant() {
     let x = randn(batch * n * dim, 8, 1.0);
     let xa = ArrayD::from_shape_vec(IxDyn(&[batch, n, dim]), x.clone()).unwrap();
     let (y, _) = attn.forward(&xa).unwrap();
-    let want = mssa(&x, batch, n, dim, heads, &p["qkv.weight"], &p["out.weight"], &p["out.bias"]);
+    let want = mssa(
+        &x,
+        batch,
+        n,
+        dim,
+        heads,
+        &p["qkv.weight"],
+        &p["out.weight"],
+        &p["out.bias"],
+    );
     for (a, b) in y.iter().zip(&want) {
         assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     }
@@ -223,7 +251,10 @@ fn white_box_dit_forward_matches_loops() {
         }
     });
     let pos = pos_table(s, d);
-    assert!(pos.iter().zip(&pos_nn).all(|(a, b)| (a - b).abs() < 1e-12), "positions");
+    assert!(
+        pos.iter().zip(&pos_nn).all(|(a, b)| (a - b).abs() < 1e-12),
+        "positions"
+    );
 
     let half = cfg.freq_dim / 2;
     for b in 0..batch {
@@ -242,13 +273,23 @@ fn white_box_dit_forward_matches_loops() {
         let temb: Vec<f64> = (0..2 * half)
             .map(|f| {
                 let w = (-(10000f64.ln()) * (f % half) as f64 / half as f64).exp();
-                if f < half { (t[b] * w).cos() } else { (t[b] * w).sin() }
+                if f < half {
+                    (t[b] * w).cos()
+                } else {
+                    (t[b] * w).sin()
+                }
             })
             .collect();
-        let z1: Vec<f64> = linear(&temb, &p["t_embed.0.weight"], Some(&p["t_embed.0.bias"]), 2 * half, d)
-            .into_iter()
-            .map(silu)
-            .collect();
+        let z1: Vec<f64> = linear(
+            &temb,
+            &p["t_embed.0.weight"],
+            Some(&p["t_embed.0.bias"]),
+            2 * half,
+            d,
+        )
+        .into_iter()
+        .map(silu)
+        .collect();
         let mut cvec = linear(&z1, &p["t_embed.2.weight"], Some(&p["t_embed.2.bias"]), d, d);
         for e in 0..d {
             cvec[e] += p["y_embed.weight"][labels[b] * d + e];
@@ -256,12 +297,29 @@ fn white_box_dit_forward_matches_loops() {
         let sc: Vec<f64> = cvec.iter().map(|&v| silu(v)).collect();
         for blk in 0..cfg.depth {
             let name = |k: &str| format!("blocks.{blk}.{k}");
-            let m = linear(&sc, &p[&name("ada.1.weight")], Some(&p[&name("ada.1.bias")]), d, 6 * d);
+            let m = linear(
+                &sc,
+                &p[&name("ada.1.weight")],
+                Some(&p[&name("ada.1.bias")]),
+                d,
+                6 * d,
+            );
             let modulate = |xh: &[f64], shift: usize, scale: usize| -> Vec<f64> {
-                (0..tok * d).map(|i| xh[i] * (1.0 + m[scale + i % d]) + m[shift + i % d]).collect()
+                (0..tok * d)
+                    .map(|i| xh[i] * (1.0 + m[scale + i % d]) + m[shift + i % d])
+                    .collect()
             };
             let u = modulate(&layer_norm(&h, d), 0, d);
-            let a = mssa(&u, 1, tok, d, cfg.heads, &p[&name("attn.qkv.weight")], &p[&name("attn.out.weight")], &p[&name("attn.out.bias")]);
+            let a = mssa(
+                &u,
+                1,
+                tok,
+                d,
+                cfg.heads,
+                &p[&name("attn.qkv.weight")],
+                &p[&name("attn.out.weight")],
+                &p[&name("attn.out.bias")],
+            );
             for i in 0..tok * d {
                 h[i] += m[2 * d + i % d] * a[i];
             }
@@ -273,13 +331,18 @@ fn white_box_dit_forward_matches_loops() {
         }
         let mf = linear(&sc, &p["ada_f.1.weight"], Some(&p["ada_f.1.bias"]), d, 2 * d);
         let hn = layer_norm(&h, d);
-        let w: Vec<f64> = (0..tok * d).map(|i| hn[i] * (1.0 + mf[d + i % d]) + mf[i % d]).collect();
+        let w: Vec<f64> = (0..tok * d)
+            .map(|i| hn[i] * (1.0 + mf[d + i % d]) + mf[i % d])
+            .collect();
         let o = linear(&w, &p["out.weight"], Some(&p["out.bias"]), d, c_in);
         for ti in 0..tok {
             for c in 0..c_in {
                 let got = y.as_slice().unwrap()[(b * c_in + c) * tok + ti];
                 let want = o[ti * c_in + c];
-                assert!((got - want).abs() < 1e-11 * want.abs().max(1.0), "item {b} token {ti} ch {c}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 1e-11 * want.abs().max(1.0),
+                    "item {b} token {ti} ch {c}: {got} vs {want}"
+                );
             }
         }
     }

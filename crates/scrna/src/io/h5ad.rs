@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use hdf5_metno as hdf5;
 use hdf5::types::{VarLenAscii, VarLenUnicode};
 use hdf5::{Conversion, Group, H5Type, Location};
+use hdf5_metno as hdf5;
 use ndarray::{Array1, Array2};
 
 use crate::data::{CellMatrix, Labels, Values};
@@ -48,7 +48,12 @@ fn write_strings(g: &Group, name: &str, values: &[String]) -> hdf5::Result<()> {
     encoding(&ds, "string-array", "0.2.0")
 }
 
-fn write_frame(parent: &Group, name: &str, index: &[String], labels: Option<(&str, &Labels)>) -> hdf5::Result<()> {
+fn write_frame(
+    parent: &Group,
+    name: &str,
+    index: &[String],
+    labels: Option<(&str, &Labels)>,
+) -> hdf5::Result<()> {
     let g = parent.create_group(name)?;
     encoding(&g, "dataframe", "0.2.0")?;
     str_attr(&g, "_index", "_index")?;
@@ -60,10 +65,17 @@ fn write_frame(parent: &Group, name: &str, index: &[String], labels: Option<(&st
     if let Some((key, l)) = labels {
         let c = g.create_group(key)?;
         encoding(&c, "categorical", "0.2.0")?;
-        c.new_attr::<bool>().shape(()).create("ordered")?.as_writer().write_scalar(&false)?;
+        c.new_attr::<bool>()
+            .shape(())
+            .create("ordered")?
+            .as_writer()
+            .write_scalar(&false)?;
         write_strings(&c, "categories", &l.names)?;
         let codes: Vec<i32> = l.codes.iter().map(|&v| v as i32).collect();
-        let ds = c.new_dataset_builder().with_data(&Array1::from(codes)).create("codes")?;
+        let ds = c
+            .new_dataset_builder()
+            .with_data(&Array1::from(codes))
+            .create("codes")?;
         encoding(&ds, "array", "0.2.0")?;
     }
     Ok(())
@@ -109,7 +121,11 @@ fn read_strings(g: &Group, name: &str) -> hdf5::Result<Vec<String>> {
     let ds = g.dataset(name)?;
     match ds.read_raw::<VarLenUnicode>() {
         Ok(v) => Ok(v.iter().map(|s| s.as_str().to_string()).collect()),
-        Err(_) => Ok(ds.read_raw::<VarLenAscii>()?.iter().map(|s| s.as_str().to_string()).collect()),
+        Err(_) => Ok(ds
+            .read_raw::<VarLenAscii>()?
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect()),
     }
 }
 
@@ -122,7 +138,10 @@ fn read_str_attr(loc: &Location, name: &str) -> hdf5::Result<String> {
 }
 
 fn read_ints<T: H5Type + Copy>(g: &Group, name: &str) -> hdf5::Result<Vec<T>> {
-    g.dataset(name)?.as_reader().conversion(Conversion::Hard).read_raw::<T>()
+    g.dataset(name)?
+        .as_reader()
+        .conversion(Conversion::Hard)
+        .read_raw::<T>()
 }
 
 /// The frame's index (`_index` attribute names the column; anndata's default `_index`).
@@ -135,22 +154,42 @@ fn frame_index(g: &Group) -> hdf5::Result<Vec<String>> {
 fn read_x(f: &hdf5::File, path: &Path) -> Result<Array2<f64>> {
     let e = h5err(path);
     if let Ok(ds) = f.dataset("X") {
-        return ds.as_reader().conversion(Conversion::Hard).read_2d::<f64>().map_err(e);
+        return ds
+            .as_reader()
+            .conversion(Conversion::Hard)
+            .read_2d::<f64>()
+            .map_err(e);
     }
     let g = f.group("X").map_err(&e)?;
     let kind = read_str_attr(&g, "encoding-type").map_err(&e)?;
-    let shape: Vec<i64> = g.attr("shape").and_then(|a| a.as_reader().conversion(Conversion::Hard).read_raw()).map_err(&e)?;
+    let shape: Vec<i64> = g
+        .attr("shape")
+        .and_then(|a| a.as_reader().conversion(Conversion::Hard).read_raw())
+        .map_err(&e)?;
     let (rows, cols) = match shape.as_slice() {
         &[r, c] if r >= 0 && c >= 0 => (r as usize, c as usize),
-        _ => return Err(ScrnaError::invalid("h5ad X", format!("shape attribute {shape:?}"))),
+        _ => {
+            return Err(ScrnaError::invalid(
+                "h5ad X",
+                format!("shape attribute {shape:?}"),
+            ));
+        }
     };
-    let data: Vec<f64> = g.dataset("data").and_then(|d| d.as_reader().conversion(Conversion::Hard).read_raw()).map_err(&e)?;
+    let data: Vec<f64> = g
+        .dataset("data")
+        .and_then(|d| d.as_reader().conversion(Conversion::Hard).read_raw())
+        .map_err(&e)?;
     let indices: Vec<i64> = read_ints(&g, "indices").map_err(&e)?;
     let indptr: Vec<i64> = read_ints(&g, "indptr").map_err(&e)?;
     let csr = match kind.as_str() {
         "csr_matrix" => true,
         "csc_matrix" => false,
-        other => return Err(ScrnaError::invalid("h5ad X", format!("unknown encoding {other:?}"))),
+        other => {
+            return Err(ScrnaError::invalid(
+                "h5ad X",
+                format!("unknown encoding {other:?}"),
+            ));
+        }
     };
     let (major, minor) = if csr { (rows, cols) } else { (cols, rows) };
     let bad = || ScrnaError::invalid("h5ad X", "sparse index arrays are inconsistent (truncated?)");
@@ -183,7 +222,10 @@ fn read_x(f: &hdf5::File, path: &Path) -> Result<Array2<f64>> {
 pub fn read_h5ad(path: impl AsRef<Path>, values: Values, labels_key: Option<&str>) -> Result<CellMatrix> {
     let path = path.as_ref();
     let f = hdf5::File::open(path).map_err(|e| {
-        let head = std::fs::read(path).map(|b| b.get(..8).map(<[u8]>::to_vec)).ok().flatten();
+        let head = std::fs::read(path)
+            .map(|b| b.get(..8).map(<[u8]>::to_vec))
+            .ok()
+            .flatten();
         if head.as_deref() == Some(b"\x89HDF\r\n\x1a\n") {
             ScrnaError::Truncated {
                 path: path.to_path_buf(),
@@ -212,7 +254,10 @@ pub fn read_h5ad(path: impl AsRef<Path>, values: Values, labels_key: Option<&str
             let names = read_strings(&c, "categories").map_err(&e)?;
             let codes: Vec<i64> = read_ints(&c, "codes").map_err(&e)?;
             if let Some(&neg) = codes.iter().find(|&&v| v < 0) {
-                return Err(ScrnaError::invalid("h5ad labels", format!("code {neg} (a missing label)")));
+                return Err(ScrnaError::invalid(
+                    "h5ad labels",
+                    format!("code {neg} (a missing label)"),
+                ));
             }
             m.with_labels(Labels::new(codes.iter().map(|&v| v as usize).collect(), names)?)
         }

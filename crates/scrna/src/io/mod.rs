@@ -56,11 +56,15 @@ pub(crate) fn read_column(path: &Path, col: usize) -> Result<Vec<String>> {
     let text = read_text(path)?;
     let mut out = Vec::new();
     for (i, line) in text.trim_end_matches(['\n', '\r']).lines().enumerate() {
-        let field = line.trim_end_matches('\r').split('\t').nth(col).ok_or_else(|| ScrnaError::Parse {
-            path: path.to_path_buf(),
-            line: i + 1,
-            reason: format!("no field {} in {line:?}", col + 1),
-        })?;
+        let field = line
+            .trim_end_matches('\r')
+            .split('\t')
+            .nth(col)
+            .ok_or_else(|| ScrnaError::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason: format!("no field {} in {line:?}", col + 1),
+            })?;
         out.push(field.to_string());
     }
     if text.trim().is_empty() {

@@ -23,7 +23,10 @@ fn existing(dir: &Path, names: &[&str]) -> Result<PathBuf> {
     }
     Err(ScrnaError::Io {
         path: dir.join(names[0]),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("none of {names:?} (or .gz)")),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("none of {names:?} (or .gz)"),
+        ),
     })
 }
 
@@ -52,7 +55,10 @@ pub fn read_mtx(path: impl AsRef<Path>) -> Result<Array2<f64>> {
         return Err(parse(1, format!("field {:?} is not real or integer", words[3])));
     }
     if words.get(4).is_some_and(|s| s != "general") {
-        return Err(parse(1, format!("symmetry {:?} is not supported (general only)", words[4])));
+        return Err(parse(
+            1,
+            format!("symmetry {:?} is not supported (general only)", words[4]),
+        ));
     }
     let mut body = lines.filter(|(_, l)| !l.starts_with('%') && !l.trim().is_empty());
     let (hl, size) = body.next().ok_or_else(|| ScrnaError::Truncated {
@@ -61,7 +67,10 @@ pub fn read_mtx(path: impl AsRef<Path>) -> Result<Array2<f64>> {
     })?;
     let dims: Vec<usize> = size
         .split_whitespace()
-        .map(|s| s.parse().map_err(|_| parse(hl + 1, format!("bad size line {size:?}"))))
+        .map(|s| {
+            s.parse()
+                .map_err(|_| parse(hl + 1, format!("bad size line {size:?}")))
+        })
         .collect::<Result<_>>()?;
     let (rows, cols, entries) = match (coordinate, dims.as_slice()) {
         (true, &[r, c, n]) => (r, c, n),
@@ -72,10 +81,16 @@ pub fn read_mtx(path: impl AsRef<Path>) -> Result<Array2<f64>> {
     let mut seen = 0;
     for (i, line) in body {
         if seen == entries {
-            return Err(parse(i + 1, format!("more than the {entries} entries the size line declares")));
+            return Err(parse(
+                i + 1,
+                format!("more than the {entries} entries the size line declares"),
+            ));
         }
         let f: Vec<&str> = line.split_whitespace().collect();
-        let num = |s: &str| -> Result<f64> { s.parse().map_err(|_| parse(i + 1, format!("{s:?} is not a number"))) };
+        let num = |s: &str| -> Result<f64> {
+            s.parse()
+                .map_err(|_| parse(i + 1, format!("{s:?} is not a number")))
+        };
         if coordinate {
             if f.len() != 3 {
                 return Err(parse(i + 1, format!("need `row col value`, got {line:?}")));
@@ -123,7 +138,12 @@ pub fn read_10x(dir: impl AsRef<Path>, values: Values) -> Result<CellMatrix> {
             got: genes.len(),
         });
     }
-    CellMatrix::new(genes_x_cells.reversed_axes().as_standard_layout().into_owned(), genes, barcodes, values)
+    CellMatrix::new(
+        genes_x_cells.reversed_axes().as_standard_layout().into_owned(),
+        genes,
+        barcodes,
+        values,
+    )
 }
 
 /// Writes `m` as a 10x directory: `matrix.mtx` (genes x cells, only non-zero entries,
@@ -148,7 +168,11 @@ pub fn write_10x(dir: impl AsRef<Path>, m: &CellMatrix) -> Result<()> {
         }
     }
     write_bytes(&dir.join("matrix.mtx"), s.as_bytes())?;
-    let features: Vec<String> = m.genes.iter().map(|g| format!("{g}\t{g}\tGene Expression")).collect();
+    let features: Vec<String> = m
+        .genes
+        .iter()
+        .map(|g| format!("{g}\t{g}\tGene Expression"))
+        .collect();
     write_names(dir.join("features.tsv"), &features)?;
     write_names(dir.join("barcodes.tsv"), &m.barcodes)
 }

@@ -17,7 +17,8 @@ fn widen<A: Copy + Into<f64>>(a: ArrayD<A>) -> ArrayD<f64> {
 /// (i64 values beyond 2^53 lose precision).
 pub fn read_any(path: impl AsRef<Path>) -> Result<ArrayD<f64>> {
     let path = path.as_ref();
-    let wrong = |e: &TestbedError| matches!(e, TestbedError::Npy { reason, .. } if reason.starts_with("wrong dtype"));
+    let wrong =
+        |e: &TestbedError| matches!(e, TestbedError::Npy { reason, .. } if reason.starts_with("wrong dtype"));
     macro_rules! attempt {
         ($t:ty, $conv:expr) => {
             match read_npy::<$t>(path) {

@@ -34,7 +34,9 @@ pub fn read_delimited(path: impl AsRef<Path>, delim: Option<char>, values: Value
         reason,
     };
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines.next().ok_or_else(|| parse(1, "empty file: no header".into()))?;
+    let (_, header) = lines
+        .next()
+        .ok_or_else(|| parse(1, "empty file: no header".into()))?;
     let genes: Vec<String> = header
         .trim_end_matches('\r')
         .split(delim)
@@ -61,11 +63,7 @@ pub fn read_delimited(path: impl AsRef<Path>, delim: Option<char>, values: Value
                 format!(
                     "{n} values for {} genes in the header{}",
                     genes.len(),
-                    if n < genes.len() {
-                        " (truncated row?)"
-                    } else {
-                        ""
-                    }
+                    if n < genes.len() { " (truncated row?)" } else { "" }
                 ),
             ));
         }

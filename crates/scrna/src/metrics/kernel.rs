@@ -1,6 +1,6 @@
 //! Multi-bandwidth RBF maximum mean discrepancy, as scDiffusion computes it.
 
-use ndarray::{Array2, concatenate, Axis};
+use ndarray::{Array2, Axis, concatenate};
 
 use crate::error::{Result, ScrnaError};
 use crate::linalg::sq_distances;
@@ -12,7 +12,10 @@ use crate::linalg::sq_distances;
 /// for equal sample sizes). scDiffusion uses `mul = 2`, `num = 5`.
 pub fn mmd_multi_rbf(x: &Array2<f64>, y: &Array2<f64>, mul: f64, num: usize) -> Result<f64> {
     if x.nrows() == 0 || y.nrows() == 0 || num == 0 || mul <= 0.0 {
-        return Err(ScrnaError::invalid("MMD", "needs two non-empty samples and kernels"));
+        return Err(ScrnaError::invalid(
+            "MMD",
+            "needs two non-empty samples and kernels",
+        ));
     }
     let total = concatenate(Axis(0), &[x.view(), y.view()]).map_err(|_| ScrnaError::Shape {
         context: "MMD: features".into(),
@@ -22,10 +25,14 @@ pub fn mmd_multi_rbf(x: &Array2<f64>, y: &Array2<f64>, mul: f64, num: usize) -> 
     let n = total.nrows();
     let d2 = sq_distances(&total, &total)?;
     let base = d2.sum() / (n * n - n) as f64 / mul.powi((num / 2) as i32);
-    if !(base > 0.0) {
+    if base.is_nan() || base <= 0.0 {
         return Err(ScrnaError::invalid("MMD", "all points coincide"));
     }
-    let k = d2.mapv(|d| (0..num).map(|i| (-d / (base * mul.powi(i as i32))).exp()).sum::<f64>());
+    let k = d2.mapv(|d| {
+        (0..num)
+            .map(|i| (-d / (base * mul.powi(i as i32))).exp())
+            .sum::<f64>()
+    });
     let nx = x.nrows();
     let block_mean = |r: std::ops::Range<usize>, c: std::ops::Range<usize>| {
         let b = k.slice(ndarray::s![r, c]);

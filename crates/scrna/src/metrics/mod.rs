@@ -95,7 +95,12 @@ fn mean(v: &[f64]) -> f64 {
 
 /// Compares `generated` with the `real` reference cells; `train_ln` are the cells the model
 /// saw (the memorisation check measures distances to them).
-pub fn evaluate(real: Cells<'_>, generated: Cells<'_>, train_ln: &Array2<f64>, opts: EvalOptions) -> Result<Report> {
+pub fn evaluate(
+    real: Cells<'_>,
+    generated: Cells<'_>,
+    train_ln: &Array2<f64>,
+    opts: EvalOptions,
+) -> Result<Report> {
     for (what, c) in [("real", &real), ("generated", &generated)] {
         if c.ln.dim() != c.counts.dim() {
             return Err(ScrnaError::Shape {
@@ -115,9 +120,7 @@ pub fn evaluate(real: Cells<'_>, generated: Cells<'_>, train_ln: &Array2<f64>, o
     let (mr, vr) = mean_var(real.ln);
     let (mg, vg) = mean_var(generated.ln);
     let w1: Vec<f64> = (0..real.ln.ncols())
-        .map(|g| {
-            wasserstein1(&real.ln.column(g).to_vec(), &generated.ln.column(g).to_vec())
-        })
+        .map(|g| wasserstein1(&real.ln.column(g).to_vec(), &generated.ln.column(g).to_vec()))
         .collect::<Result<_>>()?;
     let pca = Pca::fit(train_ln, opts.pcs.min(real.ln.ncols()), opts.seed)?;
     let (pr, pg, pt) = (
@@ -125,10 +128,15 @@ pub fn evaluate(real: Cells<'_>, generated: Cells<'_>, train_ln: &Array2<f64>, o
         pca.transform(generated.ln)?,
         pca.transform(train_ln)?,
     );
-    let (zr, zg) = (per_cell_zero_fraction(real.counts), per_cell_zero_fraction(generated.counts));
+    let (zr, zg) = (
+        per_cell_zero_fraction(real.counts),
+        per_cell_zero_fraction(generated.counts),
+    );
     let lib = |c: &Array2<f64>| -> Vec<f64> { c.rows().into_iter().map(|r| r.sum()).collect() };
     let (lr, lg) = (lib(real.counts), lib(generated.counts));
-    let batches: Vec<usize> = (0..pr.nrows() + pg.nrows()).map(|i| usize::from(i >= pr.nrows())).collect();
+    let batches: Vec<usize> = (0..pr.nrows() + pg.nrows())
+        .map(|i| usize::from(i >= pr.nrows()))
+        .collect();
     let pooled = ndarray::concatenate(ndarray::Axis(0), &[pr.view(), pg.view()]).expect("same PCs");
     let (dg, dr) = (nearest_distances(&pg, &pt)?, nearest_distances(&pr, &pt)?);
     let p5 = quantile(&dr, 0.05);

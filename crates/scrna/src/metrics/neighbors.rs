@@ -1,7 +1,7 @@
 //! Neighbourhood metrics: the kNN real-vs-generated classifier AUC, iLISI, nearest-cell
 //! distances and kNN cell-type classification.
 
-use ndarray::{Array2, concatenate, Axis};
+use ndarray::{Array2, Axis, concatenate};
 
 use crate::error::{Result, ScrnaError};
 use crate::linalg::sq_distances;
@@ -58,8 +58,11 @@ pub fn ilisi(x: &Array2<f64>, batches: &[usize], perplexity: f64) -> Result<f64>
             got: batches.len(),
         });
     }
-    if n < 2 || !(perplexity > 0.0) {
-        return Err(ScrnaError::invalid("iLISI", "needs two cells and a positive perplexity"));
+    if n < 2 || perplexity.is_nan() || perplexity <= 0.0 {
+        return Err(ScrnaError::invalid(
+            "iLISI",
+            "needs two cells and a positive perplexity",
+        ));
     }
     let k = ((3.0 * perplexity) as usize).clamp(1, n - 1);
     let nb_types = batches.iter().max().map_or(0, |m| m + 1);
@@ -99,10 +102,18 @@ fn calibrated_weights(d: &[f64], target: f64) -> Vec<f64> {
         }
         if diff > 0.0 {
             lo = beta;
-            beta = if hi.is_finite() { (beta + hi) / 2.0 } else { beta * 2.0 };
+            beta = if hi.is_finite() {
+                (beta + hi) / 2.0
+            } else {
+                beta * 2.0
+            };
         } else {
             hi = beta;
-            beta = if lo.is_finite() { (beta + lo) / 2.0 } else { beta / 2.0 };
+            beta = if lo.is_finite() {
+                (beta + lo) / 2.0
+            } else {
+                beta / 2.0
+            };
         }
         (p, h) = eval(beta);
     }
@@ -122,7 +133,12 @@ pub fn nearest_distances(queries: &Array2<f64>, reference: &Array2<f64>) -> Resu
 }
 
 /// Majority vote of the `k` nearest training cells (ties to the nearest's label among the tied).
-pub fn knn_classify(train: &Array2<f64>, labels: &[usize], queries: &Array2<f64>, k: usize) -> Result<Vec<usize>> {
+pub fn knn_classify(
+    train: &Array2<f64>,
+    labels: &[usize],
+    queries: &Array2<f64>,
+    k: usize,
+) -> Result<Vec<usize>> {
     if labels.len() != train.nrows() {
         return Err(ScrnaError::Length {
             what: "training labels",
@@ -132,7 +148,10 @@ pub fn knn_classify(train: &Array2<f64>, labels: &[usize], queries: &Array2<f64>
         });
     }
     if k == 0 || k > train.nrows() {
-        return Err(ScrnaError::invalid("knn_classify", format!("k = {k} for {} cells", train.nrows())));
+        return Err(ScrnaError::invalid(
+            "knn_classify",
+            format!("k = {k} for {} cells", train.nrows()),
+        ));
     }
     let types = labels.iter().max().map_or(0, |m| m + 1);
     let d = sq_distances(queries, train)?;
@@ -146,7 +165,10 @@ pub fn knn_classify(train: &Array2<f64>, labels: &[usize], queries: &Array2<f64>
             }
             let best = *votes.iter().max().expect("k >= 1");
             // The first neighbour (nearest first) whose label has the top vote.
-            nb.iter().map(|&j| labels[j]).find(|&l| votes[l] == best).expect("a top label")
+            nb.iter()
+                .map(|&j| labels[j])
+                .find(|&l| votes[l] == best)
+                .expect("a top label")
         })
         .collect())
 }

@@ -118,7 +118,10 @@ pub fn auc(scores: &[f64], positive: &[bool]) -> Result<f64> {
     let np = positive.iter().filter(|&&p| p).count() as f64;
     let nn = positive.len() as f64 - np;
     if np == 0.0 || nn == 0.0 {
-        return Err(ScrnaError::invalid("AUC", "needs both positive and negative items"));
+        return Err(ScrnaError::invalid(
+            "AUC",
+            "needs both positive and negative items",
+        ));
     }
     let rank_sum: f64 = r.iter().zip(positive).filter(|(_, p)| **p).map(|(r, _)| r).sum();
     Ok((rank_sum - np * (np + 1.0) / 2.0) / (np * nn))
