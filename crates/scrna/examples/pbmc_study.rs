@@ -3,7 +3,7 @@
 //! metrics table against the held-out cells, with the real-vs-real floor (as many training
 //! cells as held-out ones), parameters and seconds per training step, and writes it as JSON.
 //!
-//! `cargo run --release -p diffusion-scrna --example pbmc_study -- [steps] [out.json]`
+//! `cargo run --release -p diffusion-scrna --example pbmc_study -- [steps] [out.json] [guidance] [z|ln]`
 
 use diffusion_core::Rng;
 use diffusion_nn::Network;
@@ -36,7 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .get(2)
         .cloned()
         .unwrap_or_else(|| "out/scrna_study.json".into());
-    let guidance: f64 = args.get(3).map_or(Ok(1.5), |s| s.parse())?;
+    let guidance: f64 = args.get(3).map_or(Ok(1.0), |s| s.parse())?;
+    // Model space: z-scored log-normalised expression ("z") or log-normalised as it is ("ln").
+    let zscore = args.get(4).is_none_or(|s| s == "z");
 
     let pbmc = read_pbmc(data_dir())?;
     let labels = pbmc.counts.labels.clone().expect("PBMC has labels");
@@ -50,7 +52,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         train_c.labels.clone().expect("labels").codes,
         held_c.labels.clone().expect("labels").codes,
     );
-    let pipe = Pipeline::fit(&train_c.x, &sizes(&train_idx), 1e4, None, true)?;
+    let pipe = Pipeline::fit(&train_c.x, &sizes(&train_idx), 1e4, None, zscore)?;
     let x_train = pipe.forward(&train_c.x, &sizes(&train_idx))?;
     let train_ln = pipe.lognorm(&train_c.x, &sizes(&train_idx))?;
     let held_ln = pipe.lognorm(&held_c.x, &sizes(&held_idx))?;
@@ -171,6 +173,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             report,
         });
     }
+    println!(
+        "model space: {}",
+        if zscore {
+            "z-scored log-normalised"
+        } else {
+            "log-normalised"
+        }
+    );
     print_table(&rows, steps, guidance);
     if let Some(dir) = std::path::Path::new(&out).parent() {
         std::fs::create_dir_all(dir)?;

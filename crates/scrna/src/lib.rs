@@ -24,3 +24,8 @@ pub mod split;
 
 pub use data::{CellMatrix, Labels, Values};
 pub use error::{Result, ScrnaError};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

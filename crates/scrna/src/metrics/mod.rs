@@ -27,8 +27,8 @@ pub struct Cells<'a> {
 /// Settings of [`evaluate`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EvalOptions {
-    /// Principal components (fitted on the training cells, so that neither compared set is
-    /// favoured) for MMD, kNN AUC, iLISI and distances.
+    /// Principal components (fitted on the real and generated cells together, so that
+    /// neither compared set is favoured) for MMD, kNN AUC, iLISI and distances.
     pub pcs: usize,
     pub knn: usize,
     pub perplexity: f64,
@@ -122,7 +122,9 @@ pub fn evaluate(
     let w1: Vec<f64> = (0..real.ln.ncols())
         .map(|g| wasserstein1(&real.ln.column(g).to_vec(), &generated.ln.column(g).to_vec()))
         .collect::<Result<_>>()?;
-    let pca = Pca::fit(train_ln, opts.pcs.min(real.ln.ncols()), opts.seed)?;
+    let both =
+        ndarray::concatenate(ndarray::Axis(0), &[real.ln.view(), generated.ln.view()]).expect("same genes");
+    let pca = Pca::fit(&both, opts.pcs.min(real.ln.ncols()), opts.seed)?;
     let (pr, pg, pt) = (
         pca.transform(real.ln)?,
         pca.transform(generated.ln)?,
