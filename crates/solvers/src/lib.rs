@@ -39,3 +39,5 @@ pub mod edm;
 pub use edm::{EdmConfig, EdmEuler};
 pub mod guidance;
 pub use guidance::ClassifierFreeGuidance;
+pub mod repaint;
+pub use repaint::{RePaint, RePaintConfig};
