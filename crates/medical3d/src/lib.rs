@@ -27,3 +27,5 @@ pub use metrics::{Plane, psnr, ssim, three_planes};
 pub fn data_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
 }
+pub mod admm;
+pub use admm::{AdmmTvZ, conjugate_gradient, soft_threshold, tv_z_denoise};
