@@ -29,3 +29,7 @@ pub fn data_dir() -> std::path::PathBuf {
 }
 pub mod admm;
 pub use admm::{AdmmTvZ, conjugate_gradient, soft_threshold, tv_z_denoise};
+pub mod mbir;
+pub mod prior;
+pub use mbir::{MbirConfig, reconstruct};
+pub use prior::KdeSlicePrior;

@@ -88,26 +88,41 @@ pub fn ssim_2d(x: ArrayView2<'_, f64>, reference: ArrayView2<'_, f64>, data_rang
     total / count as f64
 }
 
-/// Mean PSNR over the slices of one orientation.
-pub fn psnr(x: &Array3<f64>, reference: &Array3<f64>, plane: Plane, data_range: f64) -> Result<f64> {
-    check(x, reference)?;
-    let ax = plane.axis();
-    let n = x.len_of(ax);
-    Ok((0..n)
-        .map(|k| psnr_2d(x.index_axis(ax, k), reference.index_axis(ax, k), data_range))
-        .sum::<f64>()
-        / n as f64)
+/// The slices of one orientation whose reference is not constant (empty slices beyond
+/// the object would score 100 dB for any method that returns zero there).
+fn content_slices(reference: &Array3<f64>, ax: Axis) -> Vec<usize> {
+    (0..reference.len_of(ax))
+        .filter(|&k| {
+            let s = reference.index_axis(ax, k);
+            let (lo, hi) = s.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            hi > lo
+        })
+        .collect()
 }
 
-/// Mean SSIM over the slices of one orientation.
-pub fn ssim(x: &Array3<f64>, reference: &Array3<f64>, plane: Plane, data_range: f64) -> Result<f64> {
+fn mean_over_slices(
+    x: &Array3<f64>,
+    reference: &Array3<f64>,
+    plane: Plane,
+    f: impl Fn(ArrayView2<'_, f64>, ArrayView2<'_, f64>) -> f64,
+) -> Result<f64> {
     check(x, reference)?;
     let ax = plane.axis();
-    let n = x.len_of(ax);
-    Ok((0..n)
-        .map(|k| ssim_2d(x.index_axis(ax, k), reference.index_axis(ax, k), data_range))
-        .sum::<f64>()
-        / n as f64)
+    let ks = content_slices(reference, ax);
+    if ks.is_empty() {
+        return Err(crate::error::invalid("reference", "every slice is constant"));
+    }
+    Ok(ks.iter().map(|&k| f(x.index_axis(ax, k), reference.index_axis(ax, k))).sum::<f64>() / ks.len() as f64)
+}
+
+/// Mean PSNR over the (non-constant reference) slices of one orientation.
+pub fn psnr(x: &Array3<f64>, reference: &Array3<f64>, plane: Plane, data_range: f64) -> Result<f64> {
+    mean_over_slices(x, reference, plane, |a, b| psnr_2d(a, b, data_range))
+}
+
+/// Mean SSIM over the (non-constant reference) slices of one orientation.
+pub fn ssim(x: &Array3<f64>, reference: &Array3<f64>, plane: Plane, data_range: f64) -> Result<f64> {
+    mean_over_slices(x, reference, plane, |a, b| ssim_2d(a, b, data_range))
 }
 
 /// `[psnr, ssim]` for axial, coronal, sagittal.
