@@ -73,6 +73,10 @@ pub fn dz_t(d: &Array3<f64>) -> Array3<f64> {
     out
 }
 
+/// CG stops at this relative residual: on a semi-definite system (the MRI operator is a
+/// projection) the iterations after convergence divide rounding noise by rounding noise.
+const CG_TOL: f64 = 1e-10;
+
 /// One ADMM iteration per call for `1/2 |A x - b|^2 + lambda |D_z x|_1`, with the
 /// split `z = D_z x` and the scaled dual `w` kept across calls (DiffusionMBIR keeps them
 /// across diffusion steps):
@@ -125,7 +129,7 @@ impl AdmmTvZ {
             return Err(shape("ADMM start", format!("{:?}", atb.shape()), x_init.shape()));
         }
         if self.rho == 0.0 {
-            let (x, _) = conjugate_gradient(normal, atb, x_init.clone(), self.cg_iters, 0.0)?;
+            let (x, _) = conjugate_gradient(normal, atb, x_init.clone(), self.cg_iters, CG_TOL)?;
             return Ok(x);
         }
         let (nx, ny, nz) = atb.dim();
@@ -138,7 +142,7 @@ impl AdmmTvZ {
         let rho = self.rho;
         let rhs = atb + &(dz_t(&(&*z - &*w)) * rho);
         let system = |v: &Array3<f64>| -> Result<Array3<f64>> { Ok(normal(v)? + dz_t(&dz(v)) * rho) };
-        let (x, _) = conjugate_gradient(&system, &rhs, x_init.clone(), self.cg_iters, 0.0)?;
+        let (x, _) = conjugate_gradient(&system, &rhs, x_init.clone(), self.cg_iters, CG_TOL)?;
         let dx = dz(&x);
         let k = self.lambda / rho;
         Zip::from(&mut *z).and(&dx).and(&*w).for_each(|z, &d, &w| *z = soft_threshold(d + w, k));

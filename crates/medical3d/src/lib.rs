@@ -33,3 +33,5 @@ pub mod mbir;
 pub mod prior;
 pub use mbir::{MbirConfig, reconstruct};
 pub use prior::KdeSlicePrior;
+pub mod lefusion;
+pub use lefusion::{inpaint_lesion, lesion_histogram, lesion_loss};
