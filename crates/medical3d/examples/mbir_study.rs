@@ -30,7 +30,10 @@ fn study(
     println!("| method | axial PSNR / SSIM | coronal | sagittal | seconds |");
     println!("|---|---|---|---|---|");
     row(baseline.0, &baseline.1, truth, 0.0);
-    for (name, rho) in [("per-slice diffusion (no z-term)", 0.0), ("DiffusionMBIR (TV-z)", cfg.rho)] {
+    for (name, rho) in [
+        ("per-slice diffusion (no z-term)", 0.0),
+        ("DiffusionMBIR (TV-z)", cfg.rho),
+    ] {
         let t = Instant::now();
         let c = MbirConfig { rho, ..cfg.clone() };
         let rec = reconstruct(prior, normal, atb, &c, |_, _| {}).unwrap();
@@ -47,7 +50,11 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(d)
     };
-    let which = args.iter().find(|a| a.starts_with("only=")).cloned().unwrap_or_default();
+    let which = args
+        .iter()
+        .find(|a| a.starts_with("only="))
+        .cloned()
+        .unwrap_or_default();
     let cfg = MbirConfig {
         steps: get("--steps", 50.0) as usize,
         rho: get("--rho", 1.0),
@@ -61,22 +68,37 @@ fn main() {
         ..cfg.clone()
     };
     let tau = get("--tau", 0.1);
-    println!("config: {cfg:?}, MRI rho {} lambda {}, tau {tau}", mri_cfg.rho, mri_cfg.lambda);
-    let phantom = read_npy_volume(data_dir().join("shepp_logan3d_64_f32.npy")).unwrap().data.mapv(f64::from);
-    let mni = read_npy_volume(data_dir().join("mni152_t1_64cube_u8.npy")).unwrap().data.mapv(|v| f64::from(v) / 255.0);
+    println!(
+        "config: {cfg:?}, MRI rho {} lambda {}, tau {tau}",
+        mri_cfg.rho, mri_cfg.lambda
+    );
+    let phantom = read_npy_volume(data_dir().join("shepp_logan3d_64_f32.npy"))
+        .unwrap()
+        .data
+        .mapv(f64::from);
+    let mni = read_npy_volume(data_dir().join("mni152_t1_64cube_u8.npy"))
+        .unwrap()
+        .data
+        .mapv(|v| f64::from(v) / 255.0);
     // Phantom: prior from the even axial slices (the odd ones are unseen).
     let ph_prior = KdeSlicePrior::from_axial(&phantom, (0..64).step_by(2), tau).unwrap();
     // MNI: prior from axial slices 0..32, reconstruct slices 32..64 (unseen anatomy).
     let mni_prior = KdeSlicePrior::from_axial(&mni, 0..32, tau).unwrap();
     let mni_test = mni.slice(s![.., .., 32..]).to_owned();
-    for (vname, truth, prior) in [("Shepp-Logan 64^3", &phantom, &ph_prior), ("MNI cube, slices 32-63", &mni_test, &mni_prior)] {
+    for (vname, truth, prior) in [
+        ("Shepp-Logan 64^3", &phantom, &ph_prior),
+        ("MNI cube, slices 32-63", &mni_test, &mni_prior),
+    ] {
         if !which.is_empty() && !vname.starts_with(&which[5..]) {
             continue;
         }
         let ct_cases = [
             ("8-view CT", ParallelBeam::sparse_view(64, 8).unwrap()),
             ("4-view CT", ParallelBeam::sparse_view(64, 4).unwrap()),
-            ("limited-angle CT (90 deg, 45 views)", ParallelBeam::limited_angle(64, 45, 90.0).unwrap()),
+            (
+                "limited-angle CT (90 deg, 45 views)",
+                ParallelBeam::limited_angle(64, 45, 90.0).unwrap(),
+            ),
         ];
         for (cname, g) in ct_cases {
             let op = CtOperator::new(g);
@@ -84,7 +106,15 @@ fn main() {
             let atb = op.adjoint(&sino).unwrap();
             let fbp = op.fbp(&sino).unwrap();
             let normal = |v: &Array3<f64>| op.adjoint(&op.forward(v)?);
-            study(&format!("{vname}, {cname}"), truth, prior, &normal, &atb, ("FBP", fbp), &cfg);
+            study(
+                &format!("{vname}, {cname}"),
+                truth,
+                prior,
+                &normal,
+                &atb,
+                ("FBP", fbp),
+                &cfg,
+            );
         }
         for (accel, centre) in [(4.0, 0.08), (8.0, 0.04)] {
             let op = MriOperator::new(KMask::cartesian(64, 64, accel, centre, 0).unwrap());

@@ -145,8 +145,14 @@ impl AdmmTvZ {
         let (x, _) = conjugate_gradient(&system, &rhs, x_init.clone(), self.cg_iters, CG_TOL)?;
         let dx = dz(&x);
         let k = self.lambda / rho;
-        Zip::from(&mut *z).and(&dx).and(&*w).for_each(|z, &d, &w| *z = soft_threshold(d + w, k));
-        Zip::from(&mut *w).and(&dx).and(&*z).for_each(|w, &d, &z| *w += d - z);
+        Zip::from(&mut *z)
+            .and(&dx)
+            .and(&*w)
+            .for_each(|z, &d, &w| *z = soft_threshold(d + w, k));
+        Zip::from(&mut *w)
+            .and(&dx)
+            .and(&*z)
+            .for_each(|w, &d, &z| *w += d - z);
         Ok(x)
     }
 }

@@ -39,7 +39,10 @@ impl ParallelBeam {
     /// `views` angles evenly over `[0, range_deg)` degrees (180 is a full scan).
     pub fn limited_angle(n: usize, views: usize, range_deg: f64) -> Result<Self> {
         if !(range_deg > 0.0 && range_deg <= 180.0) {
-            return Err(invalid("angular range", format!("{range_deg} degrees is outside (0, 180]")));
+            return Err(invalid(
+                "angular range",
+                format!("{range_deg} degrees is outside (0, 180]"),
+            ));
         }
         if views == 0 {
             return Err(invalid("views", "need at least one view"));
@@ -107,7 +110,11 @@ impl Csr {
                 next[c] += 1;
             }
         }
-        Csr { start: count, col, val }
+        Csr {
+            start: count,
+            col,
+            val,
+        }
     }
 }
 

@@ -8,8 +8,8 @@
 //! `diffusion_solvers::ClassifierFreeGuidance`; this module takes the resulting `Denoiser`.
 
 use diffusion_core::{Denoiser, Rng};
-use diffusion_solvers::repaint::{RePaint, inpaint};
 use diffusion_solvers::Control;
+use diffusion_solvers::repaint::{RePaint, inpaint};
 use ndarray::ArrayD;
 
 use crate::error::{Result, invalid, shape};
@@ -32,7 +32,11 @@ fn check_mask(context: &'static str, expected: &[usize], mask: &ArrayD<f32>) -> 
 /// (`mask` = 1), so the background does not dilute the gradient.
 pub fn lesion_loss(predicted: &ArrayD<f32>, target: &ArrayD<f32>, mask: &ArrayD<f32>) -> Result<f64> {
     if predicted.shape() != target.shape() {
-        return Err(shape("noise target", format!("{:?}", predicted.shape()), target.shape()));
+        return Err(shape(
+            "noise target",
+            format!("{:?}", predicted.shape()),
+            target.shape(),
+        ));
     }
     let count = check_mask("lesion mask", predicted.shape(), mask)?;
     let sum: f64 = predicted
@@ -81,5 +85,7 @@ pub fn inpaint_lesion<M: Denoiser<ArrayD<f32>> + ?Sized>(
     let mut z = vec![0.0; x.len()];
     rng.fill_normal(&mut z);
     x.iter_mut().zip(&z).for_each(|(v, z)| *v = *z as f32);
-    Ok(inpaint(scheduler, model, &x, background, &keep, rng, |_, _| Control::Continue)?)
+    Ok(inpaint(scheduler, model, &x, background, &keep, rng, |_, _| {
+        Control::Continue
+    })?)
 }

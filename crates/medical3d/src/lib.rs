@@ -8,9 +8,9 @@
 //! LeFusion-style lesion inpainting with diffusers' RePaint from `diffusion-solvers`.
 
 pub mod error;
-pub mod volume;
 pub mod nifti_io;
 pub mod png_out;
+pub mod volume;
 
 pub use error::{MedicalError, Result};
 pub use nifti_io::{read_nifti, write_nifti};

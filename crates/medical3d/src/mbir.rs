@@ -47,12 +47,16 @@ impl Default for MbirConfig {
 
 fn to_prior_layout(v: &Array3<f64>) -> ArrayD<f32> {
     let (nx, ny, nz) = v.dim();
-    ArrayD::from_shape_fn(IxDyn(&[nz, 1, nx, ny]), |ix| to_model_scale(v[[ix[2], ix[3], ix[0]]]) as f32)
+    ArrayD::from_shape_fn(IxDyn(&[nz, 1, nx, ny]), |ix| {
+        to_model_scale(v[[ix[2], ix[3], ix[0]]]) as f32
+    })
 }
 
 fn from_prior_layout(x: &ArrayD<f32>) -> Array3<f64> {
     let s = x.shape();
-    Array3::from_shape_fn((s[2], s[3], s[0]), |(i, j, k)| from_model_scale(f64::from(x[[k, 0, i, j]])))
+    Array3::from_shape_fn((s[2], s[3], s[0]), |(i, j, k)| {
+        from_model_scale(f64::from(x[[k, 0, i, j]]))
+    })
 }
 
 /// Reconstructs a volume from `A^T b` (`atb`) and `A^T A` (`normal`) with a 2-D slice
@@ -93,7 +97,11 @@ pub fn reconstruct<P: Denoiser<ArrayD<f32>> + ?Sized>(
         };
         let corrected = to_prior_layout(&volume);
         let (a, sg) = (level.alpha, level.sigma);
-        x.lincomb(s_prev / sg, &[(a_prev, &corrected), (-s_prev * a / sg, &x0)], None)?;
+        x.lincomb(
+            s_prev / sg,
+            &[(a_prev, &corrected), (-s_prev * a / sg, &x0)],
+            None,
+        )?;
         progress(i + 1, timesteps.len());
     }
     Ok(volume)

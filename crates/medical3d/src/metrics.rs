@@ -94,7 +94,9 @@ fn content_slices(reference: &Array3<f64>, ax: Axis) -> Vec<usize> {
     (0..reference.len_of(ax))
         .filter(|&k| {
             let s = reference.index_axis(ax, k);
-            let (lo, hi) = s.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) = s.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
             hi > lo
         })
         .collect()
@@ -112,7 +114,11 @@ fn mean_over_slices(
     if ks.is_empty() {
         return Err(crate::error::invalid("reference", "every slice is constant"));
     }
-    Ok(ks.iter().map(|&k| f(x.index_axis(ax, k), reference.index_axis(ax, k))).sum::<f64>() / ks.len() as f64)
+    Ok(ks
+        .iter()
+        .map(|&k| f(x.index_axis(ax, k), reference.index_axis(ax, k)))
+        .sum::<f64>()
+        / ks.len() as f64)
 }
 
 /// Mean PSNR over the (non-constant reference) slices of one orientation.
@@ -129,7 +135,10 @@ pub fn ssim(x: &Array3<f64>, reference: &Array3<f64>, plane: Plane, data_range: 
 pub fn three_planes(x: &Array3<f64>, reference: &Array3<f64>, data_range: f64) -> Result<[[f64; 2]; 3]> {
     let mut out = [[0.0; 2]; 3];
     for (o, plane) in out.iter_mut().zip(Plane::ALL) {
-        *o = [psnr(x, reference, plane, data_range)?, ssim(x, reference, plane, data_range)?];
+        *o = [
+            psnr(x, reference, plane, data_range)?,
+            ssim(x, reference, plane, data_range)?,
+        ];
     }
     Ok(out)
 }

@@ -33,12 +33,21 @@ impl KMask {
     /// `round(nx * center_fraction)` lowest frequencies, plus randomly chosen others until
     /// `round(nx / acceleration)` lines are sampled (fastMRI's random mask, 4x with 8% and
     /// 8x with 4% centre).
-    pub fn cartesian(nx: usize, ny: usize, acceleration: f64, center_fraction: f64, seed: u64) -> Result<Self> {
+    pub fn cartesian(
+        nx: usize,
+        ny: usize,
+        acceleration: f64,
+        center_fraction: f64,
+        seed: u64,
+    ) -> Result<Self> {
         if !(acceleration >= 1.0 && acceleration.is_finite()) {
             return Err(invalid("acceleration", format!("{acceleration} must be >= 1")));
         }
         if !(0.0..=1.0).contains(&center_fraction) {
-            return Err(invalid("center fraction", format!("{center_fraction} is outside [0, 1]")));
+            return Err(invalid(
+                "center fraction",
+                format!("{center_fraction} is outside [0, 1]"),
+            ));
         }
         if nx == 0 || ny == 0 {
             return Err(invalid("mask", "empty k-space"));
@@ -78,7 +87,9 @@ pub struct MriOperator {
 
 impl std::fmt::Debug for MriOperator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MriOperator").field("shape", &self.mask.sampled.shape()).finish()
+        f.debug_struct("MriOperator")
+            .field("shape", &self.mask.sampled.shape())
+            .finish()
     }
 }
 

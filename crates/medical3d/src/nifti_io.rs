@@ -38,7 +38,12 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<Volume> {
     let dim = header.dim().map_err(|e| nifti_err(path, e))?.to_vec();
     let dims3 = match dim.as_slice() {
         [x, y, z] | [x, y, z, 1] => [*x as usize, *y as usize, *z as usize],
-        _ => return Err(nifti_err(path, format!("expected a 3-D volume, dims are {dim:?}"))),
+        _ => {
+            return Err(nifti_err(
+                path,
+                format!("expected a 3-D volume, dims are {dim:?}"),
+            ));
+        }
     };
     let data = obj
         .into_volume()
@@ -85,12 +90,28 @@ fn affine_of(h: &NiftiHeader) -> [[f64; 4]; 4] {
     let d = [h.pixdim[1], h.pixdim[2], h.pixdim[3]].map(|v| f64::from(if v > 0.0 { v } else { 1.0 }));
     if h.qform_code > 0 {
         // NIfTI-1 quaternion to rotation (nifti1.h, "method 2").
-        let (b, c, dq) = (f64::from(h.quatern_b), f64::from(h.quatern_c), f64::from(h.quatern_d));
+        let (b, c, dq) = (
+            f64::from(h.quatern_b),
+            f64::from(h.quatern_c),
+            f64::from(h.quatern_d),
+        );
         let aq = (1.0 - (b * b + c * c + dq * dq)).max(0.0).sqrt();
         let r = [
-            [aq * aq + b * b - c * c - dq * dq, 2.0 * (b * c - aq * dq), 2.0 * (b * dq + aq * c)],
-            [2.0 * (b * c + aq * dq), aq * aq + c * c - b * b - dq * dq, 2.0 * (c * dq - aq * b)],
-            [2.0 * (b * dq - aq * c), 2.0 * (c * dq + aq * b), aq * aq + dq * dq - b * b - c * c],
+            [
+                aq * aq + b * b - c * c - dq * dq,
+                2.0 * (b * c - aq * dq),
+                2.0 * (b * dq + aq * c),
+            ],
+            [
+                2.0 * (b * c + aq * dq),
+                aq * aq + c * c - b * b - dq * dq,
+                2.0 * (c * dq - aq * b),
+            ],
+            [
+                2.0 * (b * dq - aq * c),
+                2.0 * (c * dq + aq * b),
+                aq * aq + dq * dq - b * b - c * c,
+            ],
         ];
         let qfac = if h.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
         let scale = [d[0], d[1], d[2] * qfac];
@@ -122,7 +143,16 @@ pub fn write_nifti(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
     volume.check_finite()?;
     let mut h = NiftiHeader::default();
     let vox = volume.voxel_size();
-    h.pixdim = [1.0, vox[0] as f32, vox[1] as f32, vox[2] as f32, 1.0, 1.0, 1.0, 1.0];
+    h.pixdim = [
+        1.0,
+        vox[0] as f32,
+        vox[1] as f32,
+        vox[2] as f32,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ];
     h.xyzt_units = 2; // millimetres
     h.sform_code = 1;
     h.qform_code = 0;
@@ -134,7 +164,11 @@ pub fn write_nifti(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let suffix = if path.to_string_lossy().ends_with(".gz") { ".nii.gz" } else { ".nii" };
+    let suffix = if path.to_string_lossy().ends_with(".gz") {
+        ".nii.gz"
+    } else {
+        ".nii"
+    };
     let tmp = tempfile::Builder::new()
         .prefix(".medical3d-")
         .suffix(suffix)

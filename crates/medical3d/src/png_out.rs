@@ -27,7 +27,12 @@ pub fn mid_slices(data: &Array3<f32>) -> [Array2<f32>; 3] {
 
 /// Writes the three mid-slice panels of `data` windowed to `center +- width / 2`, as one
 /// 8-bit greyscale PNG, atomically.
-pub fn write_three_plane_png(path: impl AsRef<Path>, data: &Array3<f32>, center: f32, width: f32) -> Result<()> {
+pub fn write_three_plane_png(
+    path: impl AsRef<Path>,
+    data: &Array3<f32>,
+    center: f32,
+    width: f32,
+) -> Result<()> {
     let path = path.as_ref();
     let panels = mid_slices(&window(data, center, width));
     let gap = 2;

@@ -65,7 +65,10 @@ pub fn read_npy_volume(path: impl AsRef<Path>) -> Result<Volume> {
 
 /// Writes the voxels as a float32 `.npy` atomically (the affine is not stored).
 pub fn write_npy_volume(path: impl AsRef<Path>, volume: &Volume) -> Result<()> {
-    Ok(diffusion_testbed::io::write_npy(path, &volume.data.clone().into_dyn())?)
+    Ok(diffusion_testbed::io::write_npy(
+        path,
+        &volume.data.clone().into_dyn(),
+    )?)
 }
 
 /// Intensity window: `center +- width / 2` mapped linearly to `[0, 1]`, clamped outside.
@@ -80,7 +83,9 @@ pub fn full_window(data: &Array3<f32>) -> (f32, f32) {
     let (lo, hi) = data
         .iter()
         .filter(|v| v.is_finite())
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     if lo > hi {
         return (0.5, 1.0);
     }

@@ -18,7 +18,9 @@ fn cg_solves_a_known_spd_system() {
     let b_mat = random((n, n, 1), 1);
     let m = |v: &Array3<f64>| -> diffusion_medical3d::Result<Array3<f64>> {
         let flat: Vec<f64> = v.iter().copied().collect();
-        let bx: Vec<f64> = (0..n).map(|i| (0..n).map(|j| b_mat[[i, j, 0]] * flat[j]).sum()).collect();
+        let bx: Vec<f64> = (0..n)
+            .map(|i| (0..n).map(|j| b_mat[[i, j, 0]] * flat[j]).sum())
+            .collect();
         let out: Vec<f64> = (0..n)
             .map(|j| (0..n).map(|i| b_mat[[i, j, 0]] * bx[i]).sum::<f64>() + flat[j])
             .collect();
@@ -29,7 +31,11 @@ fn cg_solves_a_known_spd_system() {
     // In exact arithmetic CG converges in at most n iterations.
     let (x, it) = conjugate_gradient(&m, &b, Array3::zeros((2, 3, 2)), 3 * n, 1e-13).unwrap();
     assert!(it <= 2 * n, "{it}");
-    let err = x.iter().zip(x_star.iter()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let err = x
+        .iter()
+        .zip(x_star.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
     assert!(err < 1e-9, "{err}");
     // Diagonal system: one iteration from zero with equal eigenvalues.
     let two = |v: &Array3<f64>| -> diffusion_medical3d::Result<Array3<f64>> { Ok(v * 2.0) };
@@ -71,8 +77,17 @@ fn tv_z_prox_keeps_constants_and_matches_the_two_level_closed_form() {
     let out = tv_z_denoise(&y, lambda, 2.0, 400).unwrap();
     for j in 0..3 {
         for k in 0..2 * m {
-            let want = j as f64 + if k < m { lambda / m as f64 } else { h - lambda / m as f64 };
-            assert!((out[[0, j, k]] - want).abs() < 1e-6, "{j} {k}: {} vs {want}", out[[0, j, k]]);
+            let want = j as f64
+                + if k < m {
+                    lambda / m as f64
+                } else {
+                    h - lambda / m as f64
+                };
+            assert!(
+                (out[[0, j, k]] - want).abs() < 1e-6,
+                "{j} {k}: {} vs {want}",
+                out[[0, j, k]]
+            );
         }
     }
     // Beyond lambda / m = h / 2 the signal is flattened to its mean.

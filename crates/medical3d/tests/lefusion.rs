@@ -21,9 +21,18 @@ fn lesion_loss_counts_only_the_lesion() {
     // Background errors do not move it.
     let t2 = arr(&[1, 4], vec![0.0, 50.0, -9.0, 2.0]);
     assert_eq!(lesion_loss(&p, &t2, &m).unwrap(), 2.5);
-    assert!(lesion_loss(&p, &t, &arr(&[1, 4], vec![0.0; 4])).is_err(), "empty mask");
-    assert!(lesion_loss(&p, &t, &arr(&[4, 1], vec![1.0; 4])).is_err(), "mask of another shape");
-    assert!(lesion_loss(&p, &t, &arr(&[1, 4], vec![0.5; 4])).is_err(), "non-binary mask");
+    assert!(
+        lesion_loss(&p, &t, &arr(&[1, 4], vec![0.0; 4])).is_err(),
+        "empty mask"
+    );
+    assert!(
+        lesion_loss(&p, &t, &arr(&[4, 1], vec![1.0; 4])).is_err(),
+        "mask of another shape"
+    );
+    assert!(
+        lesion_loss(&p, &t, &arr(&[1, 4], vec![0.5; 4])).is_err(),
+        "non-binary mask"
+    );
 }
 
 #[test]
@@ -52,7 +61,11 @@ fn repaint_inpainting_keeps_the_background_and_fills_the_lesion() {
     let shape = [1, 1, 4, 6, 6];
     let background = ArrayD::from_shape_fn(IxDyn(&shape), |ix| (ix[3] as f32 - ix[4] as f32) * 0.1);
     let lesion = ArrayD::from_shape_fn(IxDyn(&shape), |ix| {
-        if (1..3).contains(&ix[2]) && (2..4).contains(&ix[3]) && (2..5).contains(&ix[4]) { 1.0 } else { 0.0 }
+        if (1..3).contains(&ix[2]) && (2..4).contains(&ix[3]) && (2..5).contains(&ix[4]) {
+            1.0
+        } else {
+            0.0
+        }
     });
     let mut s = RePaint::from_json(&serde_json::json!({"eta": 1.0})).unwrap();
     s.set_timesteps_jump(25, 5, 2).unwrap();
@@ -65,7 +78,10 @@ fn repaint_inpainting_keeps_the_background_and_fills_the_lesion() {
             assert!((o - 0.2).abs() < 1e-4, "{o}");
         }
     }
-    assert!(Scheduler::<ArrayD<f32>>::timesteps(&s).len() > 25, "the jump schedule ran");
+    assert!(
+        Scheduler::<ArrayD<f32>>::timesteps(&s).len() > 25,
+        "the jump schedule ran"
+    );
     let empty = ArrayD::zeros(IxDyn(&shape));
     assert!(inpaint_lesion(&mut s, &model, &background, &empty, &mut rng).is_err());
 }

@@ -24,17 +24,37 @@ fn sparse_view_ct_beats_fbp_and_the_z_term_helps_off_axis() {
     let mut calls = 0;
     let with_z = reconstruct(&prior, &normal, &atb, &cfg, |_, _| calls += 1).unwrap();
     assert_eq!(calls, cfg.steps);
-    let no_z = reconstruct(&prior, &normal, &atb, &MbirConfig { rho: 0.0, ..cfg.clone() }, |_, _| {}).unwrap();
+    let no_z = reconstruct(
+        &prior,
+        &normal,
+        &atb,
+        &MbirConfig {
+            rho: 0.0,
+            ..cfg.clone()
+        },
+        |_, _| {},
+    )
+    .unwrap();
     let fbp_m = three_planes(&fbp, &truth, 1.0).unwrap();
     let z_m = three_planes(&with_z, &truth, 1.0).unwrap();
     let no_m = three_planes(&no_z, &truth, 1.0).unwrap();
     eprintln!("FBP {fbp_m:?}\nno z {no_m:?}\nwith z {z_m:?}");
     for p in 0..3 {
-        assert!(z_m[p][0] > fbp_m[p][0] + 8.0, "plane {p}: {} vs FBP {}", z_m[p][0], fbp_m[p][0]);
+        assert!(
+            z_m[p][0] > fbp_m[p][0] + 8.0,
+            "plane {p}: {} vs FBP {}",
+            z_m[p][0],
+            fbp_m[p][0]
+        );
     }
     // Coronal and sagittal: the z-term is worth at least 1 dB.
     for p in 1..3 {
-        assert!(z_m[p][0] > no_m[p][0] + 1.0, "plane {p}: {} vs {}", z_m[p][0], no_m[p][0]);
+        assert!(
+            z_m[p][0] > no_m[p][0] + 1.0,
+            "plane {p}: {} vs {}",
+            z_m[p][0],
+            no_m[p][0]
+        );
     }
     // Seeded: the same call gives the same volume.
     let again = reconstruct(&prior, &normal, &atb, &cfg, |_, _| {}).unwrap();
@@ -76,8 +96,12 @@ fn kde_prior_denoiser_is_the_exact_posterior_mean_of_one_slice() {
     let sym = Array3::from_shape_fn((4, 4, 1), |(_, j, _)| j as f64 / 4.0);
     let prior_sym = KdeSlicePrior::from_axial(&sym, [0], tau).unwrap();
     let (alpha, sigma) = (0.6, 0.8);
-    let x = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[1, 1, 4, 4]), |ix| ((ix[2] + 2 * ix[3]) as f32) * 0.1 - 0.3);
-    let out = prior_sym.predict(&x, NoiseLevel::new(500.0, alpha, sigma)).unwrap();
+    let x = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[1, 1, 4, 4]), |ix| {
+        ((ix[2] + 2 * ix[3]) as f32) * 0.1 - 0.3
+    });
+    let out = prior_sym
+        .predict(&x, NoiseLevel::new(500.0, alpha, sigma))
+        .unwrap();
     let gain = alpha * tau * tau / (alpha * alpha * tau * tau + sigma * sigma);
     for i in 0..4 {
         for j in 0..4 {

@@ -73,9 +73,17 @@ fn ct_projection_of_a_disc_is_its_chord_length() {
     for v in 0..12 {
         for k in 0..nd {
             let s = k as f64 - cd;
-            let want = if s.abs() < r { 2.0 * (r * r - s * s).sqrt() } else { 0.0 };
+            let want = if s.abs() < r {
+                2.0 * (r * r - s * s).sqrt()
+            } else {
+                0.0
+            };
             // Pixelated edges: within 1.5 pixels of path length.
-            assert!((p[[0, v, k]] - want).abs() < 1.5, "view {v} bin {k}: {} vs {want}", p[[0, v, k]]);
+            assert!(
+                (p[[0, v, k]] - want).abs() < 1.5,
+                "view {v} bin {k}: {} vs {want}",
+                p[[0, v, k]]
+            );
         }
     }
 }
@@ -87,7 +95,11 @@ fn ct_runs_in_f32_like_f64() {
     let x = random((n, n, 2), 3);
     let p64 = op.forward(&x).unwrap();
     let p32 = op.forward(&x.mapv(|v| v as f32)).unwrap();
-    let err = p64.iter().zip(p32.iter()).map(|(a, b)| (a - f64::from(*b)).abs()).fold(0.0, f64::max);
+    let err = p64
+        .iter()
+        .zip(p32.iter())
+        .map(|(a, b)| (a - f64::from(*b)).abs())
+        .fold(0.0, f64::max);
     assert!(err < 1e-4, "{err}");
     let b32 = op.adjoint(&p32).unwrap();
     assert_eq!(b32.dim(), (n, n, 2));
@@ -124,7 +136,11 @@ fn fft_round_trips_and_mri_adjoint() {
     let sum: Complex<f64> = orig.iter().sum();
     assert!((buf[0] - sum / ((nx * ny) as f64).sqrt()).norm() < 1e-12);
     mri::fft2(&mut buf, nx, ny, true);
-    let err = buf.iter().zip(&orig).map(|(a, b)| (a - b).norm()).fold(0.0, f64::max);
+    let err = buf
+        .iter()
+        .zip(&orig)
+        .map(|(a, b)| (a - b).norm())
+        .fold(0.0, f64::max);
     assert!(err < 1e-12, "{err}");
 
     for accel in [4.0, 8.0] {
@@ -135,7 +151,11 @@ fn fft_round_trips_and_mri_adjoint() {
         let yi = random((3, nx, ny), 7);
         let y = Array3::from_shape_fn((3, nx, ny), |ix| Complex::new(yr[ix], yi[ix]));
         let ax = op.forward(&x).unwrap();
-        let l: f64 = ax.iter().zip(y.iter()).map(|(a, b)| a.re * b.re + a.im * b.im).sum();
+        let l: f64 = ax
+            .iter()
+            .zip(y.iter())
+            .map(|(a, b)| a.re * b.re + a.im * b.im)
+            .sum();
         let r = dot(&x, &op.adjoint(&y).unwrap());
         assert!((l - r).abs() <= 1e-10 * l.abs().max(1.0), "{l} vs {r}");
     }
@@ -150,7 +170,11 @@ fn cartesian_masks_sample_the_requested_fraction_with_the_centre() {
     let n = 64;
     for (accel, centre) in [(4.0, 0.08), (8.0, 0.04)] {
         let m = KMask::cartesian(n, n, accel, centre, 1).unwrap();
-        assert!((m.fraction() - 1.0 / accel).abs() < 0.5 / n as f64 + 1e-12, "{}", m.fraction());
+        assert!(
+            (m.fraction() - 1.0 / accel).abs() < 0.5 / n as f64 + 1e-12,
+            "{}",
+            m.fraction()
+        );
         // The lowest frequencies 0, 1, -1 are always sampled.
         for kx in [0, 1, n - 1] {
             assert!(m.sampled[[kx, 0]]);
@@ -166,7 +190,10 @@ fn shapes_that_do_not_match_the_geometry_are_errors() {
     let op = CtOperator::new(ParallelBeam::sparse_view(16, 4).unwrap());
     let e = op.forward(&Array3::<f64>::zeros((16, 15, 2))).unwrap_err();
     assert!(matches!(e, MedicalError::Shape { .. }), "{e}");
-    assert!(op.adjoint(&Array3::<f64>::zeros((2, 5, op.geometry().n_det))).is_err());
+    assert!(
+        op.adjoint(&Array3::<f64>::zeros((2, 5, op.geometry().n_det)))
+            .is_err()
+    );
     assert!(op.fbp(&Array3::<f64>::zeros((2, 4, 3))).is_err());
     assert!(ParallelBeam::limited_angle(16, 4, 200.0).is_err());
     assert!(ParallelBeam::sparse_view(16, 0).is_err());

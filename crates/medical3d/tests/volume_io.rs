@@ -29,7 +29,10 @@ fn nifti_round_trips_voxels_and_affine() {
         assert_eq!(back.data[[4, 0, 2]], v.data[[4, 0, 2]]);
     }
     // Only the target is left in the directory (the temporary file was renamed).
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 2, "{names:?}");
     let gz = std::fs::read(dir.path().join("b.nii.gz")).unwrap();
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip magic");
@@ -62,7 +65,10 @@ fn truncated_and_malformed_nifti_are_typed_errors() {
     std::fs::write(&q, &gz[..gz.len() / 2]).unwrap();
     assert!(matches!(read_nifti(&q).unwrap_err(), MedicalError::Nifti { .. }));
     // Missing file, wrong extension, NaN voxels.
-    assert!(matches!(read_nifti(dir.path().join("none.nii")).unwrap_err(), MedicalError::Io { .. }));
+    assert!(matches!(
+        read_nifti(dir.path().join("none.nii")).unwrap_err(),
+        MedicalError::Io { .. }
+    ));
     assert!(matches!(
         write_nifti(dir.path().join("x.img"), &sample_volume()).unwrap_err(),
         MedicalError::Invalid { .. }
@@ -79,25 +85,38 @@ fn truncated_and_malformed_nifti_are_typed_errors() {
 fn npy_volumes_of_three_dtypes() {
     let sl = read_npy_volume(data_dir().join("shepp_logan3d_64_f32.npy")).unwrap();
     assert_eq!(sl.shape(), [64, 64, 64]);
-    let (lo, hi) = sl.data.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let (lo, hi) = sl
+        .data
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     assert!(lo > -1e-6 && (hi - 1.0).abs() < 1e-6, "{lo} {hi}");
     let mni = read_npy_volume(data_dir().join("mni152_t1_64cube_u8.npy")).unwrap();
     assert_eq!(mni.shape(), [64, 64, 64]);
-    assert!(mni.data.iter().all(|v| v.fract() == 0.0 && (0.0..=255.0).contains(v)));
+    assert!(
+        mni.data
+            .iter()
+            .all(|v| v.fract() == 0.0 && (0.0..=255.0).contains(v))
+    );
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("v.npy");
     write_npy_volume(&p, &sample_volume()).unwrap();
     assert_eq!(read_npy_volume(&p).unwrap().data, sample_volume().data);
     let flat = dir.path().join("flat.npy");
     diffusion_testbed::io::write_npy(&flat, &ndarray::ArrayD::<f64>::zeros(ndarray::IxDyn(&[4, 4]))).unwrap();
-    assert!(matches!(read_npy_volume(&flat).unwrap_err(), MedicalError::Shape { .. }));
+    assert!(matches!(
+        read_npy_volume(&flat).unwrap_err(),
+        MedicalError::Shape { .. }
+    ));
 }
 
 #[test]
 fn window_maps_linearly_and_clamps() {
     let d = Array3::from_shape_vec((1, 1, 5), vec![-100.0, 0.0, 40.0, 80.0, 500.0]).unwrap();
     let w = window(&d, 40.0, 80.0);
-    assert_eq!(w.iter().copied().collect::<Vec<_>>(), vec![0.0, 0.0, 0.5, 1.0, 1.0]);
+    assert_eq!(
+        w.iter().copied().collect::<Vec<_>>(),
+        vec![0.0, 0.0, 0.5, 1.0, 1.0]
+    );
     assert_eq!(full_window(&d), (200.0, 600.0));
 }
 
@@ -120,5 +139,8 @@ fn mid_slices_are_oriented_and_the_png_decodes() {
     let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
     let reader = dec.read_info().unwrap();
     let info = reader.info();
-    assert_eq!((info.width as usize, info.height as usize), (nx + nx + ny + 4, ny.max(nz)));
+    assert_eq!(
+        (info.width as usize, info.height as usize),
+        (nx + nx + ny + 4, ny.max(nz))
+    );
 }

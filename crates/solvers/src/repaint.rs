@@ -117,7 +117,12 @@ impl RePaint {
     /// diffusers' `set_timesteps(num_inference_steps, jump_length, jump_n_sample)`: the
     /// [`schedule_jump`] indices times `num_train_timesteps // num_inference_steps`
     /// (`num_inference_steps` is capped at `num_train_timesteps`).
-    pub fn set_timesteps_jump(&mut self, num_inference_steps: usize, jump_length: usize, jump_n_sample: usize) -> Result<()> {
+    pub fn set_timesteps_jump(
+        &mut self,
+        num_inference_steps: usize,
+        jump_length: usize,
+        jump_n_sample: usize,
+    ) -> Result<()> {
         let train = self.table.len();
         let n = num_inference_steps.min(train);
         if n == 0 {
@@ -232,7 +237,8 @@ impl RePaint {
         z.lincomb(0.0, &[], Some(Noise::new(1.0, rng)))?;
         let unknown = self.unknown_part(model_output, ti, prev, sample, Some(&z))?;
         let a_prev = self.abar(prev);
-        let known_part = diffusion_core::lincomb_new(&[(a_prev.sqrt(), known), ((1.0 - a_prev).sqrt(), &z)], None)?;
+        let known_part =
+            diffusion_core::lincomb_new(&[(a_prev.sqrt(), known), ((1.0 - a_prev).sqrt(), &z)], None)?;
         let (k, u) = (known_part.to_f64_vec(), unknown.to_f64_vec());
         let mixed: Vec<f64> = m
             .iter()
@@ -323,7 +329,10 @@ impl<T: Tensor> Scheduler<T> for RePaint {
     /// The DDPM forward process (diffusers' RePaint raises here and points to DDPM's).
     fn add_noise(&self, x0: &T, noise: &T, t: f64) -> Result<T> {
         let a = self.table.abar(table_index(Self::NAME, t, self.table.len())?);
-        Ok(diffusion_core::lincomb_new(&[(a.sqrt(), x0), ((1.0 - a).sqrt(), noise)], None)?)
+        Ok(diffusion_core::lincomb_new(
+            &[(a.sqrt(), x0), ((1.0 - a).sqrt(), noise)],
+            None,
+        )?)
     }
 }
 
@@ -449,7 +458,9 @@ mod tests {
         let mut rng = Rng::new(7);
         let mut z = vec![0.0; 4];
         rng.clone().fill_normal(&mut z);
-        let out = s.step_inpaint(&eps, t as f64, &xt, &known, &mask, &mut rng).unwrap();
+        let out = s
+            .step_inpaint(&eps, t as f64, &xt, &known, &mask, &mut rng)
+            .unwrap();
         for i in 0..4 {
             let w = if mask[i] == 1.0 {
                 a[prev].sqrt() * known[i] + (1.0 - a[prev]).sqrt() * z[i]
@@ -494,7 +505,9 @@ mod tests {
 
     #[test]
     fn undo_step_noises_by_the_product_of_the_betas() {
-        let betas = DiscreteSchedule::from_config(&RePaint::schedule_defaults()).unwrap().betas;
+        let betas = DiscreteSchedule::from_config(&RePaint::schedule_defaults())
+            .unwrap()
+            .betas;
         let mut s = eta(0.0, true);
         s.set_timesteps_jump(10, 10, 1).unwrap();
         // From a constant sample: mean sqrt(prod(1 - beta)) c, variance 1 - prod(1 - beta).
@@ -559,13 +572,19 @@ mod tests {
         assert_eq!(visited, schedule_jump(20, 5, 3).len());
         assert_eq!(out[0], known[0]);
         assert_eq!(out[2], known[2]);
-        assert!((out[1] - 0.5).abs() < 1e-9 && (out[3] - 0.5).abs() < 1e-9, "{out}");
+        assert!(
+            (out[1] - 0.5).abs() < 1e-9 && (out[3] - 0.5).abs() < 1e-9,
+            "{out}"
+        );
     }
 
     #[test]
     fn registry_builds_it_by_class_name_with_its_keys() {
-        let s = crate::by_name::<ArrayD<f32>>("RePaintScheduler", &serde_json::json!({"eta": 0.5, "clip_sample": false}))
-            .unwrap();
+        let s = crate::by_name::<ArrayD<f32>>(
+            "RePaintScheduler",
+            &serde_json::json!({"eta": 0.5, "clip_sample": false}),
+        )
+        .unwrap();
         assert_eq!(s.name(), "repaint");
         assert!(crate::by_name::<ArrayD<f32>>("repaint", &serde_json::json!({"eta": 2.0})).is_err());
         assert!(crate::by_name::<ArrayD<f32>>("repaint", &serde_json::json!({"etaa": 0.0})).is_err());
