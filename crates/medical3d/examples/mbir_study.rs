@@ -100,7 +100,8 @@ fn main() {
                 ParallelBeam::limited_angle(64, 45, 90.0).unwrap(),
             ),
         ];
-        for (cname, g) in ct_cases {
+        let skip_ct = args.iter().any(|a| a == "--skip-ct");
+        for (cname, g) in ct_cases.into_iter().filter(|_| !skip_ct) {
             let op = CtOperator::new(g);
             let sino = op.forward(truth).unwrap();
             let atb = op.adjoint(&sino).unwrap();

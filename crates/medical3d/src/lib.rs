@@ -35,3 +35,8 @@ pub use mbir::{MbirConfig, reconstruct};
 pub use prior::KdeSlicePrior;
 pub mod lefusion;
 pub use lefusion::{inpaint_lesion, lesion_histogram, lesion_loss};
+
+/// The README's example runs as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
