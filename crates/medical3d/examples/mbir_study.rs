@@ -60,11 +60,13 @@ fn main() {
         rho: get("--rho", 1.0),
         lambda: get("--lambda", 0.05),
         cg_iters: get("--cg", 5.0) as usize,
+        mu: 0.0,
         seed: 0,
     };
     let mri_cfg = MbirConfig {
         rho: get("--mri-rho", 0.1),
         lambda: get("--mri-lambda", 0.005),
+        mu: get("--mri-mu", 0.0),
         ..cfg.clone()
     };
     let tau = get("--tau", 0.1);

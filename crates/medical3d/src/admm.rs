@@ -92,6 +92,9 @@ pub struct AdmmTvZ {
     pub rho: f64,
     pub lambda: f64,
     pub cg_iters: usize,
+    /// Weight of an optional proximal term `mu/2 |x - x_init|^2` in the x-update (0 is
+    /// DiffusionMBIR's update). It keeps the caller's estimate where `A` sees nothing.
+    pub mu: f64,
     z: Option<Array3<f64>>,
     w: Option<Array3<f64>>,
 }
@@ -108,6 +111,7 @@ impl AdmmTvZ {
             rho,
             lambda,
             cg_iters,
+            mu: 0.0,
             z: None,
             w: None,
         })
@@ -139,9 +143,18 @@ impl AdmmTvZ {
             return Err(shape("ADMM state", format!("{dshape:?}"), x_init.shape()));
         }
         let w = self.w.get_or_insert_with(|| Array3::zeros(dshape));
-        let rho = self.rho;
-        let rhs = atb + &(dz_t(&(&*z - &*w)) * rho);
-        let system = |v: &Array3<f64>| -> Result<Array3<f64>> { Ok(normal(v)? + dz_t(&dz(v)) * rho) };
+        let (rho, mu) = (self.rho, self.mu);
+        let mut rhs = atb + &(dz_t(&(&*z - &*w)) * rho);
+        if mu > 0.0 {
+            rhs.scaled_add(mu, x_init);
+        }
+        let system = |v: &Array3<f64>| -> Result<Array3<f64>> {
+            let mut out = normal(v)? + dz_t(&dz(v)) * rho;
+            if mu > 0.0 {
+                out.scaled_add(mu, v);
+            }
+            Ok(out)
+        };
         let (x, _) = conjugate_gradient(&system, &rhs, x_init.clone(), self.cg_iters, CG_TOL)?;
         let dx = dz(&x);
         let k = self.lambda / rho;

@@ -29,6 +29,9 @@ pub struct MbirConfig {
     pub lambda: f64,
     /// CG iterations of each x-update.
     pub cg_iters: usize,
+    /// Weight of the proximal term towards the prior's estimate in the x-update
+    /// ([`AdmmTvZ::mu`]; 0 is DiffusionMBIR's update).
+    pub mu: f64,
     /// Seed of the initial noise.
     pub seed: u64,
 }
@@ -40,6 +43,7 @@ impl Default for MbirConfig {
             rho: 0.05,
             lambda: 0.01,
             cg_iters: 20,
+            mu: 0.0,
             seed: 0,
         }
     }
@@ -79,6 +83,7 @@ pub fn reconstruct<P: Denoiser<ArrayD<f32>> + ?Sized>(
     let mut rng = Rng::new(config.seed);
     x.lincomb(0.0, &[], Some(Noise::new(1.0, &mut rng)))?;
     let mut admm = AdmmTvZ::new(config.rho, config.lambda, config.cg_iters)?;
+    admm.mu = config.mu;
     let mut volume = Array3::zeros((nx, ny, nz));
     let timesteps = scheduler.timesteps().to_vec();
     for (i, &t) in timesteps.iter().enumerate() {

@@ -119,3 +119,17 @@ fn admm_state_persists_and_rho_zero_is_plain_cg() {
     assert!(AdmmTvZ::new(-1.0, 0.0, 1).is_err());
     assert!(a.step(&identity, &y, &Array3::zeros((2, 2, 4))).is_err());
 }
+
+#[test]
+fn proximal_term_pulls_towards_the_start_by_its_closed_form() {
+    // A = I, constant b and x_init: D_z x = 0 at the optimum, so the x-update is
+    // argmin 1/2 |x - b|^2 + mu/2 |x - x_init|^2 = (b + mu x_init) / (1 + mu).
+    let identity = |v: &Array3<f64>| -> diffusion_medical3d::Result<Array3<f64>> { Ok(v.clone()) };
+    let b = Array3::from_elem((2, 2, 4), 1.0);
+    let start = Array3::from_elem((2, 2, 4), -2.0);
+    let mut a = AdmmTvZ::new(0.5, 0.1, 20).unwrap();
+    a.mu = 0.25;
+    let x = a.step(&identity, &b, &start).unwrap();
+    let want = (1.0 + 0.25 * -2.0) / 1.25;
+    assert!(x.iter().all(|v| (v - want).abs() < 1e-10), "{x}");
+}
