@@ -67,6 +67,7 @@ pub(crate) const DIFFUSERS_KEYS: &[&str] = &[
     "sigma_data",
     "sigma_schedule",
     "rho",
+    "eta",
 ];
 
 pub(crate) fn parse<C: DeserializeOwned + serde::Serialize + Default>(

@@ -39,6 +39,8 @@ pub mod edm;
 pub use edm::{EdmConfig, EdmEuler};
 pub mod guidance;
 pub use guidance::ClassifierFreeGuidance;
+pub mod repaint;
+pub use repaint::{RePaint, RePaintConfig};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

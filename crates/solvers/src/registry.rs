@@ -26,6 +26,7 @@ pub const SCHEDULERS: &[(&str, &str)] = &[
     ("heun", "HeunDiscreteScheduler"),
     ("lms", "LMSDiscreteScheduler"),
     ("pndm", "PNDMScheduler"),
+    ("repaint", "RePaintScheduler"),
     ("unipc", "UniPCMultistepScheduler"),
 ];
 
@@ -64,6 +65,7 @@ pub fn by_name<T: Tensor + 'static>(name: &str, config: &Value) -> Result<Box<dy
         "heun" => Box::new(KSampler::<T>::from_json(KMethod::Heun, config)?),
         "lms" => Box::new(KSampler::<T>::from_json(KMethod::Lms, config)?),
         "pndm" => Box::new(Pndm::<T>::from_json(config)?),
+        "repaint" => Box::new(RePaint::from_json(config)?),
         "unipc" => Box::new(UniPc::<T>::from_json(config)?),
         _ => unreachable!("every SCHEDULERS entry is matched"),
     })
