@@ -20,3 +20,8 @@ pub use diffusion_schedules as schedules;
 pub use diffusion_solvers as solvers;
 pub use diffusion_testbed as testbed;
 pub use diffusion_train as train;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
