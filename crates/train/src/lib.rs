@@ -39,3 +39,8 @@ pub use sampler::{LevelSampler, TimeDistribution};
 pub use scalar::Scalar;
 pub use trained::{AnyNet, Architecture, ModelSpec, TrainingData};
 pub use trainer::{Dataset, EmaConfig, StepStats, TrainConfig, Trainer, parameter_count};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
