@@ -85,9 +85,9 @@ impl Csr {
         for (r, o) in out.iter_mut().enumerate() {
             let mut acc = 0.0;
             for k in self.start[r]..self.start[r + 1] {
-                acc += self.val[k] * x[self.col[k] as usize].to_f64();
+                acc += self.val[k] * x[self.col[k] as usize].as_f64();
             }
-            *o = A::from_f64(acc);
+            *o = A::of_f64(acc);
         }
     }
 
@@ -201,7 +201,7 @@ impl CtOperator {
                 _ => 0.0,
             })
             .collect();
-        let mut filtered = sino.mapv(|v| v.to_f64());
+        let mut filtered = sino.mapv(|v| v.as_f64());
         filtered.lanes_mut(Axis(2)).into_iter().for_each(|mut lane| {
             let p: Vec<f64> = lane.to_vec();
             for (k, out) in lane.iter_mut().enumerate() {
@@ -210,7 +210,7 @@ impl CtOperator {
         });
         let back = self.adjoint(&filtered)?;
         let w = self.geometry.dtheta;
-        Ok(back.mapv(|v| A::from_f64(v * w)))
+        Ok(back.mapv(|v| A::of_f64(v * w)))
     }
 }
 

@@ -36,3 +36,8 @@ pub use model::{GmmDenoiser, TimestepModel};
 pub use gmm_reference::GmmReference;
 pub use spec::{DiscreteVpSchedule, GmmSpec, ScheduleSpec};
 pub use toy::ToyDataset;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
