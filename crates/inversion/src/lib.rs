@@ -51,3 +51,8 @@ pub(crate) fn checked_predict<T: Tensor, D: Denoiser<T> + ?Sized>(
     }
     Ok(out)
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
