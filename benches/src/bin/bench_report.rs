@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: measures what the project claims about speed and writes
 //! `docs/benchmarks.md`. Every ratio is against a baseline measured in the same run
 //! (copy bandwidth; PyTorch's network times with `--torch-python`, which `cargo xtask bench
-//! --torch` supplies) or recorded on this machine class (diffusers' step times, PyTorch's
+//! --torch` supplies) or recorded on this machine class (diffusers' step times in fixtures/gmm, PyTorch's
 //! network times in shared/reference), and the table says which.
 
 use std::fmt::Write as _;
@@ -38,6 +38,12 @@ fn root() -> PathBuf {
         .parent()
         .expect("workspace root")
         .to_path_buf()
+}
+
+/// A JSON file the repository carries in `fixtures/`.
+fn fixture_json(rel: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(root().join("fixtures").join(rel)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 fn shared_json(rel: &str) -> Option<Value> {
@@ -83,7 +89,7 @@ fn copy_bandwidth_of(elems: usize) -> f64 {
 }
 
 fn solver_steps(out: &mut String) {
-    let timing = shared_json("reference/gmm/diffusers_step_timing.json");
+    let timing = fixture_json("gmm/diffusers_step_timing.json");
     let diffusers_us = |config: &str| -> Option<f64> {
         timing.as_ref()?["timings"]
             .as_array()?
@@ -96,7 +102,7 @@ fn solver_steps(out: &mut String) {
         out,
         "`step_in_place` on a [4, 64, 64] float32 sample, 50 trailing steps, median over 20 trajectories, model \
          excluded (a fixed model output). diffusers: `scheduler.step()` on the same shape on this machine class \
-         (shared/reference/gmm/diffusers_step_timing.json, 1 torch thread; not this run). Bound: the bytes a step \
+         (fixtures/gmm/diffusers_step_timing.json, 1 torch thread; not this run). Bound: the bytes a step \
          must move (reads of sample + model output + history, one write) over the bandwidth of copying a tensor \
          of the same size, measured in this run (the 64 KiB tensors stay in cache, so this is the cache \
          bound, not DRAM's).\n"

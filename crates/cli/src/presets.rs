@@ -24,7 +24,7 @@ impl Preset {
 }
 
 /// The presets: every deterministic sampler family, trailing spacing (the better choice
-/// when sampling ends at sigma 0; see shared/reference/gmm).
+/// when sampling ends at sigma 0; see fixtures/gmm).
 pub fn all() -> Vec<Preset> {
     let t = |extra: Value| {
         let mut v = json!({"timestep_spacing": "trailing"});

@@ -15,7 +15,7 @@ use crate::model::{GmmProblem, merge_config};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Analytic Gaussian-mixture problem (a spec JSON as in shared/reference/gmm).
+    /// Analytic Gaussian-mixture problem (a spec JSON as fixtures/gmm/gmm2d_spec.json).
     #[arg(
         long,
         value_name = "SPEC.json",

@@ -1,6 +1,6 @@
 //! Exploratory accuracy study (ignored): which configuration of the research solvers is
 //! most accurate at NFE 5 / 10 / 20 on gmm2d / scaled_linear, t = 1 -> 1e-3. Ratios and
-//! statistics always come from samples separate from the evaluation noise (the shared x_T).
+//! statistics always come from samples separate from the evaluation noise (the fixture x_T, fixtures/gmm/gmm2d_xT.npy).
 //!
 //! `cargo test -p diffusion-continuous --test accuracy_study -- --ignored --nocapture`
 

@@ -1,6 +1,6 @@
 //! Train-step (forward + epsilon-MSE gradient + backward + AdamW) and inference timings of
 //! the reference architectures at the PyTorch baseline's batch sizes, on 2 rayon threads,
-//! plus sgemm 1024. Compare with /work/shared/reference/pytorch-baseline/results.json.
+//! plus sgemm 1024. Compare with PyTorch on the same machine: `cargo xtask bench --torch`.
 
 use std::hint::black_box;
 use std::time::Duration;

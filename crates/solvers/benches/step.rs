@@ -1,6 +1,6 @@
 //! Per-step cost of the schedulers on f32 latents, against a plain copy of the same
 //! bytes (the memory-bandwidth yardstick). The model call is excluded, as in
-//! diffusers' timing (/work/shared/reference/gmm/diffusers_step_timing.json).
+//! diffusers' timing (fixtures/gmm/diffusers_step_timing.json).
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use diffusion_core::Tensor;

@@ -1,4 +1,4 @@
-//! The diffusers scheduler test suite (/work/shared/reference/diffusers-scheduler-suite.md),
+//! The diffusers scheduler test suite (fixtures/diffusers/scheduler-suite.md),
 //! ported: every number below is diffusers' own expected sum / mean of the final tensor
 //! after a fixed 10-step loop with the toy model `x * t / (t + 1)`, in float32.
 

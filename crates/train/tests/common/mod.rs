@@ -1,9 +1,7 @@
 //! Test support: a small MLP denoiser implementing the network interface (the same
-//! architecture as `shared/reference/pytorch-baseline/models.py::MlpDenoiser`), toy data
+//! architecture as `benches/pytorch/models.py::MlpDenoiser`), toy data
 //! and helpers. Arithmetic is in f64 whatever the parameter type.
 #![allow(dead_code)]
-
-use std::path::PathBuf;
 
 use diffusion_core::Rng;
 use diffusion_train::net::NnError;
@@ -208,12 +206,6 @@ pub fn sliced_wasserstein(a: &ArrayD<f64>, b: &ArrayD<f64>, projections: usize) 
         total += pa.iter().zip(&pb).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / n as f64;
     }
     (total / projections as f64).sqrt()
-}
-
-/// The shared reference folder, if present.
-pub fn shared_dir() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"));
-    p.is_dir().then_some(p)
 }
 
 /// A fresh empty scratch directory under the system temp dir, removed when dropped.
