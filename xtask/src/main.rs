@@ -1,6 +1,7 @@
 //! Project workflows: `cargo xtask <command>` (see `cargo xtask help`).
 
 mod fixtures;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -10,7 +11,9 @@ cargo xtask <command>
 
 commands:
   ci             fmt --check, clippy -D warnings, the test suite, rustdoc -D warnings
-  test           the test suite as CI runs it: cargo test --workspace, then kernels-check
+  test           the test suite as CI runs it: tidy, cargo test --workspace, then kernels-check
+  tidy           the architecture's invariants: dependency rules, a README and a typed
+                 error per crate, doc pages that describe the present
   studies        the slow #[ignore]d studies (convergence tables, calibrations)
   kernels-check  compile every CUDA kernel with NVRTC (installs the NVRTC wheel into .venv-nvrtc)
   bench          time solver steps and the reference networks, write docs/benchmarks.md
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Some("kernels-check") => kernels_check(),
         Some("bench") => bench(&args[1..]),
         Some("fixtures") => fixtures::fixtures(),
+        Some("tidy") => tidy::tidy(&root()),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())
@@ -92,6 +96,7 @@ fn ci() -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
+    tidy::tidy(&root())?;
     run(&mut cargo(&["test", "--workspace"]))?;
     kernels_check()
 }

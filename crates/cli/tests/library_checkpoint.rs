@@ -24,7 +24,11 @@ fn a_checkpoint_written_by_the_library_samples_the_same_in_the_library_and_the_b
         .sample(256, &mut Rng::new(5))
         .unwrap()
         .into_dyn();
-    let spec = ModelSpec::new(Architecture::mlp(2, 16, 2), Parameterization::Epsilon, BetaSchedule::Linear);
+    let spec = ModelSpec::new(
+        Architecture::mlp(2, 16, 2),
+        Parameterization::Epsilon,
+        BetaSchedule::Linear,
+    );
     let sampler = LevelSampler::discrete(spec.alphas_cumprod().unwrap()).unwrap();
     let mut trainer = Trainer::new(spec.build(1).unwrap(), sampler, TrainConfig::new(32, 1)).unwrap();
     let stats = trainer
@@ -56,7 +60,13 @@ fn a_checkpoint_written_by_the_library_samples_the_same_in_the_library_and_the_b
     let (noise_path, out_path) = (dir.path().join("xt.npy"), dir.path().join("x0.npy"));
     diffusion::testbed::io::write_npy(&noise_path, &x_t).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_diffuse"))
-        .args(["sample", "--checkpoint", ckpt.to_str().unwrap(), "--scheduler", "ddim"])
+        .args([
+            "sample",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--scheduler",
+            "ddim",
+        ])
         .args(["--steps", "5", "--noise", noise_path.to_str().unwrap()])
         .args(["--out", out_path.to_str().unwrap(), "--json"])
         .output()

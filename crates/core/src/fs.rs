@@ -48,7 +48,11 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 fn parent_or_dot(dir: &Path) -> &Path {
-    if dir.as_os_str().is_empty() { Path::new(".") } else { dir }
+    if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,8 @@ fn ddim_inverse_step_is_the_ddim_map() {
 /// equal DDIM steps between the same levels.
 #[test]
 fn dpm_inverse_first_order_is_ddim() {
-    let mut sched = DpmSolverMultistep::<ArrayD<f64>>::inverse_from_json(&json!({"solver_order": 1})).unwrap();
+    let mut sched =
+        DpmSolverMultistep::<ArrayD<f64>>::inverse_from_json(&json!({"solver_order": 1})).unwrap();
     sched.set_timesteps(10).unwrap();
     assert_eq!(
         sched.timesteps(),

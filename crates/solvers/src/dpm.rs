@@ -11,9 +11,7 @@ use crate::common::{Target, Thresholding, check_custom};
 use crate::config::{self, prediction};
 use crate::error::{Result, SolverError, invalid};
 use crate::scheduler::{Scheduler, need_rng};
-use crate::vp::{
-    VpCore, VpSchedule, VpSigmaOptions, check_solver_order, multistep_order,
-};
+use crate::vp::{VpCore, VpSchedule, VpSigmaOptions, check_solver_order, multistep_order};
 
 /// The solver keys of `DPMSolverMultistepScheduler`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -265,7 +263,11 @@ impl<T: Tensor> DpmSolverMultistep<T> {
         check_solver_order(name, config.solver_order)?;
         let final_sigmas = FinalSigmas::from_name(&config.final_sigmas_type)?;
         // The inverse ends at the noisiest level: its final sigma is never zero.
-        let reached = if inverse { FinalSigmas::SigmaMin } else { final_sigmas };
+        let reached = if inverse {
+            FinalSigmas::SigmaMin
+        } else {
+            final_sigmas
+        };
         let heun = check_dpm_keys(
             name,
             alg,
@@ -414,7 +416,11 @@ pub(crate) fn multistep_weights(order: usize, cd: [f64; 3], r0: f64, r1: f64) ->
 
 impl<T: Tensor> Scheduler<T> for DpmSolverMultistep<T> {
     fn name(&self) -> &'static str {
-        if self.inverse { Self::INVERSE_NAME } else { Self::NAME }
+        if self.inverse {
+            Self::INVERSE_NAME
+        } else {
+            Self::NAME
+        }
     }
 
     fn timesteps(&self) -> &[f64] {

@@ -16,7 +16,10 @@ pub const SCHEDULERS: &[(&str, &str)] = &[
     ("ddim_inverse", "DDIMInverseScheduler"),
     ("deis", "DEISMultistepScheduler"),
     ("dpm_solver_multistep", "DPMSolverMultistepScheduler"),
-    ("dpm_solver_multistep_inverse", "DPMSolverMultistepInverseScheduler"),
+    (
+        "dpm_solver_multistep_inverse",
+        "DPMSolverMultistepInverseScheduler",
+    ),
     ("dpm_solver_singlestep", "DPMSolverSinglestepScheduler"),
     ("edm_euler", "EDMEulerScheduler"),
     ("euler", "EulerDiscreteScheduler"),

@@ -158,7 +158,13 @@ impl<T: Tensor> UniPc<T> {
     /// The UniP / UniC coefficients for a step from sigma index `s0` to `t` using the
     /// history sigma indices `past` (newest first): returns `(cx, c_m0, c_past, c_new)`
     /// with `x_t = cx x + c_m0 m0 + sum c_past[k] m_k (+ c_new m_new)`.
-    fn unified(&self, t: usize, s0: usize, past: &[usize], corrector: bool) -> Result<(f64, f64, Vec<f64>, f64)> {
+    fn unified(
+        &self,
+        t: usize,
+        s0: usize,
+        past: &[usize],
+        corrector: bool,
+    ) -> Result<(f64, f64, Vec<f64>, f64)> {
         let s = &self.core.sched;
         let (alpha_t, sigma_t) = s.alpha_sigma(t);
         let (alpha_s0, sigma_s0) = s.alpha_sigma(s0);

@@ -115,7 +115,12 @@ impl VpSchedule {
     /// from the cleanest level and their table sigmas, ending at the noisiest step
     /// `lambda_min_clipped` leaves. Like diffusers, a timestep that repeats (when `n`
     /// nears the training steps) is dropped from the timesteps but not from the sigmas.
-    pub fn inverse(table: &Table, cfg: &DiscreteScheduleConfig, n: usize, opts: &VpSigmaOptions) -> Result<Self> {
+    pub fn inverse(
+        table: &Table,
+        cfg: &DiscreteScheduleConfig,
+        n: usize,
+        opts: &VpSigmaOptions,
+    ) -> Result<Self> {
         let n_train = cfg.num_train_timesteps;
         let last = unclipped_steps(table, n_train, opts);
         let spaced = inverse_multistep_timesteps(cfg.timestep_spacing, n_train, last, n, cfg.steps_offset)?;

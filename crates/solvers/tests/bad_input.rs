@@ -43,9 +43,12 @@ fn configuration_errors() {
         .err()
         .unwrap();
     assert!(matches!(e, SolverError::Schedule(_)), "{e}");
-    let e = by_name::<T>("DPMSolverMultistepInverseScheduler", &json!({"use_karras_sigmas": true}))
-        .err()
-        .unwrap();
+    let e = by_name::<T>(
+        "DPMSolverMultistepInverseScheduler",
+        &json!({"use_karras_sigmas": true}),
+    )
+    .err()
+    .unwrap();
     assert!(matches!(e, SolverError::Unsupported { .. }), "{e}");
     let e = by_name::<T>("DDIMInverseScheduler", &json!({"timestep_spacing": "linspace"}))
         .err()

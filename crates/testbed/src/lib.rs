@@ -21,19 +21,19 @@
 pub mod error;
 pub mod fixtures;
 pub mod gmm;
+pub mod gmm_reference;
 pub mod io;
 pub mod linalg;
 pub mod metrics;
 pub mod model;
-pub mod gmm_reference;
 pub mod spec;
 pub mod toy;
 
 pub use error::{Result, TestbedError};
 pub use gmm::{GaussianMixture, NoisedMixture};
+pub use gmm_reference::GmmReference;
 pub use metrics::{Bandwidth, Projections};
 pub use model::{GmmDenoiser, TimestepModel};
-pub use gmm_reference::GmmReference;
 pub use spec::{DiscreteVpSchedule, GmmSpec, ScheduleSpec};
 pub use toy::ToyDataset;
 

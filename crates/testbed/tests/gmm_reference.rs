@@ -4,8 +4,8 @@
 
 use approx::assert_abs_diff_eq;
 use diffusion_core::{Denoiser, NoiseLevel};
-use diffusion_testbed::metrics::{gmm_nll, rmse, sliced_w2_to_gmm};
 use diffusion_testbed::gmm_reference::GmmReference;
+use diffusion_testbed::metrics::{gmm_nll, rmse, sliced_w2_to_gmm};
 use diffusion_testbed::{GaussianMixture, GmmDenoiser, GmmSpec, TestbedError, fixtures};
 use ndarray::{Array2, ArrayD, s};
 

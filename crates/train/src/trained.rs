@@ -281,7 +281,10 @@ impl ModelSpec {
                     schedule: old.schedule,
                     data: None,
                 }),
-                _ => Err(TrainError::invalid("model config", format!("the checkpoint's model config: {e}"))),
+                _ => Err(TrainError::invalid(
+                    "model config",
+                    format!("the checkpoint's model config: {e}"),
+                )),
             },
         }
     }

@@ -6,8 +6,8 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use crate::kernels::{array, std_slice};
 use crate::error::{NnError, Result, check_shape};
+use crate::kernels::{array, std_slice};
 use crate::param::Float;
 
 /// Elements per parallel chunk of an elementwise pass.

@@ -9,9 +9,11 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::linear::Linear;
-use crate::kernels::{add_into, add_row_bias, array, column_sums_seq, std_slice, sum_in_order, task_items, uniform_array};
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial};
+use crate::kernels::{
+    add_into, add_row_bias, array, column_sums_seq, std_slice, sum_in_order, task_items, uniform_array,
+};
 use crate::param::{Float, Param, Parameters, visit_child, visit_child_mut};
 use crate::transpose::transposed;
 
@@ -341,7 +343,10 @@ impl<A: Float> MultiheadAttention<A> {
             false,
         );
         // SAFETY: the product wrote all `rows x E` elements.
-        add_row_bias(unsafe { crate::kernels::assume_init_mut(y) }, self.out_proj.bias_values());
+        add_row_bias(
+            unsafe { crate::kernels::assume_init_mut(y) },
+            self.out_proj.bias_values(),
+        );
     }
 
     /// Adds the projection biases to rows of keys/values `kv` and of queries `q` (`None`:

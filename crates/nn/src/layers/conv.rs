@@ -9,9 +9,9 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::winograd;
-use crate::kernels::{array, par_items_with_grads, std_slice, uniform_array, with_scratch};
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, add_macs, matmul_serial_if};
+use crate::kernels::{array, par_items_with_grads, std_slice, uniform_array, with_scratch};
 use crate::param::{Float, Param, Parameters};
 
 /// Sizes of one convolution call, all as 3-d.

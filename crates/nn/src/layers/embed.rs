@@ -4,8 +4,8 @@ use diffusion_core::Rng;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use crate::kernels::{array, std_slice};
 use crate::error::{NnError, Result};
+use crate::kernels::{array, std_slice};
 use crate::param::{Float, Param, Parameters};
 
 /// Sinusoidal timestep embedding `[cos(t f_0..f_{h-1}), sin(t f_0..f_{h-1})]`,
@@ -116,7 +116,10 @@ impl<A: Float> FourierFeatures<A> {
         let w: Vec<f64> = self.w.iter().map(|&v| v.as_f64()).collect();
         let mut out = Vec::with_capacity(t.len() * 2 * w.len());
         for &tv in t {
-            let args: Vec<f64> = w.iter().map(|&f| std::f64::consts::TAU * tv.as_f64() * f).collect();
+            let args: Vec<f64> = w
+                .iter()
+                .map(|&f| std::f64::consts::TAU * tv.as_f64() * f)
+                .collect();
             out.extend(args.iter().map(|a| A::of_f64(a.sin())));
             out.extend(args.iter().map(|a| A::of_f64(a.cos())));
         }

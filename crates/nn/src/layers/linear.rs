@@ -5,9 +5,11 @@ use ndarray::ArrayD;
 
 use rayon::prelude::*;
 
-use crate::kernels::{add_column_sums, add_into, add_row_bias, array, column_sums_seq, repeat_rows, std_slice, uniform_array};
 use crate::error::{NnError, Result};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial, matmul_serial_if};
+use crate::kernels::{
+    add_column_sums, add_into, add_row_bias, array, column_sums_seq, repeat_rows, std_slice, uniform_array,
+};
 use crate::param::{Float, Param, Parameters};
 
 /// `y = x W^T + b`, `W: [out, in]`.

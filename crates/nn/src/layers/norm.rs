@@ -9,8 +9,8 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::activation::{silu_backward_in_place_seq, silu_in_place_seq};
-use crate::kernels::{Sink, array, assume_init_mut, std_slice};
 use crate::error::{NnError, Result, check_shape};
+use crate::kernels::{Sink, array, assume_init_mut, std_slice};
 use crate::param::{Float, Param, Parameters};
 
 /// Per-block `(mean, 1 / sqrt(var + eps))` of a GroupNorm input, in f64.

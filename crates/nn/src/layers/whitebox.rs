@@ -8,9 +8,9 @@ use rayon::prelude::*;
 
 use super::attention::{softmax_backward_rows, softmax_rows};
 use super::linear::Linear;
-use crate::kernels::{add_into, array, std_slice, uniform_array};
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, matmul};
+use crate::kernels::{add_into, array, std_slice, uniform_array};
 use crate::param::{Float, Param, Parameters, visit_child, visit_child_mut};
 
 fn token_dims(shape: &[usize], dim: usize, what: &str) -> Result<(usize, usize)> {

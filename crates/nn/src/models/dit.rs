@@ -5,6 +5,8 @@ use ndarray::ArrayD;
 
 use crate::error::{NnError, Result, check_shape};
 use crate::gemm::{MatMut, MatRef, matmul, matmul_new, matmul_serial};
+use crate::kernels::{add_column_sums, add_row_bias, assume_init_mut, task_items};
+use crate::kernels::{add_into, array, std_slice};
 use crate::layers::activation::{
     bias_gelu_in_place_seq, bias_gelu_seq, gelu_backward_in_place_column_sums, silu_backward_slice,
     silu_slice,
@@ -17,8 +19,6 @@ use crate::layers::embed::{
 use crate::layers::linear::{backward_each, forward_each};
 use crate::layers::norm::NormCache;
 use crate::layers::{Conv, LayerNorm, Linear, MultiheadAttention, timestep_embedding};
-use crate::kernels::{add_into, array, std_slice};
-use crate::kernels::{add_column_sums, add_row_bias, assume_init_mut, task_items};
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, join_name};
 use rayon::prelude::*;

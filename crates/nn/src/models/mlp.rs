@@ -13,9 +13,9 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use crate::gemm::{MatMut, MatRef, matmul, matmul_serial};
-use crate::layers::embed::TimestepRows;
-use crate::layers::Linear;
 use crate::kernels::{add_into, add_row_bias, array, column_sums_seq, lane_dot, std_slice, sum_in_order};
+use crate::layers::Linear;
+use crate::layers::embed::TimestepRows;
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, join_name};
 

@@ -7,12 +7,12 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use crate::error::{NnError, Result, check_shape};
+use crate::kernels::{add_into, array, par_add_into, std_slice};
 use crate::layers::activation::{silu_backward_slice, silu_slice};
 use crate::layers::attention::AttentionCache;
 use crate::layers::norm::GroupStats;
 use crate::layers::norm::{NormCache, plane_sum};
 use crate::layers::{Conv, GroupNorm, Linear, MultiheadAttention, Upsample, timestep_embedding};
-use crate::kernels::{add_into, array, par_add_into, std_slice};
 use crate::network::{Network, check_input};
 use crate::param::{Float, Param, Parameters, visit_child, visit_child_mut};
 

@@ -17,12 +17,12 @@ use ndarray::ArrayD;
 
 use super::dit::{Dit, DitConfig, HeadCache, StemCache, zero};
 use crate::error::{NnError, Result, check_shape};
+use crate::kernels::array;
+use crate::kernels::{add_into, std_slice};
 use crate::layers::embed::{gate_add, gate_backward, modulate};
 use crate::layers::linear::{backward_each, forward_each};
 use crate::layers::norm::NormCache;
 use crate::layers::{IstaBlock, IstaCache, LayerNorm, Linear, SubspaceAttention, SubspaceCache};
-use crate::kernels::array;
-use crate::kernels::{add_into, std_slice};
 use crate::network::Network;
 use crate::param::{Float, Param, Parameters, join_name, visit_child, visit_child_mut};
 
