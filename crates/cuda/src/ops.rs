@@ -2,7 +2,7 @@
 //!
 //! Every op writes into caller-provided outputs (so buffers can be reused, and tests can
 //! poison them first); shapes are given explicitly and checked against element counts.
-//! The f64 oracles with the same layouts are in [`crate::reference`].
+//! The f64 oracles with the same layouts are in [`crate::oracle`].
 
 use std::sync::Arc;
 

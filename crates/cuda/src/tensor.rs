@@ -104,7 +104,7 @@ impl<T: GpuElement> CudaTensor<T> {
 
     /// Converts `data` to `T` and copies it to the device.
     pub fn from_f64(gpu: &Arc<Gpu>, shape: &[usize], data: &[f64]) -> Result<Self> {
-        let converted: Vec<T> = data.iter().map(|&v| T::from_f64(v)).collect();
+        let converted: Vec<T> = data.iter().map(|&v| T::of_f64(v)).collect();
         Self::from_host(gpu, shape, &converted)
     }
 
@@ -158,7 +158,7 @@ impl<T: GpuElement> CudaTensor<T> {
 
     /// The elements as f64 on the host.
     pub fn to_host_f64(&self) -> Result<Vec<f64>> {
-        Ok(self.to_host()?.into_iter().map(Element::to_f64).collect())
+        Ok(self.to_host()?.into_iter().map(Element::as_f64).collect())
     }
 
     /// `(sum of squares, number of non-finite elements)`, reduced on the device in a fixed

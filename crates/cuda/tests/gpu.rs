@@ -1,4 +1,4 @@
-//! GPU tests: every kernel against the f64 references in `diffusion_cuda::reference` and the
+//! GPU tests: every kernel against the f64 references in `diffusion_cuda::oracle` and the
 //! CPU `Tensor` backend of diffusion-core. Each test skips with a printed message when no
 //! usable device is present; `DIFFUSION_REQUIRE_GPU=1` turns the skip into a failure.
 //! Inputs are random (never zeros) and every output buffer is poisoned with NaN first.

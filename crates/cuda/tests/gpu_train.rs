@@ -2,7 +2,7 @@
 //! weights: every parameter gradient and the input gradient against the f64 CPU model's
 //! backward (the f32 CPU model's error printed beside it: what f32 rounding alone costs),
 //! the training forward against inference, the named parameters, the backward building
-//! blocks against `diffusion_cuda::reference`, and AdamW against the CPU formula.
+//! blocks against `diffusion_cuda::oracle`, and AdamW against the CPU formula.
 //! Each test skips with a printed message when no GPU is usable.
 #![cfg(feature = "cuda")]
 
@@ -19,7 +19,7 @@ use diffusion_cuda::layout::{patch_rows, patch_rows_bwd, patchify, unpatchify};
 use diffusion_cuda::models::GpuDit;
 use diffusion_cuda::ops::attention_with_probs;
 use diffusion_cuda::optim::{AdamWConfig, GpuAdamW, adamw_step};
-use diffusion_cuda::reference as cpu;
+use diffusion_cuda::oracle as cpu;
 use diffusion_cuda::{CudaError, CudaTensor, Gpu};
 use diffusion_nn::models::{Dit, DitConfig};
 use ndarray::{ArrayD, IxDyn};

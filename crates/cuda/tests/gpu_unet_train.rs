@@ -3,7 +3,7 @@
 //! backward (the f32 CPU model's error printed beside it: what f32 rounding alone costs),
 //! the training forward against inference, the named parameters, and the new backward
 //! building blocks (convolution, upsampling, skip split, sums) against
-//! `diffusion_cuda::reference`. Each test skips with a printed message when no GPU is usable.
+//! `diffusion_cuda::oracle`. Each test skips with a printed message when no GPU is usable.
 #![cfg(feature = "cuda")]
 
 mod common;
