@@ -14,9 +14,15 @@ pub use diffusion_continuous as continuous;
 pub use diffusion_core as core;
 #[cfg(feature = "cuda")]
 pub use diffusion_cuda as cuda;
+pub use diffusion_discrete as discrete;
+pub use diffusion_graph as graph;
 pub use diffusion_inversion as inversion;
+pub use diffusion_medical3d as medical3d;
+pub use diffusion_music as music;
 pub use diffusion_nn as nn;
+pub use diffusion_quant as quant;
 pub use diffusion_schedules as schedules;
+pub use diffusion_scrna as scrna;
 pub use diffusion_solvers as solvers;
 pub use diffusion_testbed as testbed;
 pub use diffusion_train as train;
