@@ -51,6 +51,16 @@ fn np_arange_down(start: f64, stop: f64, step: f64) -> Vec<f64> {
     (0..len).map(|i| start + i as f64 * step).collect()
 }
 
+/// The checks of the multistep grids: a valid step count and a non-empty range left by
+/// `lambda_min_clipped`.
+fn check_range(num_train: usize, last_timestep: usize, steps: usize) -> Result<()> {
+    check_steps(num_train, steps)?;
+    if last_timestep == 0 || last_timestep > num_train {
+        return Err(invalid("lambda_min_clipped", "clips away every training step"));
+    }
+    Ok(())
+}
+
 fn check_steps(num_train: usize, steps: usize) -> Result<()> {
     if steps == 0 {
         return Err(invalid("num_inference_steps", "must be at least 1"));
@@ -129,10 +139,7 @@ pub fn multistep_timesteps(
     steps: usize,
     steps_offset: usize,
 ) -> Result<Vec<i64>> {
-    check_steps(num_train, steps)?;
-    if last_timestep == 0 || last_timestep > num_train {
-        return Err(invalid("lambda_min_clipped", "clips away every training step"));
-    }
+    check_range(num_train, last_timestep, steps)?;
     Ok(match spacing {
         TimestepSpacing::Linspace => {
             let mut v: Vec<i64> = np_linspace(0.0, (last_timestep - 1) as f64, steps + 1)
@@ -170,10 +177,7 @@ pub fn inverse_multistep_timesteps(
     steps: usize,
     steps_offset: usize,
 ) -> Result<Vec<i64>> {
-    check_steps(num_train, steps)?;
-    if last_timestep == 0 || last_timestep > num_train {
-        return Err(invalid("lambda_min_clipped", "clips away every training step"));
-    }
+    check_range(num_train, last_timestep, steps)?;
     Ok(match spacing {
         TimestepSpacing::Linspace => np_linspace(0.0, (last_timestep - 1) as f64, steps + 1)[..steps]
             .iter()
