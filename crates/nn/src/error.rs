@@ -19,22 +19,30 @@ pub enum NnError {
     /// A non-shape input problem (wrong batch of timesteps, class label out of range...).
     #[error("invalid input {name}: {reason}")]
     Input { name: &'static str, reason: String },
-    /// A checkpoint lacks a tensor the model needs.
-    #[error("checkpoint is missing tensor {name:?}")]
-    MissingTensor { name: String },
-    /// A checkpoint tensor has a different shape than the model's parameter.
-    #[error("checkpoint tensor {name:?} has shape {got:?}, the model expects {expected:?}")]
+    /// A safetensors file or buffer (`origin`) lacks a tensor the model needs.
+    #[error("tensor `{name}` is missing from {origin}")]
+    MissingTensor { name: String, origin: String },
+    /// A stored tensor has a different shape than the model's.
+    #[error("tensor `{name}` in {origin} has shape {got:?}, but the model expects {expected:?}")]
     TensorShape {
         name: String,
+        origin: String,
         expected: Vec<usize>,
         got: Vec<usize>,
     },
-    /// A checkpoint tensor has an element type we cannot convert.
-    #[error("checkpoint tensor {name:?} has dtype {dtype}; only F32 and F64 are supported")]
-    TensorDtype { name: String, dtype: String },
+    /// A stored tensor is not a float type the crate reads (f64, f32, f16, bf16).
+    #[error("tensor `{name}` in {origin} has unsupported dtype {dtype}")]
+    TensorDtype {
+        name: String,
+        origin: String,
+        dtype: String,
+    },
+    /// A strict load found tensors the model does not have.
+    #[error("{origin} holds {} tensor(s) the model does not have: {names:?}", names.len())]
+    UnexpectedTensors { origin: String, names: Vec<String> },
     /// The safetensors container itself is unreadable (truncated, bad header).
-    #[error("cannot parse safetensors data{}: {reason}", path.as_deref().map(|p| format!(" in {p}")).unwrap_or_default())]
-    Safetensors { path: Option<String>, reason: String },
+    #[error("cannot read {origin}: {reason} (is the file truncated or corrupt?)")]
+    Safetensors { origin: String, reason: String },
     /// File system failure.
     #[error("i/o error on {path}: {source}")]
     Io {

@@ -175,7 +175,7 @@ fn checkpoint_round_trip_and_errors_name_the_tensor() {
     let path = dir.path().join("mlp.safetensors");
     checkpoint::save(&a, &path).unwrap();
     let mut b = MlpDenoiser::<f64>::new(cfg, &mut rng).unwrap();
-    checkpoint::load(&mut b, &path).unwrap();
+    checkpoint::load(&mut b, &path, false).unwrap();
     let mut same = true;
     let mut vals = Vec::new();
     a.visit(&mut |_, p| vals.push(p.value.clone()));
@@ -187,14 +187,14 @@ fn checkpoint_round_trip_and_errors_name_the_tensor() {
     assert!(same, "f64 round trip is exact");
     // A wider model: every tensor mis-shaped; the first is named.
     let mut wide = MlpDenoiser::<f64>::new(MlpConfig { hidden: 32, ..cfg }, &mut rng).unwrap();
-    let err = checkpoint::load(&mut wide, &path).unwrap_err();
+    let err = checkpoint::load(&mut wide, &path, false).unwrap_err();
     assert!(
         matches!(&err, NnError::TensorShape { name, .. } if name == "net.0.weight"),
         "{err}"
     );
     // A deeper model: the old output layer has the wrong shape for the new hidden layer.
     let mut deep = MlpDenoiser::<f64>::new(MlpConfig { depth: 5, ..cfg }, &mut rng).unwrap();
-    let err = checkpoint::load(&mut deep, &path).unwrap_err();
+    let err = checkpoint::load(&mut deep, &path, false).unwrap_err();
     assert!(
         matches!(&err, NnError::TensorShape { name, .. } if name == "net.8.weight"),
         "{err}"
@@ -206,15 +206,15 @@ fn checkpoint_round_trip_and_errors_name_the_tensor() {
         &other,
     )
     .unwrap();
-    let err = checkpoint::load(&mut b, &other).unwrap_err();
+    let err = checkpoint::load(&mut b, &other, false).unwrap_err();
     assert!(
-        matches!(&err, NnError::MissingTensor { name } if name == "net.0.weight"),
+        matches!(&err, NnError::MissingTensor { name, .. } if name == "net.0.weight"),
         "{err}"
     );
     // Truncated file.
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let err = checkpoint::load(&mut b, &path).unwrap_err();
+    let err = checkpoint::load(&mut b, &path, false).unwrap_err();
     assert!(matches!(err, NnError::Safetensors { .. }), "{err}");
 }
 

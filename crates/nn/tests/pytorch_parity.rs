@@ -43,7 +43,7 @@ fn check<A: Float, N: Network<A>>(io: &Io, weights: &[u8], mut model: N, expecte
     let name = io.model.as_str();
     assert_eq!(model.num_params(), expected_params, "{name} parameter count");
     io.assert_state_dict(&entries(&model));
-    checkpoint::load_bytes(&mut model, weights).unwrap();
+    checkpoint::load_bytes(&mut model, weights, false).unwrap();
 
     let x = to_array::<A>(io, "x");
     let t: Vec<A> = io.get("t").1.iter().map(|&v| A::of_f64(v)).collect();
@@ -138,7 +138,7 @@ fn write_seeded_weights() {
         let all = entries(model.as_ref());
         let path = dir.join(format!("{name}.weights.safetensors"));
         std::fs::write(&path, parity::weights_safetensors(&all)).unwrap();
-        checkpoint::load(model.as_mut(), &path).unwrap();
+        checkpoint::load(model.as_mut(), &path, false).unwrap();
         let want = parity::generate(&all);
         let mut got: Vec<Vec<f32>> = Vec::new();
         model.visit(&mut |_, p| got.push(p.value.iter().copied().collect()));

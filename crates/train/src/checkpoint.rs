@@ -23,7 +23,7 @@
 //! checkpoints still resume, and [`load_ema_weights`] takes their buffers from
 //! `model.safetensors`, which holds the same buffers. Loading a version-1 EMA file of a model
 //! with buffers directly with `load_weights(.., strict)` fails with
-//! [`TrainError::MissingTensor`] naming the buffer.
+//! a missing-tensor error naming the buffer.
 
 use std::collections::HashMap;
 use std::fs;
@@ -300,9 +300,9 @@ pub fn load_ema_weights<A: Scalar, M: Parameters<A> + ?Sized>(
     let ema = TensorFile::open(dir.join(EMA_FILE))?;
     if state.format_version == PARAMS_ONLY_EMA_VERSION {
         let raw = TensorFile::open(dir.join(MODEL_FILE))?;
-        load_split(model, &ema, &raw, true)
+        Ok(load_split(model, &ema, &raw, true)?)
     } else {
-        ema.load_into(model, true)
+        Ok(ema.load_into(model, true)?)
     }
 }
 

@@ -24,28 +24,7 @@ pub enum TrainError {
     Network(#[from] diffusion_nn::NnError),
     #[error(transparent)]
     Schedule(#[from] diffusion_schedules::ScheduleError),
-    /// A tensor the model needs is absent from a weights file.
-    #[error("tensor `{name}` is missing from {path}")]
-    MissingTensor { name: String, path: PathBuf },
-    /// A tensor in a weights file has a different shape from the model's parameter.
-    #[error("tensor `{name}` in {path} has shape {found:?}, but the model expects {expected:?}")]
-    TensorShape {
-        name: String,
-        path: PathBuf,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
-    /// A tensor in a weights file has an element type we cannot convert to a float.
-    #[error("tensor `{name}` in {path} has unsupported dtype {dtype}")]
-    TensorDtype {
-        name: String,
-        path: PathBuf,
-        dtype: String,
-    },
-    /// A weights file holds tensors the model does not have (strict loading).
-    #[error("{path} holds {} tensor(s) the model does not have: {names:?}", names.len())]
-    UnexpectedTensors { path: PathBuf, names: Vec<String> },
-    /// A file could not be parsed: truncated, corrupt, or not a safetensors/JSON file.
+    /// A JSON file of a checkpoint could not be parsed, or its files disagree.
     #[error("cannot read {path}: {reason} (is the file truncated or corrupt?)")]
     Corrupt { path: PathBuf, reason: String },
     /// An operating-system I/O error.

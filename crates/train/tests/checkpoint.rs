@@ -7,6 +7,7 @@ use std::path::Path;
 
 use common::{Mlp, eight_gaussians, linear_alphas_cumprod, scratch_dir};
 use diffusion_core::Rng;
+use diffusion_nn::NnError;
 use diffusion_nn::models::{Dit, DitConfig};
 use diffusion_train::checkpoint::{
     WeightsSource, load_ema_weights, load_inference_weights, read_model_config,
@@ -223,7 +224,7 @@ fn handmade_pytorch_style_file_with_half_precisions_loads() {
     );
     let err = f.get::<f64>("i64", &[1]).unwrap_err();
     assert!(
-        matches!(err, TrainError::TensorDtype { .. }) && err.to_string().contains("i64"),
+        matches!(err, NnError::TensorDtype { .. }) && err.to_string().contains("i64"),
         "{err}"
     );
 }
@@ -246,7 +247,7 @@ fn missing_misshaped_extra_and_truncated_tensors_are_clear_errors() {
     // Wider hidden layer: the first tensor's shape differs; both shapes are named.
     let mut wide = before.clone();
     let err = load_weights(&mut wide, &path, true).unwrap_err();
-    assert!(matches!(err, TrainError::TensorShape { .. }));
+    assert!(matches!(err, TrainError::Network(NnError::TensorShape { .. })));
     expect_message(err, &["net.0.weight", "[8, 6]", "[16, 6]"]);
     assert_eq!(
         wide.flat_values(),
@@ -260,7 +261,7 @@ fn missing_misshaped_extra_and_truncated_tensors_are_clear_errors() {
     save_weights(&Mlp::<f32>::new(2, 2, 1, 4, 5), &narrow).unwrap();
     let mut deep = Mlp::<f32>::new(2, 2, 2, 4, 1);
     let err = load_weights(&mut deep, &narrow, true).unwrap_err();
-    assert!(matches!(err, TrainError::MissingTensor { .. }));
+    assert!(matches!(err, TrainError::Network(NnError::MissingTensor { .. })));
     expect_message(err, &["net.4.weight", "narrow.safetensors"]);
 
     // Shallower model: strict loading rejects the file's extra tensors, non-strict accepts.
@@ -268,7 +269,10 @@ fn missing_misshaped_extra_and_truncated_tensors_are_clear_errors() {
     shallow.layers[0].1 = diffusion_train::Param::new(ArrayD::zeros(ndarray::IxDyn(&[8, 6])));
     shallow.layers[0].3 = diffusion_train::Param::new(ArrayD::zeros(ndarray::IxDyn(&[8])));
     let err = load_weights(&mut shallow, &path, true).unwrap_err();
-    assert!(matches!(err, TrainError::UnexpectedTensors { .. }));
+    assert!(matches!(
+        err,
+        TrainError::Network(NnError::UnexpectedTensors { .. })
+    ));
     expect_message(err, &["net.2.weight", "net.2.bias"]);
     load_weights(&mut shallow, &path, false).unwrap();
 
@@ -277,12 +281,15 @@ fn missing_misshaped_extra_and_truncated_tensors_are_clear_errors() {
     for cut in [bytes.len() - 3, bytes.len() / 2, 20, 5, 0] {
         fs::write(&path, &bytes[..cut]).unwrap();
         let err = load_weights(&mut Mlp::<f32>::new(2, 8, 1, 4, 5), &path, true).unwrap_err();
-        assert!(matches!(err, TrainError::Corrupt { .. }), "cut {cut}: {err}");
+        assert!(
+            matches!(err, TrainError::Network(NnError::Safetensors { .. })),
+            "cut {cut}: {err}"
+        );
         expect_message(err, &["w.safetensors", "truncated"]);
     }
     // Not there at all.
     let err = load_weights(&mut Mlp::<f32>::new(2, 8, 1, 4, 5), root.join("nope"), true).unwrap_err();
-    assert!(matches!(err, TrainError::Io { .. }));
+    assert!(matches!(err, TrainError::Network(NnError::Io { .. })));
 }
 
 #[test]
@@ -299,7 +306,7 @@ fn broken_checkpoints_are_errors() {
     // Another architecture.
     assert!(matches!(
         resume(Mlp::<f32>::new(2, 32, 1, 8, 0)),
-        Err(TrainError::TensorShape { .. })
+        Err(TrainError::Network(NnError::TensorShape { .. }))
     ));
     // Damaged JSON and optimizer state.
     let good = fs::read(dir.join("trainer.json")).unwrap();
@@ -313,13 +320,13 @@ fn broken_checkpoints_are_errors() {
     fs::write(dir.join("optimizer.safetensors"), &opt[..opt.len() - 8]).unwrap();
     assert!(matches!(
         resume(Mlp::<f32>::new(2, 16, 1, 8, 0)),
-        Err(TrainError::Corrupt { .. })
+        Err(TrainError::Network(NnError::Safetensors { .. }))
     ));
     fs::write(dir.join("optimizer.safetensors"), &opt).unwrap();
     fs::remove_file(dir.join("ema.safetensors")).unwrap();
     assert!(matches!(
         resume(Mlp::<f32>::new(2, 16, 1, 8, 0)),
-        Err(TrainError::Io { .. })
+        Err(TrainError::Network(NnError::Io { .. }))
     ));
     assert!(matches!(
         Trainer::resume(
@@ -532,7 +539,10 @@ fn version_1_checkpoints_with_parameter_only_ema_files_still_load() {
     // Loading the bare file strictly names the missing buffer.
     let mut fresh = tiny_dit(77);
     let err = load_weights(&mut fresh, dir.join("ema.safetensors"), true).unwrap_err();
-    assert!(matches!(err, TrainError::MissingTensor { .. }), "{err}");
+    assert!(
+        matches!(err, TrainError::Network(NnError::MissingTensor { .. })),
+        "{err}"
+    );
     expect_message(err, &["`pos`", "ema.safetensors"]);
 
     // The checkpoint loader falls back to model.safetensors for the buffers.
@@ -562,7 +572,10 @@ fn damaged_or_unknown_ema_checkpoints_are_errors() {
     let mut fresh = tiny_dit(1);
     let before = params_of(&fresh);
     let err = load_ema_weights(&dir, &mut fresh).unwrap_err();
-    assert!(matches!(err, TrainError::MissingTensor { .. }), "{err}");
+    assert!(
+        matches!(err, TrainError::Network(NnError::MissingTensor { .. })),
+        "{err}"
+    );
     assert_eq!(params_of(&fresh), before, "a failed load changes nothing");
     // A version from the future.
     set_format_version(&dir, 3);
@@ -574,7 +587,7 @@ fn damaged_or_unknown_ema_checkpoints_are_errors() {
     fs::remove_file(dir.join("ema.safetensors")).unwrap();
     assert!(matches!(
         load_inference_weights(&dir, &mut fresh),
-        Err(TrainError::Io { .. })
+        Err(TrainError::Network(NnError::Io { .. }))
     ));
 }
 
