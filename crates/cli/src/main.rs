@@ -1,5 +1,8 @@
 //! `diffuse`: the diffusion-rs command line.
 
+// Argument doc comments are clap's `--help` text, not rustdoc: `shapes[:SIZE]` is usage syntax.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 mod bench;
 mod data;
 mod demo;

@@ -36,7 +36,7 @@ pub trait Float:
 
     /// `exp(self)` for elementwise loops, with [`Float::exp_in_place`]'s values: f64's
     /// scalar `exp`, f32's branch-free `vmath` polynomial, inlined, so that a loop computing
-    /// an activation from it runs at the vector width inside [`crate::vmath::wide`] in one
+    /// an activation from it runs at the vector width inside `vmath::wide` in one
     /// pass.
     #[inline(always)]
     fn exp_elem(self) -> Self {

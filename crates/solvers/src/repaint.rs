@@ -307,7 +307,7 @@ impl<T: Tensor> Scheduler<T> for RePaint {
         Ok(NoiseLevel::new(t, a.sqrt(), (1.0 - a).sqrt()))
     }
 
-    /// The update without a known region (mask all zero). The generic [`crate::sample`]
+    /// The update without a known region (mask all zero). The generic [`crate::sample()`]
     /// loop cannot follow the jumps of the resampling schedule (a rise is an
     /// [`RePaint::undo_step`], which this refuses as out of order); use [`inpaint`], or
     /// `set_timesteps_jump(n, _, 1)` for a schedule without jumps.

@@ -10,7 +10,7 @@ use crate::error::{Result, SolverError};
 /// The protocol is diffusers': `set_timesteps(n)`; scale the initial noise by
 /// [`Scheduler::init_noise_sigma`]; then for each `t` in [`Scheduler::timesteps`]:
 /// `input = scale_model_input(x, t)`, `out = model(input, noise_level(t))`,
-/// `x = step(out, t, x)`. [`crate::sample`] runs exactly that loop.
+/// `x = step(out, t, x)`. [`crate::sample()`] runs exactly that loop.
 ///
 /// Model outputs are in the scheduler's [`Scheduler::prediction_type`]; the
 /// [`NoiseLevel`] of each timestep describes the *scaled* model input, so a model that

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TestbedError};
 
-/// A Gaussian mixture as stored on disk: `weights` [K], `means` [K][D],
-/// `covariances` [K][D][D], plus optional named discrete schedules. Other fields of the
+/// A Gaussian mixture as stored on disk: `weights` `[K]`, `means` `[K][D]`,
+/// `covariances` `[K][D][D]`, plus optional named discrete schedules. Other fields of the
 /// file (descriptions, file pointers) are ignored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GmmSpec {
