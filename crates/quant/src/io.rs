@@ -268,6 +268,34 @@ pub fn save(model: &QuantMlp, path: impl AsRef<Path>) -> Result<()> {
     Ok(())
 }
 
+/// Tensor `name` of a 4-byte `dtype` with `expected` values (`None` when absent): a wrong
+/// dtype or a count that does not match the layer is an error naming the tensor.
+fn four_byte_values<T>(
+    st: &SafeTensors<'_>,
+    name: &str,
+    expected: usize,
+    dtype: Dtype,
+    from_le: fn([u8; 4]) -> T,
+) -> Result<Option<Vec<T>>> {
+    let Ok(t) = st.tensor(name) else { return Ok(None) };
+    if t.dtype() != dtype {
+        return Err(bad(format!("{name}: dtype {:?}, expected {dtype:?}", t.dtype())));
+    }
+    let v: Vec<T> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| from_le(b.try_into().expect("4 bytes")))
+        .collect();
+    if v.len() != expected {
+        return Err(QuantError::ScaleMismatch {
+            tensor: name.into(),
+            expected,
+            found: v.len(),
+        });
+    }
+    Ok(Some(v))
+}
+
 /// Reads a model written by [`save`] (executed as fake-quant; see [`QuantMlp::with_exec`]).
 pub fn load(path: impl AsRef<Path>) -> Result<QuantMlp> {
     let bytes = std::fs::read(path.as_ref())?;
@@ -290,45 +318,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<QuantMlp> {
     if meta.layers.is_empty() {
         return Err(bad("no layers"));
     }
-    let get = |name: &str| st.tensor(name).ok();
-    let f32_of = |name: &str, expected: usize| -> Result<Option<Vec<f32>>> {
-        let Some(t) = get(name) else { return Ok(None) };
-        if t.dtype() != Dtype::F32 {
-            return Err(bad(format!("{name}: dtype {:?}, expected F32", t.dtype())));
-        }
-        let v: Vec<f32> = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .collect();
-        if v.len() != expected {
-            return Err(QuantError::ScaleMismatch {
-                tensor: name.into(),
-                expected,
-                found: v.len(),
-            });
-        }
-        Ok(Some(v))
-    };
-    let i32_of = |name: &str, expected: usize| -> Result<Option<Vec<i32>>> {
-        let Some(t) = get(name) else { return Ok(None) };
-        if t.dtype() != Dtype::I32 {
-            return Err(bad(format!("{name}: dtype {:?}, expected I32", t.dtype())));
-        }
-        let v: Vec<i32> = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .collect();
-        if v.len() != expected {
-            return Err(QuantError::ScaleMismatch {
-                tensor: name.into(),
-                expected,
-                found: v.len(),
-            });
-        }
-        Ok(Some(v))
-    };
+    let f32_of =
+        |name: &str, expected: usize| four_byte_values(&st, name, expected, Dtype::F32, f32::from_le_bytes);
+    let i32_of =
+        |name: &str, expected: usize| four_byte_values(&st, name, expected, Dtype::I32, i32::from_le_bytes);
     let need = |name: &str, v: Option<Vec<f32>>| v.ok_or_else(|| bad(format!("missing tensor {name}")));
 
     let mut layers = Vec::new();
@@ -340,7 +333,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<QuantMlp> {
                 let q = parse(qm)?;
                 let (rb, cb) = q.granularity.blocks(out, inp)?;
                 let name = format!("{p}.qweight");
-                let t = get(&name).ok_or_else(|| bad(format!("missing tensor {name}")))?;
+                let t = st
+                    .tensor(&name)
+                    .ok()
+                    .ok_or_else(|| bad(format!("missing tensor {name}")))?;
                 let codes = decode_codes(&t, out, inp, q.scheme, &name)?;
                 let scale = need(&format!("{p}.wscale"), f32_of(&format!("{p}.wscale"), rb * cb)?)?;
                 let zero = i32_of(&format!("{p}.wzero"), rb * cb)?.unwrap_or_else(|| vec![0; rb * cb]);
