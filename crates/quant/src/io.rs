@@ -335,8 +335,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<QuantMlp> {
                 let name = format!("{p}.qweight");
                 let t = st
                     .tensor(&name)
-                    .ok()
-                    .ok_or_else(|| bad(format!("missing tensor {name}")))?;
+                    .map_err(|_| bad(format!("missing tensor {name}")))?;
                 let codes = decode_codes(&t, out, inp, q.scheme, &name)?;
                 let scale = need(&format!("{p}.wscale"), f32_of(&format!("{p}.wscale"), rb * cb)?)?;
                 let zero = i32_of(&format!("{p}.wzero"), rb * cb)?.unwrap_or_else(|| vec![0; rb * cb]);
